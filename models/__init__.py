@@ -1,0 +1,1 @@
+"""The LM side: loading, students, distillation losses, logit cache format, quantization."""

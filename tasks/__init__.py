@@ -1,0 +1,1 @@
+"""Stage logic: plain functions that do the work, each with a thin Prefect `@task` wrapper."""

@@ -1,0 +1,663 @@
+"""Ingest: read a source, normalise it, quarantine bad rows, commit a `raw` snapshot.
+
+Every input row ends up in exactly one of three places, and the result reports all three:
+
+    accepted         new content, written to the snapshot
+    already_present  content (text + summary) already in an earlier raw version of the
+                     dataset, or repeated earlier in this same input
+    quarantined      unusable, recorded in the catalog's `quarantine` table with its line
+                     number, the reason and an excerpt
+
+Two passes keep memory flat in the input size. Pass 1 streams the source in blocks, validates
+and hashes, and writes good rows to a scratch Parquet file. Pass 2 is one DuckDB query that drops
+content already present (in earlier versions or earlier in the file) and writes the snapshot;
+DuckDB spills to disk rather than holding a hash set of the whole corpus in memory.
+
+JSONL is read in 16 MiB blocks parsed by pyarrow's C++ JSON reader; only a block that fails to
+parse (a malformed line, invalid UTF-8, a blank line, a field of the wrong type) is re-read line by
+line in Python to find and quarantine the culprits. That keeps clean files near DuckDB's speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from tqdm.auto import tqdm
+
+from tasks.ingest_config import IngestConfig
+from tasks.runtime import current_flow_run_id
+from warehouse import Catalog, DatasetRef, validate_name
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 16 << 20
+
+# What every reader produces: one row per input record that parsed. `line` is the 1-based line
+# (JSONL, CSV) or row (Parquet, HF, file index for .txt folders) number, used for quarantine
+# reports and as the input order.
+PARSED = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("summary", pa.string()),
+    ]
+)
+QUARANTINE = pa.schema([("line", pa.int64()), ("reason", pa.string()), ("excerpt", pa.string())])
+SNAPSHOT_COLUMNS = ("id", "text", "summary", "source", "content_sha256", "ingested_at")
+
+
+class IngestError(RuntimeError):
+    """The source as a whole cannot be read (missing, unknown format, wrong column type)."""
+
+
+@dataclass
+class Quarantined:
+    line: int
+    reason: str
+    excerpt: str
+
+
+@dataclass
+class Parsed:
+    """One batch from a reader: rows that parsed, and the records that did not."""
+
+    table: pa.Table  # schema PARSED
+    quarantined: list[Quarantined] = field(default_factory=list)
+    blank_lines: int = 0
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    source: str
+    run_id: str
+    ref: DatasetRef | None  # None when the run added no new content
+    rows_in: int
+    accepted: int
+    already_present: int
+    quarantined: int
+    blank_lines: int
+    seconds: float
+    quarantine_examples: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ref"] = self.ref.to_dict() if self.ref else None
+        return d
+
+
+# --------------------------------------------------------------------------- readers
+def detect_format(source: str) -> str:
+    if source.startswith("hf:"):
+        return "hf"
+    p = Path(source)
+    if p.is_dir():
+        markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+        return "hf" if any((p / m).exists() for m in markers) else "txt"
+    name = p.name.lower().removesuffix(".gz")
+    for suffixes, fmt in (
+        ((".jsonl", ".json", ".ndjson"), "jsonl"),
+        ((".parquet", ".pq"), "parquet"),
+        ((".csv", ".tsv"), "csv"),
+    ):
+        if name.endswith(suffixes):
+            return fmt
+    raise IngestError(
+        f"cannot tell the format of {source!r} from its name; pass --format "
+        "jsonl|parquet|csv|txt|hf"
+    )
+
+
+def read_source(source: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    """Dispatch to the reader for `cfg.format` (or the detected one)."""
+    fmt = cfg.format if cfg.format != "auto" else detect_format(source)
+    if fmt != "hf" and not Path(source).exists():
+        raise IngestError(f"source not found: {source}")
+    readers = {
+        "jsonl": read_jsonl,
+        "parquet": read_parquet,
+        "csv": read_csv,
+        "txt": read_txt_folder,
+        "hf": read_hf,
+    }
+    return readers[fmt](source, cfg)
+
+
+def _open_bytes(path: str) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _excerpt(raw: bytes | str, n: int) -> str:
+    s = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return s[:n]
+
+
+def read_jsonl(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    """JSON Lines, streamed in blocks (constant memory); .gz works too."""
+    max_line = max(8 * cfg.max_chars, 1 << 20)  # a line this long cannot hold a valid text
+    with _open_bytes(path) as f:
+        lines_done = 0
+        rest = b""
+        skipping = False  # inside a line longer than max_line: discard up to its newline
+        while True:
+            chunk = f.read(BLOCK_BYTES)
+            buf = rest + chunk
+            if not chunk and buf and not buf.endswith(b"\n"):
+                buf += b"\n"  # last line without a trailing newline
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:  # no newline in sight: one very long line
+                if len(buf) > max_line and not skipping:
+                    skipping = True
+                    lines_done += 1
+                    yield Parsed(
+                        pa.table({c: [] for c in PARSED.names}, schema=PARSED),
+                        [
+                            Quarantined(
+                                lines_done,
+                                f"line longer than {max_line} bytes",
+                                _excerpt(buf[:4096], cfg.excerpt_chars),
+                            )
+                        ],
+                    )
+                rest = b"" if skipping else buf
+                if not chunk:
+                    break
+                continue
+            block, rest = buf[:cut], buf[cut:]
+            if skipping:  # the over-long line ends at the first newline of this block
+                first = block.index(b"\n") + 1
+                block, skipping = block[first:], False
+            if block:
+                n = block.count(b"\n")
+                yield _parse_jsonl_block(block, lines_done, path, cfg)
+                lines_done += n
+            if not chunk:
+                break
+
+
+def _parse_jsonl_block(block: bytes, lines_before: int, path: str, cfg: IngestConfig) -> Parsed:
+    table = _parse_jsonl_fast(block, cfg)
+    if table is not None:
+        first = lines_before + 1
+        lines = pa.array(range(first, first + table.num_rows), pa.int64())
+        return Parsed(_as_parsed(table, lines, cfg))
+    return _parse_jsonl_slow(block, lines_before, cfg)
+
+
+def _parse_jsonl_fast(block: bytes, cfg: IngestConfig) -> pa.Table | None:
+    """pyarrow's JSON reader on a whole block, or None if any line needs a closer look."""
+    import pyarrow.json as pj
+
+    try:
+        block.decode("utf-8")  # pyarrow does not validate UTF-8; this is C-speed
+    except UnicodeDecodeError:
+        return None
+    n_lines = block.count(b"\n")
+    fields = [cfg.text_field, cfg.summary_field]
+    for id_type in (pa.string(), pa.int64()):  # ids are strings or integers in practice
+        schema = pa.schema([(f, pa.string()) for f in fields] + [(cfg.id_field, id_type)])
+        opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        ropts = pj.ReadOptions(block_size=1 << 20)  # 1 MiB chunks: parsed in parallel
+        try:
+            table = pj.read_json(io.BytesIO(block), read_options=ropts, parse_options=opts)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            continue
+        # Blank lines are skipped by pyarrow, which would shift line numbers: go slow.
+        return table if table.num_rows == n_lines else None
+    return None
+
+
+def _as_parsed(table: pa.Table, lines: pa.Array, cfg: IngestConfig) -> pa.Table:
+    def col(name: str) -> pa.Array:
+        if name in table.column_names:
+            return pc.cast(table.column(name), pa.string())
+        return pa.nulls(table.num_rows, pa.string())
+
+    return pa.table(
+        [lines, col(cfg.id_field), col(cfg.text_field), col(cfg.summary_field)], schema=PARSED
+    )
+
+
+def _parse_jsonl_slow(block: bytes, lines_before: int, cfg: IngestConfig) -> Parsed:
+    rows: dict[str, list[Any]] = {c: [] for c in PARSED.names}
+    bad: list[Quarantined] = []
+    blank = 0
+    for i, raw in enumerate(block.split(b"\n")[:-1]):
+        lineno = lines_before + i + 1
+        if not raw.strip():
+            blank += 1
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            reason = f"invalid UTF-8 at byte {e.start}"
+            bad.append(Quarantined(lineno, reason, _excerpt(raw, cfg.excerpt_chars)))
+            continue
+        except json.JSONDecodeError as e:
+            bad.append(
+                Quarantined(
+                    lineno,
+                    f"malformed JSON: {e.msg} (column {e.colno})",
+                    _excerpt(raw, cfg.excerpt_chars),
+                )
+            )
+            continue
+        reason, record = _check_record(obj, cfg)
+        if reason:
+            bad.append(Quarantined(lineno, reason, _excerpt(raw, cfg.excerpt_chars)))
+            continue
+        rows["line"].append(lineno)
+        for k in ("id", "text", "summary"):
+            rows[k].append(record[k])
+    return Parsed(pa.table(rows, schema=PARSED), bad, blank)
+
+
+def _check_record(obj: Any, cfg: IngestConfig) -> tuple[str | None, dict[str, Any]]:
+    """Pull id/text/summary out of one decoded record, or say why it is unusable."""
+    if not isinstance(obj, dict):
+        return f"not a JSON object (got {type(obj).__name__})", {}
+    text = obj.get(cfg.text_field)
+    if text is None:
+        return f"missing or null {cfg.text_field!r}", {}
+    if not isinstance(text, str):
+        return f"{cfg.text_field!r} is not a string (got {type(text).__name__})", {}
+    summary = obj.get(cfg.summary_field)
+    if summary is not None and not isinstance(summary, str):
+        return f"{cfg.summary_field!r} is not a string (got {type(summary).__name__})", {}
+    rid = obj.get(cfg.id_field)
+    if rid is not None and not isinstance(rid, str | int):
+        return f"{cfg.id_field!r} must be a string or an integer (got {type(rid).__name__})", {}
+    return None, {"id": None if rid is None else str(rid), "text": text, "summary": summary}
+
+
+def read_parquet(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    if cfg.text_field not in schema.names:
+        raise IngestError(
+            f"{path} has no column {cfg.text_field!r} (columns: {', '.join(schema.names)}); "
+            "pass --text-field"
+        )
+    for name in (cfg.text_field, cfg.summary_field):
+        kind = schema.field(name).type if name in schema.names else pa.string()
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise IngestError(f"column {name!r} of {path} is {kind}, not text")
+    wanted = [c for c in (cfg.id_field, cfg.text_field, cfg.summary_field) if c in schema.names]
+    yield from _arrow_batches(pf.iter_batches(batch_size=50_000, columns=wanted), cfg)
+
+
+def _arrow_batches(batches: Any, cfg: IngestConfig) -> Iterator[Parsed]:
+    done = 0
+    for batch in batches:
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        lines = pa.array(range(done + 1, done + 1 + table.num_rows), pa.int64())
+        done += table.num_rows
+        yield Parsed(_as_parsed(table, lines, cfg))
+
+
+def read_csv(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    """CSV/TSV with a header row; rows with the wrong field count or bad UTF-8 are quarantined."""
+    csv.field_size_limit(1 << 31)
+    delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
+    with _open_bytes(path) as fb:
+        # surrogateescape keeps undecodable bytes visible as lone surrogates, per row.
+        f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return
+        if cfg.text_field not in header:
+            raise IngestError(
+                f"{path} has no column {cfg.text_field!r} (header: {', '.join(header)}); "
+                "pass --text-field"
+            )
+        index = {name: i for i, name in enumerate(header)}
+        rows: dict[str, list[Any]] = {c: [] for c in PARSED.names}
+        bad: list[Quarantined] = []
+        blank = 0
+        line = reader.line_num
+        for record in reader:
+            start, line = line + 1, reader.line_num  # a quoted field may span several lines
+            joined = delimiter.join(record)
+            if len(record) != len(header):
+                if not any(x.strip() for x in record):
+                    blank += 1
+                    continue
+                reason = f"malformed CSV row: {len(record)} fields, header has {len(header)}"
+                bad.append(Quarantined(start, reason, _safe(joined)[: cfg.excerpt_chars]))
+                continue
+            if _has_surrogates(joined):
+                bad.append(Quarantined(start, "invalid UTF-8", _safe(joined)[: cfg.excerpt_chars]))
+                continue
+            rows["line"].append(start)
+            rows["text"].append(record[index[cfg.text_field]])
+            s = index.get(cfg.summary_field)
+            rows["summary"].append(record[s] if s is not None and record[s] != "" else None)
+            i = index.get(cfg.id_field)
+            rows["id"].append(record[i] if i is not None and record[i] != "" else None)
+            if len(rows["line"]) >= 50_000:
+                yield Parsed(pa.table(rows, schema=PARSED), bad, blank)
+                rows, bad, blank = {c: [] for c in PARSED.names}, [], 0
+        yield Parsed(pa.table(rows, schema=PARSED), bad, blank)
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _safe(s: str) -> str:
+    return s.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+def read_txt_folder(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    """Each .txt file under the folder (recursively, in name order) is one document."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*.txt") if p.is_file())
+    rows: dict[str, list[Any]] = {c: [] for c in PARSED.names}
+    bad: list[Quarantined] = []
+    for n, p in enumerate(files, 1):
+        rel = str(p.relative_to(root))
+        if p.stat().st_size > 4 * cfg.max_chars:  # 4 bytes/char at most in UTF-8
+            with open(p, "rb") as fh:
+                head = fh.read(4 * cfg.excerpt_chars)
+            bad.append(Quarantined(n, f"{rel}: over max length", _excerpt(head, cfg.excerpt_chars)))
+            continue
+        raw = p.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            reason = f"{rel}: invalid UTF-8 at byte {e.start}"
+            bad.append(Quarantined(n, reason, _excerpt(raw, cfg.excerpt_chars)))
+            continue
+        rows["line"].append(n)
+        rows["id"].append(rel)
+        rows["text"].append(text)
+        rows["summary"].append(None)
+        if len(rows["line"]) >= 10_000:
+            yield Parsed(pa.table(rows, schema=PARSED), bad)
+            rows, bad = {c: [] for c in PARSED.names}, []
+    yield Parsed(pa.table(rows, schema=PARSED), bad)
+
+
+def read_hf(source: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    """A folder written by `save_to_disk`, or `hf:NAME` for `load_dataset(NAME)`."""
+    import datasets
+
+    if source.startswith("hf:"):
+        ds = datasets.load_dataset(source[3:], split=cfg.hf_split)
+    else:
+        ds = datasets.load_from_disk(source)
+        if isinstance(ds, datasets.DatasetDict):
+            if cfg.hf_split not in ds:
+                raise IngestError(
+                    f"{source} has splits {', '.join(ds)}; pick one with hf_split (not "
+                    f"{cfg.hf_split!r})"
+                )
+            ds = ds[cfg.hf_split]
+    if cfg.text_field not in ds.column_names:
+        raise IngestError(
+            f"{source} has no column {cfg.text_field!r} (columns: {', '.join(ds.column_names)})"
+        )
+    wanted = [c for c in (cfg.id_field, cfg.text_field, cfg.summary_field) if c in ds.column_names]
+    yield from _arrow_batches(ds.select_columns(wanted).with_format("arrow").iter(50_000), cfg)
+
+
+# --------------------------------------------------------------------------- normalise
+def normalise(parsed: Parsed, source: str, cfg: IngestConfig) -> tuple[pa.Table, list[Quarantined]]:
+    """Validate text (present, non-empty, not too long) and fill missing ids.
+
+    Content hashes are computed in pass 2, by DuckDB on both cores (`CONTENT_SHA256_SQL`).
+    """
+    t = parsed.table
+    bad = list(parsed.quarantined)
+    text = t.column("text")
+    missing = pc.is_null(text)
+    empty = pc.and_(pc.invert(missing), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
+    too_long = pc.greater(pc.utf8_length(text), cfg.max_chars)
+    reject = pc.or_(pc.or_(missing, empty), pc.fill_null(too_long, False))
+    if pc.any(reject).as_py():
+        lines = t.column("line").to_pylist()
+        texts = text.to_pylist()
+        for i in pc.indices_nonzero(reject).to_pylist():
+            if missing[i].as_py():
+                reason = f"missing or null {cfg.text_field!r}"
+            elif empty[i].as_py():
+                reason = "empty text"
+            else:
+                reason = f"text over max length ({len(texts[i])} > {cfg.max_chars} chars)"
+            bad.append(Quarantined(lines[i], reason, (texts[i] or "")[: cfg.excerpt_chars]))
+        t = t.filter(pc.invert(reject))
+    name = Path(source).name
+    ids = t.column("id")
+    if ids.null_count:
+        default = pc.binary_join_element_wise(name, pc.cast(t.column("line"), pa.string()), ":")
+        ids = pc.coalesce(ids, default)
+    staged = t.set_column(t.schema.get_field_index("id"), "id", ids)
+    bad.sort(key=lambda q: q.line)
+    return staged, bad
+
+
+def content_sha256(text: str, summary: str | None) -> str:
+    """The identity of a row's content: a document with another summary is other content."""
+    data = text if summary is None else f"{text}\x1f{summary}"
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+# The same digest in DuckDB (tests hold the two equal).
+CONTENT_SHA256_SQL = (
+    "sha256(CASE WHEN summary IS NULL THEN text ELSE text || chr(31) || summary END)"
+)
+
+
+# --------------------------------------------------------------------------- the stage
+def ingest(
+    source: str,
+    dataset: str,
+    catalog: Catalog,
+    cfg: IngestConfig | None = None,
+    *,
+    flow_run_id: str | None = None,
+    progress: bool = True,
+) -> IngestResult:
+    """Read `source` into a new `raw/<dataset>` version (none if nothing is new)."""
+    cfg = cfg or IngestConfig()
+    validate_name(dataset)
+    started = time.monotonic()
+    started_at = datetime.now(UTC).replace(tzinfo=None)
+    run_id = uuid.uuid4().hex[:12]
+    source = str(Path(source).resolve()) if not source.startswith("hf:") else source
+    batches = read_source(source, cfg)  # raises IngestError before anything is written
+
+    with catalog.writing():
+        scratch = catalog.scratch_dir()
+        staging_path, quarantine_path = scratch / "staging.parquet", scratch / "quarantine.parquet"
+        staged_rows = quarantined = blank = 0
+        examples: list[Quarantined] = []
+        bar = tqdm(unit=" rows", unit_scale=True, desc=f"ingest {dataset}", disable=not progress)
+        with (
+            pq.ParquetWriter(staging_path, PARSED, compression="none") as good,
+            pq.ParquetWriter(quarantine_path, QUARANTINE) as bad_writer,
+        ):
+            for parsed in batches:
+                table, bad = normalise(parsed, source, cfg)
+                good.write_table(table)
+                if bad:
+                    bad_writer.write_table(
+                        pa.Table.from_pylist([asdict(q) for q in bad], schema=QUARANTINE)
+                    )
+                    examples.extend(bad[: max(0, 20 - len(examples))])
+                staged_rows += table.num_rows
+                quarantined += len(bad)
+                blank += parsed.blank_lines
+                bar.update(table.num_rows + len(bad))
+        bar.close()
+
+        earlier = catalog.versions("raw", dataset)
+        # Versions whose gate failed are not part of the dataset: their content may come again.
+        present_files = [
+            str(f) for v in earlier if v.gate_passed is not False for f in v.ref.files()
+        ]
+        staged = catalog.stage_snapshot("raw", dataset)
+        accepted = _dedup_and_write(
+            staging_path, present_files, staged.dir / "part-0.parquet", scratch, source, started_at
+        )
+
+        ref = None
+        with catalog.transaction() as tx:
+            if accepted:
+                parent = earlier[-1].ref.key if earlier else None
+                meta = {"source": source, "run_id": run_id, "quarantined": quarantined}
+                ref = tx.publish(staged, parent=parent, flow_run_id=flow_run_id, meta=meta)
+            version = ref.version if ref else None
+            tx.execute(
+                "INSERT INTO ingest_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    dataset,
+                    source,
+                    started_at,
+                    datetime.now(UTC).replace(tzinfo=None),
+                    staged_rows + quarantined,
+                    accepted,
+                    staged_rows - accepted,
+                    quarantined,
+                    blank,
+                    version,
+                    flow_run_id,
+                ],
+            )
+            if quarantined:
+                tx.execute(
+                    "INSERT INTO quarantine SELECT ?, ?, ?, ?, line, reason, excerpt "
+                    f"FROM read_parquet({_sql_str(str(quarantine_path))}) ORDER BY line",
+                    [run_id, dataset, version, source],
+                )
+        _remove_tree(scratch)
+        if not accepted:
+            _remove_tree(staged.dir)
+
+    result = IngestResult(
+        dataset=dataset,
+        source=source,
+        run_id=run_id,
+        ref=ref,
+        rows_in=staged_rows + quarantined,
+        accepted=accepted,
+        already_present=staged_rows - accepted,
+        quarantined=quarantined,
+        blank_lines=blank,
+        seconds=round(time.monotonic() - started, 3),
+        quarantine_examples=[asdict(q) for q in examples],
+    )
+    log.info(
+        "ingest %s: %d in, %d accepted, %d already present, %d quarantined",
+        dataset,
+        result.rows_in,
+        result.accepted,
+        result.already_present,
+        result.quarantined,
+    )
+    return result
+
+
+def _dedup_and_write(
+    staging: Path,
+    present: list[str],
+    out: Path,
+    scratch: Path,
+    source: str,
+    ingested_at: datetime,
+) -> int:
+    """Pass 2: hash, keep the first occurrence of each new content hash; return rows written.
+
+    The keep/drop decision is made on (line, hash) pairs only, sorted by line; the rows are
+    then streamed from the staging file (already in line order) beside it with a POSITIONAL
+    JOIN, so no full rows are ever sorted or held in memory.
+    """
+    import duckdb
+
+    con = duckdb.connect()  # in-memory: the catalog is not touched here
+    try:
+        con.execute(f"SET temp_directory = {_sql_str(str(scratch / 'duckdb'))}")
+        con.execute("SET memory_limit = '1GB'")
+        con.execute("SET preserve_insertion_order = true")
+        stg = f"read_parquet({_sql_str(str(staging))})"
+        seen = (
+            f"(SELECT DISTINCT content_sha256 FROM read_parquet({_sql_list(present)}))"
+            if present
+            else "(SELECT NULL::VARCHAR AS content_sha256 WHERE false)"
+        )
+        con.execute(
+            f"""
+            CREATE TEMP TABLE decision AS
+            WITH h AS (SELECT line, {CONTENT_SHA256_SQL} AS content_sha256 FROM {stg}),
+                 first AS (SELECT content_sha256, min(line) AS first_line FROM h GROUP BY ALL)
+            SELECT h.line, h.content_sha256,
+                   h.line = first.first_line AND p.content_sha256 IS NULL AS keep
+            FROM h JOIN first USING (content_sha256)
+                   LEFT JOIN {seen} p USING (content_sha256)
+            ORDER BY h.line
+            """
+        )
+        (misaligned,) = con.execute(
+            f"SELECT count(*) FROM {stg} s POSITIONAL JOIN decision d "
+            "WHERE s.line IS DISTINCT FROM d.line"
+        ).fetchone()
+        assert misaligned == 0, "staging rows and decisions out of step"
+        con.execute(
+            f"""
+            COPY (
+                SELECT s.id, s.text, s.summary, {_sql_str(source)} AS source, d.content_sha256,
+                       {_sql_str(ingested_at.isoformat())}::TIMESTAMP AS ingested_at
+                FROM {stg} s POSITIONAL JOIN decision d
+                WHERE d.keep
+            ) TO {_sql_str(str(out))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)
+            """
+        )
+    finally:
+        con.close()
+    return pq.ParquetFile(out).metadata.num_rows
+
+
+def _sql_str(s: str) -> str:
+    """A SQL string literal. Only for paths we build ourselves (COPY cannot take parameters)."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join(_sql_str(s) for s in items) + "]"
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Prefect task
+@task(name="ingest-source", cache_policy=NO_CACHE)
+def ingest_source(source: str, dataset: str, home: str, cfg: IngestConfig) -> IngestResult:
+    """Read a source into a new raw snapshot (see `ingest`)."""
+    return ingest(source, dataset, Catalog(Path(home)), cfg, flow_run_id=current_flow_run_id())
