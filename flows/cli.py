@@ -197,7 +197,12 @@ def ingest(
             "ingest.max_chars": max_chars,
         }
         sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
-        _, overrides, _ = _setup(config, sets, debug)
+        cfg, overrides, _ = _setup(config, sets, debug)
+        from tasks.ingest import check_source
+        from warehouse import validate_name
+
+        validate_name(dataset)  # fail fast, before a Prefect server is started
+        check_source(source, cfg.ingest)
         from flows.ingest import ingest_flow
 
         out = _run_flow(

@@ -126,11 +126,17 @@ def detect_format(source: str) -> str:
     )
 
 
-def read_source(source: str, cfg: IngestConfig) -> Iterator[Parsed]:
-    """Dispatch to the reader for `cfg.format` (or the detected one)."""
+def check_source(source: str, cfg: IngestConfig) -> str:
+    """The reader format for `source`; raises IngestError if it is missing or unrecognised."""
     fmt = cfg.format if cfg.format != "auto" else detect_format(source)
     if fmt != "hf" and not Path(source).exists():
         raise IngestError(f"source not found: {source}")
+    return fmt
+
+
+def read_source(source: str, cfg: IngestConfig) -> Iterator[Parsed]:
+    """Dispatch to the reader for `cfg.format` (or the detected one)."""
+    fmt = check_source(source, cfg)
     readers = {
         "jsonl": read_jsonl,
         "parquet": read_parquet,
@@ -434,9 +440,10 @@ def normalise(parsed: Parsed, source: str, cfg: IngestConfig) -> tuple[pa.Table,
     bad = list(parsed.quarantined)
     text = t.column("text")
     missing = pc.is_null(text)
-    empty = pc.and_(pc.invert(missing), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
-    too_long = pc.greater(pc.utf8_length(text), cfg.max_chars)
-    reject = pc.or_(pc.or_(missing, empty), pc.fill_null(too_long, False))
+    # fill_null: comparisons on a null text are null, and a null would slip through the filter.
+    empty = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), False)
+    too_long = pc.fill_null(pc.greater(pc.utf8_length(text), cfg.max_chars), False)
+    reject = pc.or_(pc.or_(missing, empty), too_long)
     if pc.any(reject).as_py():
         lines = t.column("line").to_pylist()
         texts = text.to_pylist()
@@ -625,7 +632,8 @@ def _dedup_and_write(
             f"SELECT count(*) FROM {stg} s POSITIONAL JOIN decision d "
             "WHERE s.line IS DISTINCT FROM d.line"
         ).fetchone()
-        assert misaligned == 0, "staging rows and decisions out of step"
+        if misaligned:  # a bug, not bad input: refuse to write a snapshot we cannot trust
+            raise RuntimeError(f"ingest: {misaligned} staging rows out of step with decisions")
         con.execute(
             f"""
             COPY (

@@ -6,7 +6,10 @@ import hashlib
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,15 @@ class DatasetRef:
 
     def files(self) -> list[Path]:
         return sorted(Path(self.path).glob("*.parquet"))
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """The snapshot as one Arrow table (for small snapshots and tests; stream big ones).
+
+        `partitioning=None`: the `v=<n>` folder must not turn into a column.
+        """
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.files(), columns=columns, partitioning=None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

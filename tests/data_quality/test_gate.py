@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_quality import GateFailed, GatesConfig, RawGateConfig, gate
+from tasks.ingest import content_sha256, ingest
+from tests.helpers import good_records, write_jsonl
+from warehouse import Catalog
+
+
+def _publish_raw(catalog: Catalog, ids: list[str], texts: list[str]):
+    """A raw snapshot written by hand, to break the rules ingest would never break."""
+    with catalog.writing():
+        staged = catalog.stage_snapshot("raw", "hand")
+        table = pa.table(
+            {
+                "id": ids,
+                "text": texts,
+                "summary": pa.nulls(len(ids), pa.string()),
+                "source": ["test"] * len(ids),
+                "content_sha256": [content_sha256(t, None) for t in texts],
+            }
+        )
+        pq.write_table(table, staged.dir / "part-0.parquet")
+        with catalog.transaction() as tx:
+            return tx.publish(staged)
+
+
+def test_a_clean_ingest_passes_and_is_marked(tmp_path: Path, catalog: Catalog) -> None:
+    r = ingest(
+        str(write_jsonl(tmp_path / "a.jsonl", good_records(50))), "news", catalog, progress=False
+    )
+    result = gate("raw", r.ref, catalog)
+    assert result.passed and all(o.success for o in result.outcomes)
+    assert {o.batch for o in result.outcomes} == {"snapshot", "ingest_run"}
+    assert catalog.get("raw", "news", 1).gate_passed is True
+    assert catalog.latest("raw", "news") == r.ref
+
+
+def test_failures_name_the_expectation_with_counts_and_example_ids(catalog: Catalog) -> None:
+    ref = _publish_raw(catalog, ["a", "b", "b", "c"], ["fine", "dup id", "dup id 2", "x" * 50])
+    cfg = GatesConfig(raw=RawGateConfig(max_chars=10), examples=3)
+    with pytest.raises(GateFailed) as e:
+        gate("raw", ref, catalog, cfg)
+    failed = {o.expectation: o for o in e.value.result.failures}
+    assert set(failed) == {
+        "expect_column_values_to_be_unique",
+        "expect_column_values_to_be_between",
+    }
+    unique = failed["expect_column_values_to_be_unique"]
+    assert (unique.column, unique.unexpected_count, unique.element_count) == ("id", 2, 4)
+    assert unique.examples == ["b", "b"]
+    too_long = failed["expect_column_values_to_be_between"]
+    assert too_long.column == "text_chars" and too_long.examples == ["c (text_chars=50)"]
+    assert "expect_column_values_to_be_unique(column=id): 2 of 4 rows fail" in str(e.value)
+    info = catalog.get("raw", "hand", 1)
+    assert info.gate_passed is False and catalog.latest("raw", "hand") is None
+    assert catalog.gate_report(ref)["failures"]
+
+
+def test_a_mostly_garbage_run_fails_even_without_a_snapshot(catalog: Catalog) -> None:
+    run = {"run_id": "r1", "rows_in": 10, "quarantined": 9}
+    with pytest.raises(GateFailed, match="quarantined_share"):
+        gate("raw", None, catalog, run=run)
+    ok = gate("raw", None, catalog, run={"run_id": "r2", "rows_in": 10, "quarantined": 1})
+    assert ok.passed and ok.target == "ingest run r2"
+
+
+def test_gate_needs_something_to_check(catalog: Catalog) -> None:
+    with pytest.raises(ValueError, match="needs"):
+        gate("raw", None, catalog)
+    with pytest.raises(ValueError, match="no gate suite"):
+        gate("nonsense", None, catalog, run={})

@@ -1,0 +1,103 @@
+"""The CLI contract: exit codes, one JSON object on stdout with --json, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.helpers import good_records, write_jsonl
+
+runner = CliRunner()
+
+
+def _json(result) -> dict:
+    out = result.stdout.strip()
+    assert out.count("\n") == 0, f"stdout must hold exactly one JSON object, got:\n{out}"
+    return json.loads(out)
+
+
+def test_help_does_not_import_the_heavy_stack() -> None:
+    code = (
+        "import sys, flows.cli\n"
+        "heavy = {'torch', 'transformers', 'prefect', 'great_expectations', 'datasets'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert runner.invoke(app, ["--help"]).exit_code == 0
+
+
+def test_usage_errors_exit_2(home: Path) -> None:
+    r = runner.invoke(app, ["ingest", "x.jsonl"])  # no --dataset
+    assert r.exit_code == 2
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_status_of_an_empty_warehouse(home: Path) -> None:
+    r = runner.invoke(app, ["status", "--json"])
+    assert r.exit_code == 0
+    assert _json(r) == {"ok": True, "home": str(home.resolve()), "datasets": [], "ingest_runs": []}
+
+
+def test_errors_are_one_line_and_exit_1(home: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["ingest", str(tmp_path / "missing.jsonl"), "-d", "news"])
+    assert r.exit_code == 1
+    assert r.stderr.strip().startswith("error: source not found")
+    assert "Traceback" not in r.stderr
+    r = runner.invoke(app, ["ingest", str(tmp_path / "x.jsonl"), "-d", "../up", "--json"])
+    assert r.exit_code == 1 and _json(r)["error"] == "InvalidName"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ingest:\n  bogus: 1\n")
+    r = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert r.exit_code == 1 and "unknown key 'ingest.bogus'" in r.stderr
+
+
+@pytest.mark.flow
+def test_ingest_reingest_and_status(prefect_harness: None, home: Path, tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "news.jsonl",
+        [*good_records(1000), b"{broken", {"text": ""}, b"\xff\xfe", {"text": "  "}],
+    )
+    r = runner.invoke(app, ["ingest", str(src), "--dataset", "news", "--json"])
+    assert r.exit_code == 0, r.stderr
+    out = _json(r)
+    assert (out["accepted"], out["quarantined"], out["already_present"]) == (1000, 4, 0)
+    assert [q["line"] for q in out["quarantine_examples"]] == [1001, 1002, 1003, 1004]
+    assert out["gate"]["passed"] is True and out["ref"]["version"] == 1
+
+    r = runner.invoke(app, ["ingest", str(src), "--dataset", "news"])  # human output
+    assert r.exit_code == 0, r.stderr
+    assert "accepted                  0" in r.stdout and "line 1001: malformed JSON" in r.stdout
+
+    status = _json(runner.invoke(app, ["status", "--json"]))
+    (news,) = status["datasets"]
+    assert (news["name"], news["rows"]) == ("news", 1000)
+    assert [v["gate_passed"] for v in news["versions"]] == [True]
+    assert news["versions"][0]["flow_run_id"]  # lineage to the Prefect run
+    assert len(status["ingest_runs"]) == 2
+
+    q = _json(runner.invoke(app, ["quarantine", "news", "--json"]))
+    assert [row["line"] for row in q["rows"]] == [1001, 1002, 1003, 1004] * 2
+
+
+@pytest.mark.flow
+def test_a_mostly_garbage_file_exits_3_naming_the_expectation(
+    prefect_harness: None, home: Path, tmp_path: Path
+) -> None:
+    src = write_jsonl(tmp_path / "junk.jsonl", [{"text": "one good row"}] + [b"<html>"] * 30)
+    r = runner.invoke(app, ["ingest", str(src), "-d", "junk", "--json"])
+    assert r.exit_code == 3
+    out = _json(r)
+    assert out["error"] == "gate_failed" and out["quarantined"] == 30
+    (failure,) = [e for e in out["gate"]["expectations"] if not e["success"]]
+    assert failure["column"] == "quarantined_share"
+    assert "quarantined_share" in r.stderr and "Traceback" not in r.stderr
+    status = _json(runner.invoke(app, ["status", "--json"]))
+    assert status["datasets"][0]["versions"][0]["gate_passed"] is False
+    assert status["datasets"][0]["rows"] == 0  # a failed version is not part of the dataset

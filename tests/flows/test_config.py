@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import Config, ConfigError, load_config, parse_overrides
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_defaults_and_shipped_profiles_validate() -> None:
+    assert load_config() == Config()
+    for path in CONFIGS.glob("*.yaml"):
+        load_config(path)  # every shipped profile must load
+
+
+def test_unknown_keys_are_rejected_by_name(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("ingest:\n  max_charz: 10\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'ingest\.max_charz'"):
+        load_config(p)
+    p.write_text("ingset: {}\n")
+    with pytest.raises(ConfigError, match="unknown key 'ingset'"):
+        load_config(p)
+
+
+def test_bad_values_and_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("gates:\n  raw:\n    max_quarantined_share: 2\n")
+    with pytest.raises(ConfigError, match=r"gates\.raw\.max_quarantined_share"):
+        load_config(p)
+    p.write_text("ingest: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_set_single_fields() -> None:
+    cfg = load_config(None, parse_overrides(["ingest.max_chars=123", "ingest.text_field=body"]))
+    assert (cfg.ingest.max_chars, cfg.ingest.text_field) == (123, "body")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["ingest.max_chars"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(None, parse_overrides(["ingest.nope=1"]))
