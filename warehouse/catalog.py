@@ -356,10 +356,10 @@ class Transaction:
         meta: dict[str, Any] | None = None,
     ) -> DatasetRef:
         rows, digest = staged.seal()
-        (last,) = self.con.execute(
+        ((last,),) = self.con.execute(
             "SELECT coalesce(max(version), 0) FROM dataset_versions WHERE stage = ? AND name = ?",
             [staged.stage, staged.name],
-        ).fetchone()
+        ).fetchall()  # fetchall: a half-read result would block the connection
         version = int(last) + 1
         target = self.catalog.lake / staged.stage / staged.name / f"v={version}"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -273,3 +273,29 @@ def test_empty_file_makes_no_version(tmp_path: Path, catalog: Catalog) -> None:
     src.write_text("")
     r = ingest(str(src), "e", catalog, progress=False)
     assert (r.rows_in, r.ref) == (0, None)
+
+
+def test_row_stream_hands_out_exact_counts_across_uneven_batches() -> None:
+    from tasks.ingest import _RowStream
+
+    flags = [i % 3 == 0 for i in range(1000)]
+    batches = [
+        pa.record_batch([pa.array(flags[a:b])], names=["keep"])
+        for a, b in [(0, 7), (7, 500), (500, 501), (501, 1000)]
+    ]
+    stream = _RowStream(pa.RecordBatchReader.from_batches(batches[0].schema, batches))
+    got: list[bool] = []
+    for n in (3, 250, 1, 600, 146):
+        got += stream.take(n).to_pylist()
+    assert got == flags
+
+
+def test_partial_overlap_rewrites_only_the_new_rows_in_order(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    old = good_records(50, "old")
+    ingest(str(write_jsonl(tmp_path / "a.jsonl", old)), "mix", catalog, progress=False)
+    mixed = [x for pair in zip(old, good_records(50, "new"), strict=True) for x in pair]
+    r = ingest(str(write_jsonl(tmp_path / "b.jsonl", mixed)), "mix", catalog, progress=False)
+    assert [x["id"] for x in _rows(r.ref)] == [f"new{i}" for i in range(50)]
+    assert r.ref.rows == 50 and r.already_present == 50
