@@ -282,7 +282,7 @@ def status(
             for v in d["versions"]:
                 _say(
                     f"  v{v['version']:<3} {v['rows']:>10,} rows  gate {gate_word[v['gate_passed']]:<7}"
-                    f"  {v['created_at'][:19]}  parent {v['parent'] or '-'}"
+                    f"  {v['created_at'][:19].replace('T', ' ')}  parent {v['parent'] or '-'}"
                 )
 
 
