@@ -82,7 +82,7 @@ def main() -> None:
                 import duckdb
                 duckdb.execute(
                     "COPY (SELECT * FROM read_json({str(src)!r}, format='newline_delimited')) "
-                    "TO {str(work / f'bare-{rows}.parquet')!r} (FORMAT parquet, COMPRESSION zstd)"
+                    "TO {str(work / f"bare-{rows}.parquet")!r} (FORMAT parquet, COMPRESSION zstd)"
                 )
                 """
             )
