@@ -284,6 +284,15 @@ def status(
                     f"  v{v['version']:<3} {v['rows']:>10,} rows  gate {gate_word[v['gate_passed']]:<7}"
                     f"  {v['created_at'][:19].replace('T', ' ')}  parent {v['parent'] or '-'}"
                 )
+        if runs:
+            _say("recent ingest runs (rows in = accepted + already present + quarantined):")
+            for r in runs[-5:]:
+                made = f"v{r['version']}" if r["version"] is not None else "no version"
+                _say(
+                    f"  {str(r['started_at'])[:19]}  {r['dataset']:<16} {r['rows_in']:>9,} = "
+                    f"{r['accepted']:,} + {r['already_present']:,} + {r['quarantined']:,}"
+                    f"  -> {made}"
+                )
 
 
 @app.command()

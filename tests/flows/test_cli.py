@@ -85,6 +85,12 @@ def test_ingest_reingest_and_status(prefect_harness: None, home: Path, tmp_path:
     q = _json(runner.invoke(app, ["quarantine", "news", "--json"]))
     assert [row["line"] for row in q["rows"]] == [1001, 1002, 1003, 1004] * 2
 
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("gate-raw-news-1")  # the gate's table, for the Prefect UI
+    assert artifact is not None and artifact.type == "table"
+    assert "raw gate passed" in (artifact.description or "")
+
 
 @pytest.mark.flow
 def test_a_mostly_garbage_file_exits_3_naming_the_expectation(
@@ -101,3 +107,44 @@ def test_a_mostly_garbage_file_exits_3_naming_the_expectation(
     status = _json(runner.invoke(app, ["status", "--json"]))
     assert status["datasets"][0]["versions"][0]["gate_passed"] is False
     assert status["datasets"][0]["rows"] == 0  # a failed version is not part of the dataset
+
+
+@pytest.mark.slow
+def test_ui_serves_prefect_on_localhost_and_cleans_up(home: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "LLM4ALL_HOME": str(home), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from flows.cli import main; main()", "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        info_path = tmp_path / "prefect" / "ui-server.json"
+        deadline = time.monotonic() + 120
+        healthy = False
+        while time.monotonic() < deadline and not healthy:
+            time.sleep(1)
+            try:
+                url = f"http://127.0.0.1:{port}/api/health"
+                healthy = urllib.request.urlopen(url, timeout=2).status == 200
+            except OSError:
+                continue
+        assert healthy, "the Prefect server did not come up"
+        info = json.loads(info_path.read_text())
+        assert info["api_url"] == f"http://127.0.0.1:{port}/api"
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    assert not info_path.exists()  # no stale pointer to a dead server
