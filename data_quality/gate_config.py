@@ -21,8 +21,19 @@ class RawGateConfig(BaseModel):
     )
 
 
+class LogitsGateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mass_tolerance: float = Field(
+        2e-3,
+        ge=0.0,
+        description="How far above 1 a position's stored mass may round (fp16 values).",
+    )
+
+
 class GatesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     raw: RawGateConfig = Field(default_factory=RawGateConfig)
+    logits: LogitsGateConfig = Field(default_factory=LogitsGateConfig)
     examples: int = Field(5, ge=0, description="Example ids reported per failing expectation.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -95,3 +96,140 @@ def raw_suite(
 
 
 SUITES: dict[str, SuiteBuilder] = {"raw": raw_suite}
+
+
+def tokens_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """Tokens: every id inside the tokenizer's vocabulary, full blocks, some training blocks,
+    some tokens that carry loss."""
+    import great_expectations.expectations as gxe
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    assert ref is not None
+    meta = catalog.get(ref.stage, ref.name, ref.version).meta
+    table = pq.read_table(ref.files(), partitioning=None)
+    width = int(meta["block_size"])
+    ids = np.asarray(table.column("input_ids").combine_chunks().flatten()).reshape(-1, width)
+    mask = np.asarray(table.column("loss_mask").combine_chunks().flatten()).reshape(-1, width)
+    blocks = pd.DataFrame(
+        {
+            "block": table.column("block").to_numpy(),
+            "split": table.column("split").to_pylist(),
+            "min_id": ids.min(1) if len(ids) else [],
+            "max_id": ids.max(1) if len(ids) else [],
+            "loss_tokens": mask.sum(1) if len(ids) else [],
+        }
+    )
+    totals = pd.DataFrame(
+        [
+            {
+                "snapshot": ref.key,
+                "train_blocks": int((blocks["split"] == "train").sum()),
+                "loss_tokens": int(blocks["loss_tokens"].sum()),
+            }
+        ]
+    )
+    return [
+        Check(
+            "blocks",
+            blocks,
+            [
+                gxe.ExpectColumnValuesToBeBetween(column="min_id", min_value=0),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="max_id", max_value=int(meta["vocab_size"]) - 1
+                ),
+                gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "validation"]),
+                gxe.ExpectColumnValuesToBeUnique(column="block"),
+            ],
+            id_column="block",
+        ),
+        Check(
+            "totals",
+            totals,
+            [
+                gxe.ExpectColumnValuesToBeBetween(column="train_blocks", min_value=1),
+                gxe.ExpectColumnValuesToBeBetween(column="loss_tokens", min_value=1),
+            ],
+            id_column="snapshot",
+        ),
+    ]
+
+
+def logits_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """Logit cache: every position covered, ids inside the vocabulary, values finite, mass per
+    position at most 1, and every shard's files matching their checksums."""
+    import great_expectations.expectations as gxe
+    import numpy as np
+    import pandas as pd
+
+    from models.logit_cache import LogitCacheError, read_manifest, read_shard, verify_shard
+
+    assert ref is not None
+    root = Path(ref.path)
+    manifest = read_manifest(root)
+    per = manifest["shard_blocks"]
+    rows = []
+    for index in range(-(-manifest["blocks"] // per)):  # every shard the blocks need
+        expected = min(per, manifest["blocks"] - index * per) * manifest["block_size"]
+        row = {"shard": index, "positions": 0, "expected_positions": expected, "max_id": 0}
+        try:
+            targets = read_shard(root, index, manifest)
+        except LogitCacheError:  # missing: fails coverage, finiteness and checksums
+            rows.append(row | {"finite": False, "max_mass": 0.0, "checksums_match": False})
+            continue
+        mass = targets.mass()
+        values = np.asarray(targets.values, dtype=np.float32)
+        rows.append(
+            row
+            | {
+                "positions": targets.positions,
+                "max_id": int(np.max(targets.ids)) if targets.ids.size else 0,
+                "finite": bool(np.isfinite(values).all() and np.isfinite(mass).all()),
+                "max_mass": float(mass.max()) if mass.size else 0.0,
+                "checksums_match": verify_shard(root, index),
+            }
+        )
+    shards = pd.DataFrame(rows)
+    totals = pd.DataFrame(
+        [
+            {
+                "snapshot": ref.key,
+                "positions": int(shards["positions"].sum()) if len(shards) else 0,
+                "expected": manifest["positions"],
+            }
+        ]
+    )
+    tolerance = cfg.logits.mass_tolerance
+    return [
+        Check(
+            "shards",
+            shards,
+            [
+                gxe.ExpectColumnPairValuesToBeEqual(
+                    column_A="positions", column_B="expected_positions"
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="max_id", max_value=int(manifest["vocab_size"]) - 1
+                ),
+                gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+                gxe.ExpectColumnValuesToBeBetween(column="max_mass", max_value=1.0 + tolerance),
+                gxe.ExpectColumnValuesToBeInSet(column="checksums_match", value_set=[True]),
+            ],
+            id_column="shard",
+        ),
+        Check(
+            "totals",
+            totals,
+            [gxe.ExpectColumnPairValuesToBeEqual(column_A="positions", column_B="expected")],
+            id_column="snapshot",
+        ),
+    ]
+
+
+SUITES["tokens"] = tokens_suite
+SUITES["logits"] = logits_suite

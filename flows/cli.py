@@ -86,10 +86,15 @@ def _cli_errors(as_json: bool, debug: bool) -> Iterator[None]:
 def _is_expected(e: Exception) -> bool:
     """Errors whose message is the whole story (bad input, busy warehouse, ...)."""
     from flows.config import ConfigError
+    from models.loading import ModelLoadError
+    from models.logit_cache import LogitCacheError
     from tasks.ingest import IngestError
+    from tasks.tokenize import TokenizeError
     from warehouse import CatalogError, InvalidName, WarehouseBusy
 
-    return isinstance(e, ConfigError | IngestError | CatalogError | InvalidName | WarehouseBusy)
+    expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy)
+    expected += (ModelLoadError, LogitCacheError, TokenizeError)
+    return isinstance(e, expected)
 
 
 def _setup(
@@ -237,6 +242,51 @@ def _print_ingest(out: dict[str, Any]) -> None:
     gate = out.get("gate")
     if gate:
         _say(f"gate raw: passed ({len(gate['expectations'])} expectations)")
+
+
+@app.command("cache-logits")
+def cache_logits(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    mode: Annotated[str | None, typer.Option(help="sampled | topk")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher: folder, .gguf, pkg:NAME or HF id.")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Tokenize new snapshots and cache the teacher's sparse distributions (resumable)."""
+    with _cli_errors(as_json, debug):
+        flags = {"logits.mode": mode, "teacher.path": teacher}
+        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        _, overrides, _ = _setup(config, sets, debug)
+        from warehouse import validate_name
+
+        validate_name(dataset)
+        from flows.logits import cache_logits_flow
+
+        out = _run_flow(
+            cache_logits_flow,
+            debug,
+            dataset=dataset,
+            config_path=str(config) if config else None,
+            overrides=overrides,
+        )
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        tok, lg = out["tokens"], out["logits"]
+        for r in tok["refs"]:
+            _say(f"tokens {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} blocks")
+        if tok["skipped"]:
+            _say(f"already tokenized: {', '.join(tok['skipped'])}")
+        for r in lg["refs"]:
+            _say(f"logits {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} positions")
+        if lg["refs"]:
+            _say(f"  {lg['bytes_per_token']} bytes/token, {lg['seconds']:.1f} s")
+        if lg["skipped"]:
+            _say(f"already cached: {', '.join(lg['skipped'])}")
 
 
 @app.command()

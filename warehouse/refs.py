@@ -74,11 +74,13 @@ class VersionInfo:
         }
 
 
-def sha256_of_files(files: list[Path], chunk: int = 1 << 20) -> str:
-    """Digest of the snapshot's files, in name order (names included, so a rename shows)."""
+def sha256_of_files(files: list[Path], root: Path | None = None, chunk: int = 1 << 20) -> str:
+    """Digest of a snapshot's files in path order, their paths (relative to `root`, else
+    their names) included, so that a rename shows."""
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f.name.encode() + b"\0")
+        name = str(f.relative_to(root)) if root else f.name
+        h.update(name.encode() + b"\0")
         with open(f, "rb") as fh:
             while block := fh.read(chunk):
                 h.update(block)

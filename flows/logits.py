@@ -1,0 +1,32 @@
+"""Logits flow: gated snapshots -> tokens (packed blocks) -> gate -> teacher logit cache -> gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.config import load_config
+from tasks.gates import check_gate, gate_pending
+from tasks.logits import cache_teacher_logits
+from tasks.tokenize import tokenize_dataset
+from warehouse import resolve_home
+
+
+@flow(name="cache-logits")
+def cache_logits_flow(
+    dataset: str,
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Tokenize what is new in DATASET, then cache the teacher's distributions over it."""
+    cfg = load_config(config_path, overrides)
+    home = str(resolve_home(cfg.home))
+    for stage in ("tokens", "logits"):
+        gate_pending(stage, dataset, home, cfg.gates)
+    tokens = tokenize_dataset(dataset, home, cfg.teacher, cfg.tokens)
+    for ref in tokens.refs:
+        check_gate("tokens", ref, home, cfg.gates)
+    logits = cache_teacher_logits(dataset, home, cfg.teacher, cfg.logits)
+    gates = [check_gate("logits", ref, home, cfg.gates).to_dict() for ref in logits.refs]
+    return {"tokens": tokens.to_dict(), "logits": logits.to_dict(), "gates": gates}
