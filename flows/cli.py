@@ -276,17 +276,21 @@ def cache_logits(
         if as_json:
             typer.echo(json.dumps({"ok": True, **out}, default=str))
             return
-        tok, lg = out["tokens"], out["logits"]
-        for r in tok["refs"]:
-            _say(f"tokens {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} blocks")
-        if tok["skipped"]:
-            _say(f"already tokenized: {', '.join(tok['skipped'])}")
-        for r in lg["refs"]:
-            _say(f"logits {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} positions")
-        if lg["refs"]:
-            _say(f"  {lg['bytes_per_token']} bytes/token, {lg['seconds']:.1f} s")
-        if lg["skipped"]:
-            _say(f"already cached: {', '.join(lg['skipped'])}")
+        _print_logits(out)
+
+
+def _print_logits(out: dict[str, Any]) -> None:
+    tok, lg = out["tokens"], out["logits"]
+    for r in tok["refs"]:
+        _say(f"tokens {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} blocks")
+    if tok["skipped"]:
+        _say(f"already tokenized: {', '.join(tok['skipped'])}")
+    for r in lg["refs"]:
+        _say(f"logits {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} positions")
+    if lg["refs"]:
+        _say(f"  {lg['bytes_per_token']} bytes/token, {lg['seconds']:.1f} s")
+    if lg["skipped"]:
+        _say(f"already cached: {', '.join(lg['skipped'])}")
 
 
 @app.command()
@@ -421,31 +425,32 @@ def demo(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """The embedded default: ingest the bundled CNN/DailyMail slice, then show status.
+    """The embedded default: CNN/DailyMail + SmolLM2, offline — ingest, gate, tokenize, cache
+    the teacher's distributions, then show status.
 
-    (The full pipeline — curate, logits, distil, quantize — joins the demo as it is built.)
+    (Curation, distillation and quantization join the demo as they are built.)
     """
     with _cli_errors(as_json, debug):
         config = config or _bundled_config("demo.yaml")
         _, overrides, _home = _setup(config, None, debug)
         from flows.ingest import ingest_flow
+        from flows.logits import cache_logits_flow
 
         source = _demo_corpus()
         started = time.monotonic()
-        out = _run_flow(
-            ingest_flow,
-            debug,
-            source=str(source),
-            dataset="cnn_dailymail",
-            config_path=str(config),
-            overrides=overrides,
+        params = {"config_path": str(config), "overrides": overrides}
+        ingested = _run_flow(
+            ingest_flow, debug, source=str(source), dataset="cnn_dailymail", **params
         )
-        out["wall_seconds"] = round(time.monotonic() - started, 1)
+        cached = _run_flow(cache_logits_flow, debug, dataset="cnn_dailymail", **params)
+        wall = round(time.monotonic() - started, 1)
         if as_json:
-            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            payload = {"ok": True, "ingest": ingested, **cached, "wall_seconds": wall}
+            typer.echo(json.dumps(payload, default=str))
             return
-        _print_ingest(out)
-        _say()
+        _print_ingest(ingested)
+        _print_logits(cached)
+        _say(f"demo finished in {wall:.0f} s\n")
         status(config=config, as_json=False, debug=debug)
 
 

@@ -4,11 +4,58 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = (
-    "the a an of to in and is was for on that with as by at from it this be are were has had "
-    "news report said year people government police city court state new first last two "
-    "president minister company market week day time game team season world country"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "and",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "it",
+    "this",
+    "be",
+    "are",
+    "were",
+    "has",
+    "had",
+    "news",
+    "report",
+    "said",
+    "year",
+    "people",
+    "government",
+    "police",
+    "city",
+    "court",
+    "state",
+    "new",
+    "first",
+    "last",
+    "two",
+    "president",
+    "minister",
+    "company",
+    "market",
+    "week",
+    "day",
+    "time",
+    "game",
+    "team",
+    "season",
+    "world",
+    "country",
+]
 
 
 def make_tokenizer_dir(path: Path, extra_words: tuple[str, ...] = ()) -> Path:

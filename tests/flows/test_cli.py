@@ -148,3 +148,40 @@ def test_ui_serves_prefect_on_localhost_and_cleans_up(home: Path, tmp_path: Path
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
     assert not info_path.exists()  # no stale pointer to a dead server
+
+
+@pytest.mark.flow
+def test_cache_logits_command(prefect_harness: None, home: Path, tmp_path: Path) -> None:
+    from tests.tiny import make_tiny_llama
+
+    teacher = make_tiny_llama(tmp_path / "teacher")
+    words = [
+        "the",
+        "news",
+        "said",
+        "police",
+        "city",
+        "court",
+        "state",
+        "new",
+        "president",
+        "minister",
+    ]
+    docs = [{"text": " ".join(words[(i + j) % 10] for j in range(6)) + f" {i}"} for i in range(40)]
+    src = write_jsonl(tmp_path / "news.jsonl", docs)
+    assert runner.invoke(app, ["ingest", str(src), "-d", "news"]).exit_code == 0
+    args = ["cache-logits", "-d", "news", "--teacher", str(teacher), "--mode", "topk"]
+    args += ["--set", "tokens.block_size=16", "--set", "logits.k=4", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    out = _json(r)
+    (tokens,) = out["tokens"]["refs"]
+    (logits,) = out["logits"]["refs"]
+    assert logits["rows"] == tokens["rows"] * 16
+    assert [g["passed"] for g in out["gates"]] == [True]
+    status = _json(runner.invoke(app, ["status", "--json"]))
+    stages = {d["stage"]: d for d in status["datasets"]}
+    assert stages["logits"]["versions"][0]["parent"] == "tokens/news@1"
+    assert stages["tokens"]["versions"][0]["gate_passed"] is True
+    r = runner.invoke(app, ["cache-logits", "-d", "news", "--teacher", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "not found" in r.stderr

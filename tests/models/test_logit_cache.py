@@ -86,7 +86,7 @@ def test_a_full_disk_leaves_no_shard_that_looks_complete(
     real_save = np.save
     calls = {"n": 0}
 
-    def save_then_fill_the_disk(f, arr):  # noqa: ANN001, ANN202
+    def save_then_fill_the_disk(f, arr):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")

@@ -21,7 +21,18 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
 
 
 def _docs(n: int, prefix: str = "") -> list[dict]:
-    words = "the news said police city court state new president minister".split()
+    words = [
+        "the",
+        "news",
+        "said",
+        "police",
+        "city",
+        "court",
+        "state",
+        "new",
+        "president",
+        "minister",
+    ]
     return [
         {
             "id": f"{prefix}{i}",
