@@ -303,10 +303,14 @@ def status(
     with _cli_errors(as_json, debug):
         from flows.config import load_config
         from warehouse import Catalog, resolve_home
+        from warehouse.names import STAGES
 
         home = resolve_home(load_config(config).home)
         catalog = Catalog(home)
-        versions = catalog.versions()
+        order = {stage: i for i, stage in enumerate(STAGES)}  # pipeline order, not alphabetical
+        versions = sorted(
+            catalog.versions(), key=lambda v: (v.ref.name, order[v.ref.stage], v.ref.version)
+        )
         runs = catalog.ingest_runs()
         datasets: dict[str, dict[str, Any]] = {}
         for v in versions:
@@ -331,11 +335,13 @@ def status(
             _say("  (empty: try `llm4all ingest FILE --dataset NAME`)")
             return
         gate_word = {True: "passed", False: "FAILED", None: "pending"}
+        unit = {"tokens": "blocks", "logits": "positions"}
         for d in datasets.values():
-            _say(f"{d['stage']}/{d['name']}  ({d['rows']:,} rows in versions that passed)")
+            rows = unit.get(d["stage"], "rows")
+            _say(f"{d['stage']}/{d['name']}  ({d['rows']:,} {rows} in versions that passed)")
             for v in d["versions"]:
                 _say(
-                    f"  v{v['version']:<3} {v['rows']:>10,} rows  gate {gate_word[v['gate_passed']]:<7}"
+                    f"  v{v['version']:<3} {v['rows']:>10,} {rows:<9} gate {gate_word[v['gate_passed']]:<7}"
                     f"  {v['created_at'][:19].replace('T', ' ')}  parent {v['parent'] or '-'}"
                 )
         if runs:
