@@ -242,8 +242,7 @@ def _fill_and_publish(
         "bytes": nbytes,
     }
     write_manifest(work, manifest)
-    meta = {k: v for k, v in manifest.items() if k != "shards"}
-    meta["bytes_per_token"] = round(nbytes / manifest["positions"], 2)
+    meta = manifest | {"bytes_per_token": round(nbytes / manifest["positions"], 2)}
     with catalog.writing(), catalog.transaction() as tx:
         ref = tx.publish(
             StagedSnapshot("logits", tokens.ref.name, work),
