@@ -1,7 +1,7 @@
 """The pipeline's configuration: one YAML file, validated, unknown keys rejected by name.
 
 Each section is the config class that lives beside the code it configures (TRL style):
-`ingest` -> tasks/ingest_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
+`ingest` -> tasks/ingest_config.py, `gates` -> data_quality/gate_config.py, `dedup` -> tasks/dedup_config.py. The CLI overrides
 single fields with flags or `--set section.field=value`.
 """
 
@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_quality.gate_config import GatesConfig
+from tasks.dedup_config import DedupConfig
 from tasks.ingest_config import IngestConfig
 
 
@@ -30,6 +31,7 @@ class Config(BaseModel):
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

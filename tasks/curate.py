@@ -178,7 +178,7 @@ def score_file(
             )
             kept = con.execute(
                 f"SELECT count(*) FILTER (keep) FROM read_parquet({_sql_str(str(out_tmp))})"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
         finally:
             con.close()
         os.replace(out_tmp, output)

@@ -442,7 +442,7 @@ def candidate_pairs(con: Any, band_files: list[str], bands: int, new_from: int, 
             )
     con.execute("CREATE OR REPLACE TEMP TABLE pairs AS SELECT DISTINCT a, b FROM cand")
     con.execute("DROP TABLE cand")
-    return con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+    return con.execute("SELECT count(*) FROM pairs").fetchall()[0][0]
 
 
 def verify_pairs(
@@ -713,8 +713,8 @@ def dedup(
                 "NULL::VARCHAR AS text, NULL::BOOLEAN AS keep, NULL::BIGINT AS near_dup_cluster "
                 "WHERE false"
             )
-        stats.rows = con.execute("SELECT count(*) FROM work").fetchone()[0]
-        stats.prior_rows = con.execute("SELECT count(*) FROM prior").fetchone()[0]
+        stats.rows = con.execute("SELECT count(*) FROM work").fetchall()[0][0]
+        stats.prior_rows = con.execute("SELECT count(*) FROM prior").fetchall()[0][0]
 
         # ---------------------------------------------------------------- exact
         t0 = time.monotonic()
@@ -742,7 +742,7 @@ def dedup(
         )
         stats.empty, stats.exact_dups = con.execute(
             "SELECT count(*) FILTER (empty), count(exact_dup_of) FROM ex"
-        ).fetchone()
+        ).fetchall()[0]
         stats.seconds["exact"] = round(time.monotonic() - t0, 3)
 
         # ---------------------------------------------------------------- near
@@ -796,7 +796,7 @@ def dedup(
         stats.near_dups, stats.semantic_dups, stats.kept = con.execute(
             f"SELECT count(*) FILTER (reason = 'near_dup'), count(*) FILTER "
             f"(reason = 'semantic_dup'), count(*) FILTER (keep) FROM read_parquet({_sql_str(str(out))})"
-        ).fetchone()
+        ).fetchall()[0]
     finally:
         con.close()
     return str(out), stats
@@ -892,7 +892,7 @@ def _near(
     stats.near_clusters, stats.largest_cluster = con.execute(
         "SELECT count(DISTINCT cluster), coalesce(max(n), 1) FROM "
         "(SELECT cluster, count(*) OVER (PARTITION BY cluster) AS n FROM near)"
-    ).fetchone()
+    ).fetchall()[0]
 
 
 def _semantic(
@@ -957,7 +957,11 @@ def _semantic(
     tbl = con.sql(" UNION ALL ".join(parts)).to_arrow_table()
     docs = tbl.column("doc").to_numpy()
     emb_col = tbl.column("emb").combine_chunks()
-    dim = emb_col.type.list_size
+    dim = (
+        emb_col.type.list_size
+        if isinstance(emb_col.type, pa.FixedSizeListType)
+        else int(pc.list_value_length(emb_col)[0].as_py())
+    )
     emb = _fixed_list_numpy(emb_col, dim).astype(np.float32)
     k = sc.n_clusters or max(1, round(math.sqrt(len(docs) / 2)))
     dup, of, sim = semdedup(docs, emb, new_from, sc.eps, k, sc.kmeans_iters, sc.seed)
@@ -969,3 +973,32 @@ def _semantic(
 
 def iter_decisions(path: str, batch_rows: int = 50_000) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(path).iter_batches(batch_rows)
+
+
+# =========================================================================== Prefect tasks
+def _prefect_task(**kw: Any) -> Callable[[Callable[..., Any]], Any]:
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(cache_policy=NO_CACHE, **kw)
+
+
+@_prefect_task(name="compute-minhash-signatures")
+def compute_minhash_signatures(shard: Shard, params: MinHashParams) -> MinHashShardResult:
+    """Signatures and LSH band rows of one shard (see `minhash_shard`)."""
+    return minhash_shard(shard, params)
+
+
+@_prefect_task(name="compute-embeddings")
+def compute_embeddings(shard: Shard, cfg: SemanticConfig) -> EmbedShardResult:
+    """Sentence embeddings of one shard (see `embed_shard`)."""
+    return embed_shard(shard, cfg)
+
+
+def prefect_map(kind: str, shards: list[Shard], params: Any) -> list[Any]:
+    """A `ShardMap` for use inside a flow: one mapped task per shard, on the flow's runner."""
+    from prefect import unmapped
+
+    task = compute_minhash_signatures if kind == "minhash" else compute_embeddings
+    futures = task.map(shards, unmapped(params))
+    return [f.result() for f in futures]
