@@ -67,19 +67,17 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
 
 
 _WORD_BASE = np.uint64(0x100000001B3)  # FNV prime: odd, so powers never vanish mod 2^64
-_SEP_CHARS = r"[\p{P}\p{S}\s]+"
+_SEP = r"[^\p{L}\p{N}\p{M}]+"
 # Scripts written without spaces: each character counts as a word.
 _CHAR_SCRIPTS = r"([\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}])"
 
 
 def words_of(texts: pa.Array) -> pa.ListArray:
-    """Lowercased words of each text; punctuation/symbols separate words; null -> no words."""
-    t = pc.fill_null(texts, "")
-    t = pc.utf8_lower(t)
+    """Lowercased words of each text: runs of letters, digits and marks (so punctuation and
+    symbols separate words); CJK/Thai characters are one word each; null -> no words."""
+    t = pc.utf8_lower(pc.fill_null(texts, ""))
     t = pc.replace_substring_regex(t, _CHAR_SCRIPTS, r" \1 ")
-    t = pc.replace_substring_regex(t, _SEP_CHARS, " ")
-    t = pc.utf8_trim_whitespace(t)
-    return pc.utf8_split_whitespace(t)
+    return pc.split_pattern_regex(t, _SEP)
 
 
 def word_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +211,8 @@ def minhash(
         lo, hi = int(starts[d]), int(ends[e - 1])
         m = np.multiply.outer(x[lo:hi], a)
         m += b
-        m >>= np.uint64(32)
-        sig[d:e] = np.minimum.reduceat(m, starts[d:e] - lo, axis=0)
+        # (v >> 32) is monotonic in v: take the minimum first, shift the small result after
+        sig[d:e] = np.minimum.reduceat(m, starts[d:e] - lo, axis=0) >> np.uint64(32)
         d = e
     return sig, has
 
@@ -719,7 +717,7 @@ def dedup(
         # ---------------------------------------------------------------- exact
         t0 = time.monotonic()
         exact_on = "exact" in filters
-        key = exact_key_sql(cfg.exact)
+        key = exact_key_sql(cfg.exact) if exact_on else "NULL::VARCHAR"
         con.execute(
             f"""
             CREATE TEMP TABLE ex AS

@@ -121,7 +121,7 @@ class RunnerConfig(BaseModel):
     )
     workers: int = Field(2, ge=1, description="Threads, or LocalCluster worker processes.")
     shard_rows: int = Field(
-        20_000, ge=1, description="Rows per shard (one task per shard and per kind of work)."
+        5_000, ge=1, description="Rows per shard (one task per shard and per kind of work)."
     )
 
 
