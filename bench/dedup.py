@@ -183,7 +183,7 @@ def worker_ours(inp: Path, out: Path) -> dict:
         con = duckdb.connect()
         con.execute(
             f"COPY (SELECT (row_number() OVER () - 1)::BIGINT AS doc, id, text "
-            f"FROM read_parquet('{inp}')) TO '{work}' (FORMAT parquet)"
+            f"FROM read_parquet('{inp}')) TO '{work}' (FORMAT parquet, ROW_GROUP_SIZE 10000)"
         )
         con.close()
         t0 = time.perf_counter()

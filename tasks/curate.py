@@ -269,7 +269,7 @@ def curate_next(
                       FROM read_parquet({_sql_list(files)}, filename = true,
                                         file_row_number = true)
                       ORDER BY doc
-                    ) TO {_sql_str(str(work))} (FORMAT parquet)
+                    ) TO {_sql_str(str(work))} (FORMAT parquet, ROW_GROUP_SIZE 10000)
                     """
                 )
             finally:
@@ -296,7 +296,7 @@ def curate_next(
                       JOIN read_parquet({_sql_str(decisions)}) d USING (doc)
                       ORDER BY d.doc
                     ) TO {_sql_str(str(staged.dir / "part-0.parquet"))}
-                      (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)
+                      (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 10000)
                     """
                 )
             finally:

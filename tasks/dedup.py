@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -411,7 +413,12 @@ def _sql_list(items: list[str]) -> str:
 def connect(scratch: Path, memory_limit: str = "1GB") -> Any:
     import duckdb
 
-    con = duckdb.connect()
+    # A database file in scratch, not an in-memory one: its tables can leave memory freely.
+    scratch.mkdir(parents=True, exist_ok=True)
+    fd, db = tempfile.mkstemp(prefix="dedup-", suffix=".duckdb", dir=scratch)
+    os.close(fd)
+    os.unlink(db)
+    con = duckdb.connect(db)
     con.execute(f"SET temp_directory = {_sql_str(str(scratch / 'duckdb-tmp'))}")
     con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
     con.execute("SET preserve_insertion_order = false")
@@ -719,11 +726,13 @@ def dedup(
         exact_on = "exact" in filters
         key = exact_key_sql(cfg.exact) if exact_on else "NULL::VARCHAR"
         con.execute(
+            f"CREATE TEMP TABLE n AS SELECT doc, id, {key} AS h, "
+            "coalesce(length(trim(text)), 0) = 0 AS empty FROM work"
+        )
+        con.execute(
             f"""
             CREATE TEMP TABLE ex AS
-            WITH n AS (SELECT doc, id, {key} AS h,
-                              coalesce(length(trim(text)), 0) = 0 AS empty FROM work),
-            f AS (SELECT h, min(doc) AS fdoc, arg_min(id, doc) AS fid FROM n
+            WITH f AS (SELECT h, min(doc) AS fdoc, arg_min(id, doc) AS fid FROM n
                   WHERE NOT empty GROUP BY h),
             p AS (SELECT h, min(doc) AS pdoc, arg_min(id, doc) AS pid FROM
                     (SELECT doc, id, {key} AS h FROM prior
@@ -817,7 +826,7 @@ def _near(
     shards = _write_shards(
         con,
         "SELECT w.doc, w.text FROM work w JOIN ex USING (doc) "
-        "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL ORDER BY w.doc",
+        "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL",
         scratch / "near-in",
         "near-in",
         cfg.runner.shard_rows,
@@ -839,8 +848,7 @@ def _near(
             continue
         redo = _write_shards(
             con,
-            f"SELECT doc_key AS doc, text FROM read_parquet({_sql_list(p.files)}) "
-            "WHERE keep ORDER BY doc_key",
+            f"SELECT doc_key AS doc, text FROM read_parquet({_sql_list(p.files)}) WHERE keep",
             scratch / f"prior-in-{len(sig_files)}",
             "prior",
             cfg.runner.shard_rows,
@@ -912,7 +920,7 @@ def _semantic(
         "SELECT w.doc, w.text FROM work w JOIN ex USING (doc) "
         "LEFT JOIN near n USING (doc) "
         "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL AND NOT coalesce(n.dup, false) "
-        "ORDER BY w.doc",
+        "",
         scratch / "sem-in",
         "sem-in",
         cfg.runner.shard_rows,
@@ -932,8 +940,7 @@ def _semantic(
             continue
         redo = _write_shards(
             con,
-            f"SELECT doc_key AS doc, text FROM read_parquet({_sql_list(p.files)}) "
-            "WHERE keep ORDER BY doc_key",
+            f"SELECT doc_key AS doc, text FROM read_parquet({_sql_list(p.files)}) WHERE keep",
             scratch / f"prior-sem-in-{len(prior_emb)}",
             "prior",
             cfg.runner.shard_rows,

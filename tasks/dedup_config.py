@@ -135,7 +135,7 @@ class DedupConfig(BaseModel):
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     memory_limit: str = Field(
-        "1GB", description="DuckDB memory limit for banding and joins (spills to disk beyond)."
+        "512MB", description="DuckDB memory limit for banding and joins (spills to disk beyond)."
     )
 
     @model_validator(mode="after")
