@@ -105,7 +105,7 @@ def build_quality_corpus(
     """Base articles + variants; returns texts and (i, j, true J) for every in-family pair."""
     rng = random.Random(seed)
     base = articles[:n_base]
-    vocab = list({w for a in base[:200] for w in a.split()})
+    vocab = sorted({w for a in base[:200] for w in a.split()})  # sorted: same corpus every run
     texts = list(base)
     families: dict[int, list[int]] = {}
     for _ in range(n_families):
