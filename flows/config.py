@@ -3,7 +3,7 @@
 Each section is the config class that lives beside the code it configures (TRL style):
 `teacher` -> models/loading_config.py, `ingest` -> tasks/ingest_config.py,
 `tokens` -> tasks/tokenize_config.py, `logits` -> tasks/logits_config.py,
-`gates` -> data_quality/gate_config.py. The CLI overrides
+`dedup` -> tasks/dedup_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
 single fields with flags or `--set section.field=value`.
 """
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_quality.gate_config import GatesConfig
 from models.loading_config import ModelSpec
+from tasks.dedup_config import DedupConfig
 from tasks.ingest_config import IngestConfig
 from tasks.logits_config import LogitCacheConfig
 from tasks.tokenize_config import TokensConfig
@@ -41,6 +42,7 @@ class Config(BaseModel):
     tokens: TokensConfig = Field(default_factory=TokensConfig)
     logits: LogitCacheConfig = Field(default_factory=LogitCacheConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

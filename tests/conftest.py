@@ -49,3 +49,11 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_st_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random BERT wrapped as a sentence-transformers model, saved to a folder."""
+    from tests.tiny import make_tiny_sentence_transformer
+
+    return make_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny-st"))

@@ -100,3 +100,84 @@ def make_tiny_llama(path: Path, vocab_size: int | None = None, seed: int = 0) ->
     )
     LlamaForCausalLM(config).save_pretrained(str(path))
     return path
+
+
+ST_WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "it",
+    "his",
+    "her",
+    "they",
+    "said",
+    "news",
+    "report",
+    "police",
+    "city",
+    "court",
+    "year",
+    "people",
+    "government",
+    "first",
+    "new",
+    "two",
+    "minister",
+    "world",
+    "team",
+    "game",
+    "market",
+    "price",
+    "company",
+    "music",
+    "film",
+    "school",
+    "water",
+    "river",
+    "mountain",
+    "cat",
+    "dog",
+    "bird",
+]
+
+
+def make_tiny_sentence_transformer(root: Path) -> str:
+    """A tiny random BERT wrapped as a sentence-transformers model, saved to a folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    hf = root / "hf"
+    hf.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ST_WORDS]
+    (hf / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(hf / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(cfg).save_pretrained(hf)
+    tok.save_pretrained(hf)
+    word = models.Transformer(str(hf), max_seq_length=64)
+    pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    out = root / "st"
+    SentenceTransformer(modules=[word, pool], device="cpu").save(str(out))
+    return str(out)

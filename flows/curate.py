@@ -1,0 +1,108 @@
+"""Curate flow: each pending raw version -> curated snapshot (decision columns) -> curated gate.
+
+Signature and embedding shards run as mapped Prefect tasks on the configured task runner
+(`dedup.runner`: threads, dask or ray); everything else is `tasks.curate.curate_next`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from data_quality import GateFailed
+from flows.config import load_config
+from tasks.curate import curate_next, parse_filters
+from tasks.dedup import prefect_map
+from tasks.dedup_config import RunnerConfig
+from tasks.gates import check_gate, gate_pending
+from tasks.runtime import current_flow_run_id
+from warehouse import Catalog, resolve_home
+
+
+@flow(name="curate")
+def curate_flow(
+    dataset: str,
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    filters: str | None = None,
+) -> dict[str, Any]:
+    """Curate every raw version of DATASET not yet curated, oldest first, gating each."""
+    cfg = load_config(config_path, overrides)
+    home = str(resolve_home(cfg.home))
+    names = parse_filters(filters, cfg.dedup)
+    gate_pending("curated", dataset, home, cfg.gates)
+    catalog = Catalog(resolve_home(cfg.home))
+    versions: list[dict[str, Any]] = []
+    while True:
+        result = curate_next(
+            dataset,
+            catalog,
+            cfg.dedup,
+            names,
+            shard_map=prefect_map,
+            flow_run_id=current_flow_run_id(),
+        )
+        if result.ref is None:
+            break
+        out = result.to_dict()
+        versions.append(out)
+        try:
+            out["gate"] = check_gate("curated", result.ref, home, cfg.gates).to_dict()
+        except GateFailed as e:
+            e.stage_result = {"dataset": dataset, "versions": versions}
+            raise
+    return {
+        "dataset": dataset,
+        "filters": names,
+        "versions": versions,
+        "rows": sum(v["rows"] for v in versions),
+        "kept": sum(v["kept"] for v in versions),
+    }
+
+
+def make_task_runner(rc: RunnerConfig) -> Any:
+    """The Prefect task runner that `dedup.runner` asks for."""
+    if rc.kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=rc.workers)
+    if rc.kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise RuntimeError(
+                "dedup.runner.kind=dask needs prefect-dask: pip install 'llm4all[scale]'"
+            ) from None
+        if rc.address:
+            return DaskTaskRunner(address=rc.address)
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": rc.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise RuntimeError(
+            "dedup.runner.kind=ray needs prefect-ray: pip install 'llm4all[scale]'"
+        ) from None
+    return RayTaskRunner(address=rc.address) if rc.address else RayTaskRunner()
+
+
+def run_curate(
+    dataset: str,
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    filters: str | None = None,
+) -> dict[str, Any]:
+    """Run `curate_flow` on the task runner its config names."""
+    cfg = load_config(config_path, overrides)
+    runner = make_task_runner(cfg.dedup.runner)
+    return curate_flow.with_options(task_runner=runner)(
+        dataset=dataset, config_path=config_path, overrides=overrides, filters=filters
+    )

@@ -1,0 +1,367 @@
+"""Curate: decide every row of a raw snapshot (dedup now; quality and MGT filters later).
+
+Two entry points over the same filters (`tasks.dedup.dedup`):
+
+    curate_next  the oldest raw version of a dataset not yet curated -> a `curated` snapshot
+                 with every row plus decision columns, deduplicated against all earlier
+                 curated versions (their persisted signatures and embeddings are reused)
+    score_file   any JSONL/Parquet/CSV file -> a Parquet of decisions (DESIGN.md's `score`
+                 contract), without touching the warehouse
+
+A curated snapshot's folder holds its data (`part-0.parquet`, which `DatasetRef.files()` sees)
+and, beside it, the lake files later runs reuse: `_minhash/` (signatures, band rows, params)
+and `_embeddings/` (embeddings, params).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.dedup import DedupError, Prior, ShardMap, _sql_list, _sql_str, connect, dedup
+from tasks.dedup_config import DedupConfig
+from tasks.ingest import read_source
+from tasks.ingest_config import IngestConfig
+from warehouse import Catalog, DatasetRef, validate_name
+
+log = logging.getLogger(__name__)
+
+ALL_FILTERS = ("exact", "near", "semantic", "quality", "mgt", "factuality")
+DEDUP_FILTERS = ("exact", "near", "semantic")
+SCORE_COLUMNS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+        ("exact_dup_of", pa.string()),
+        ("near_dup_cluster", pa.int64()),
+        ("semantic_dup_of", pa.string()),
+        ("quality_reason", pa.string()),
+        ("mgt_score", pa.float64()),
+        ("factuality_score", pa.float64()),
+    ]
+)
+VERSION_SHIFT = 32  # doc key = curated version << 32 | row: earlier snapshots sort first
+
+
+class CurateError(RuntimeError):
+    """Bad request to curate or score (unknown filter, nothing to read, ...)."""
+
+
+def parse_filters(spec: str | list[str] | None, cfg: DedupConfig) -> list[str]:
+    """`"exact,near"` -> ["exact", "near"]; None -> the dedup filters enabled in config."""
+    if spec is None:
+        return cfg.filters()
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [s.strip().lower() for s in items if s.strip()]
+    for n in names:
+        if n not in ALL_FILTERS:
+            raise CurateError(f"unknown filter {n!r}; choose from {', '.join(ALL_FILTERS)}")
+        if n not in DEDUP_FILTERS:
+            raise CurateError(
+                f"filter {n!r} is not available yet (this build has {', '.join(DEDUP_FILTERS)})"
+            )
+    return [f for f in DEDUP_FILTERS if f in names]  # run order, duplicates dropped
+
+
+# --------------------------------------------------------------------------- score
+@dataclass
+class ScoreResult:
+    input: str
+    output: str
+    rows: int
+    kept: int
+    filters: list[str]
+    invalid_rows: int
+    stats: dict[str, Any]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_file(
+    source: str,
+    output: str,
+    cfg: DedupConfig | None = None,
+    filters: list[str] | None = None,
+    ingest_cfg: IngestConfig | None = None,
+    shard_map: ShardMap | None = None,
+) -> ScoreResult:
+    """Score every row of `source` into `output` (one row per input row, same order)."""
+    cfg = cfg or DedupConfig()
+    filters = cfg.filters() if filters is None else filters
+    ingest_cfg = ingest_cfg or IngestConfig()
+    started = time.monotonic()
+    batches = read_source(source, ingest_cfg)
+    with tempfile.TemporaryDirectory(prefix="llm4all-score-") as tmp:
+        scratch = Path(tmp)
+        work = scratch / "work.parquet"
+        schema = pa.schema(
+            [
+                ("doc", pa.int64()),
+                ("id", pa.string()),
+                ("text", pa.string()),
+                ("invalid", pa.string()),
+            ]
+        )
+        n = invalid = 0
+        with pq.ParquetWriter(work, schema) as w:
+            for parsed in batches:
+                t = parsed.table
+                rows = [
+                    (line, rid, text, None)
+                    for line, rid, text in zip(
+                        t.column("line").to_pylist(),
+                        t.column("id").to_pylist(),
+                        t.column("text").to_pylist(),
+                        strict=True,
+                    )
+                ]
+                rows += [(q.line, None, None, q.reason) for q in parsed.quarantined]
+                rows.sort(key=lambda r: r[0])
+                docs = list(range(n, n + len(rows)))
+                n += len(rows)
+                invalid += len(parsed.quarantined)
+                w.write_table(
+                    pa.table(
+                        [
+                            pa.array(docs, pa.int64()),
+                            pa.array(
+                                [
+                                    str(d) if r[1] is None else r[1]
+                                    for d, r in zip(docs, rows, strict=True)
+                                ],
+                                pa.string(),
+                            ),
+                            pa.array([r[2] for r in rows], pa.string()),
+                            pa.array([r[3] for r in rows], pa.string()),
+                        ],
+                        schema=schema,
+                    )
+                )
+        decisions, stats = dedup(
+            str(work), scratch / "lake", scratch, cfg, filters, shard_map=shard_map
+        )
+        con = connect(scratch, cfg.memory_limit)
+        try:
+            exact = "d.exact_dup_of" if "exact" in filters else "NULL::VARCHAR"
+            near = "d.near_dup_cluster" if "near" in filters else "NULL::BIGINT"
+            sem = "d.semantic_dup_of" if "semantic" in filters else "NULL::VARCHAR"
+            out_tmp = Path(output).with_name(f".{Path(output).name}.tmp")
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            con.execute(
+                f"""
+                COPY (
+                  SELECT w.id,
+                         CASE WHEN w.invalid IS NOT NULL THEN false ELSE d.keep END AS keep,
+                         CASE WHEN w.invalid IS NOT NULL THEN 'invalid_row: ' || w.invalid
+                              ELSE d.reason END AS reason,
+                         {exact} AS exact_dup_of, {near} AS near_dup_cluster,
+                         {sem} AS semantic_dup_of,
+                         NULL::VARCHAR AS quality_reason, NULL::DOUBLE AS mgt_score,
+                         NULL::DOUBLE AS factuality_score
+                  FROM read_parquet({_sql_str(str(work))}) w
+                  JOIN read_parquet({_sql_str(decisions)}) d USING (doc)
+                  ORDER BY w.doc
+                ) TO {_sql_str(str(out_tmp))} (FORMAT parquet, COMPRESSION zstd)
+                """
+            )
+            kept = con.execute(
+                f"SELECT count(*) FILTER (keep) FROM read_parquet({_sql_str(str(out_tmp))})"
+            ).fetchall()[0][0]
+        finally:
+            con.close()
+        os.replace(out_tmp, output)
+    return ScoreResult(
+        input=source,
+        output=str(output),
+        rows=n,
+        kept=int(kept),
+        filters=filters,
+        invalid_rows=invalid,
+        stats=stats.to_dict(),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+# --------------------------------------------------------------------------- curate
+@dataclass
+class CurateResult:
+    dataset: str
+    raw: str | None  # key of the raw version curated
+    ref: DatasetRef | None  # None: nothing pending
+    rows: int = 0
+    kept: int = 0
+    filters: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ref"] = self.ref.to_dict() if self.ref else None
+        return d
+
+
+def pending_raw_versions(catalog: Catalog, dataset: str) -> list[DatasetRef]:
+    """Raw versions that passed their gate and have no curated version (passed or pending)."""
+    done = {
+        v.meta.get("raw_version")
+        for v in catalog.versions("curated", dataset)
+        if v.gate_passed is not False
+    }
+    return [
+        v.ref
+        for v in catalog.versions("raw", dataset)
+        if v.gate_passed and v.ref.version not in done
+    ]
+
+
+def curate_next(
+    dataset: str,
+    catalog: Catalog,
+    cfg: DedupConfig | None = None,
+    filters: list[str] | None = None,
+    *,
+    shard_map: ShardMap | None = None,
+    flow_run_id: str | None = None,
+) -> CurateResult:
+    """Curate the oldest pending raw version of `dataset` into a new curated version."""
+    cfg = cfg or DedupConfig()
+    filters = cfg.filters() if filters is None else filters
+    validate_name(dataset)
+    started = time.monotonic()
+    with catalog.writing():
+        pending = pending_raw_versions(catalog, dataset)
+        if not pending:
+            return CurateResult(dataset, None, None, filters=filters)
+        raw = pending[0]
+        curated = catalog.versions("curated", dataset)
+        version = (curated[-1].ref.version if curated else 0) + 1
+        priors = [
+            Prior(v.ref.key, [str(f) for f in v.ref.files()], v.ref.path)
+            for v in curated
+            if v.gate_passed
+        ]
+        new_from = version << VERSION_SHIFT
+        scratch = catalog.scratch_dir()
+        staged = catalog.stage_snapshot("curated", dataset)
+        try:
+            work = scratch / "work.parquet"
+            con = connect(scratch, cfg.memory_limit)
+            try:
+                files = [str(f) for f in raw.files()]
+                con.execute(
+                    f"""
+                    COPY (
+                      SELECT {new_from} + row_number() OVER (ORDER BY filename, file_row_number)
+                               - 1 AS doc,
+                             * EXCLUDE (filename, file_row_number)
+                      FROM read_parquet({_sql_list(files)}, filename = true,
+                                        file_row_number = true)
+                      ORDER BY doc
+                    ) TO {_sql_str(str(work))} (FORMAT parquet, ROW_GROUP_SIZE 10000)
+                    """
+                )
+            finally:
+                con.close()
+            decisions, stats = dedup(
+                str(work),
+                staged.dir,
+                scratch,
+                cfg,
+                filters,
+                priors=priors,
+                new_from=new_from,
+                shard_map=shard_map,
+            )
+            con = connect(scratch, cfg.memory_limit)
+            try:
+                con.execute(
+                    f"""
+                    COPY (
+                      SELECT w.* EXCLUDE (doc), d.doc AS doc_key, d.keep, d.reason,
+                             d.exact_hash, d.exact_dup_of, d.near_dup_cluster,
+                             d.semantic_dup_of
+                      FROM read_parquet({_sql_str(str(work))}) w
+                      JOIN read_parquet({_sql_str(decisions)}) d USING (doc)
+                      ORDER BY d.doc
+                    ) TO {_sql_str(str(staged.dir / "part-0.parquet"))}
+                      (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 10000)
+                    """
+                )
+            finally:
+                con.close()
+            _fsync_tree(staged.dir)
+            meta = {
+                "raw_version": raw.version,
+                "filters": filters,
+                "stats": stats.to_dict(),
+                "config": cfg.model_dump(),
+            }
+            with catalog.transaction() as tx:
+                ref = tx.publish(staged, parent=raw.key, flow_run_id=flow_run_id, meta=meta)
+        except BaseException:
+            shutil.rmtree(staged.dir, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    result = CurateResult(
+        dataset=dataset,
+        raw=raw.key,
+        ref=ref,
+        rows=stats.rows,
+        kept=stats.kept,
+        filters=filters,
+        stats=stats.to_dict(),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    log.info(
+        "curate %s: %s -> %s, %d rows, %d kept (%d exact, %d near, %d semantic dups)",
+        dataset,
+        raw.key,
+        ref.key,
+        stats.rows,
+        stats.kept,
+        stats.exact_dups,
+        stats.near_dups,
+        stats.semantic_dups,
+    )
+    return result
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync the auxiliary files under a staged snapshot (seal() covers the data files)."""
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            fd = os.open(os.path.join(dirpath, n), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+__all__ = [
+    "CurateError",
+    "CurateResult",
+    "DedupError",
+    "ScoreResult",
+    "curate_next",
+    "parse_filters",
+    "pending_raw_versions",
+    "score_file",
+]

@@ -1,0 +1,124 @@
+"""`llm4all score` through typer's CliRunner: the DESIGN.md output contract."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.helpers import write_jsonl
+
+CONTRACT = [
+    "id",
+    "keep",
+    "reason",
+    "exact_dup_of",
+    "near_dup_cluster",
+    "semantic_dup_of",
+    "quality_reason",
+    "mgt_score",
+    "factuality_score",
+]
+
+
+def _doc(rng: random.Random, n: int = 120) -> str:
+    return " ".join(f"tok{rng.randrange(100_000)}" for _ in range(n))
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_score_jsonl_contract(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    docs = [_doc(rng) for _ in range(5)]
+    near = docs[1].split()
+    near[10] = "changed"
+    rows = [
+        {"id": "d0", "text": docs[0]},
+        {"id": "d1", "text": docs[1]},
+        {"id": "d2", "text": docs[0].upper()},
+        {"id": "d3", "text": " ".join(near)},
+        {"id": "d4", "text": ""},
+        {"id": "d5", "text": docs[2], "summary": "a summary"},
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    with src.open("a") as f:
+        f.write("{not json\n")
+    out = tmp_path / "out.parquet"
+    res = _invoke("score", str(src), "--output", str(out), "--filters", "exact,near", "--json")
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout)
+    assert payload["ok"] and payload["rows"] == 7 and payload["invalid_rows"] == 1
+    t = pq.read_table(out)
+    assert t.column_names == CONTRACT
+    assert t.schema.field("near_dup_cluster").type == pa.int64()
+    assert t.schema.field("keep").type == pa.bool_()
+    d = t.to_pydict()
+    assert d["id"] == ["d0", "d1", "d2", "d3", "d4", "d5", "6"]  # same order; missing id: row
+    assert d["keep"] == [True, True, False, False, False, True, False]
+    assert d["reason"][:5] == [None, None, "exact_dup", "near_dup", "empty_text"]
+    assert d["reason"][6].startswith("invalid_row: malformed JSON")
+    assert d["exact_dup_of"][2] == "d0"
+    assert d["near_dup_cluster"][3] == d["near_dup_cluster"][1]
+    assert d["near_dup_cluster"] == [0, 1, 0, 1, 4, 5, 6]  # unique rows: their own value
+    for col in ("semantic_dup_of", "quality_reason", "mgt_score", "factuality_score"):
+        assert d[col] == [None] * 7  # not asked for -> null
+
+
+def test_score_parquet_and_csv_inputs_without_ids(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"text": ["a b c", "A  b c", "zzz"]}), tmp_path / "in.parquet")
+    (tmp_path / "in.csv").write_text("text\na b c\nA  b c\nzzz\n")
+    for name in ("in.parquet", "in.csv"):
+        out = tmp_path / f"{name}.out.parquet"
+        res = _invoke("score", str(tmp_path / name), "-o", str(out), "--filters", "exact")
+        assert res.exit_code == 0, res.output
+        d = pq.read_table(out).to_pydict()
+        assert d["id"] == ["0", "1", "2"]
+        assert d["exact_dup_of"] == [None, "0", None]
+        assert d["near_dup_cluster"] == [None] * 3
+
+
+def test_score_semantic_with_tiny_model(tmp_path: Path, tiny_st_model: str) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"text": "the cat and the dog"}, {"text": "The cat and the dog"}, {"text": "river"}],
+    )
+    out = tmp_path / "out.parquet"
+    res = _invoke(
+        "score",
+        str(src),
+        "-o",
+        str(out),
+        "--filters",
+        "semantic",
+        "--set",
+        f"dedup.semantic.model={tiny_st_model}",
+        "--set",
+        "dedup.semantic.eps=0.0001",
+    )
+    assert res.exit_code == 0, res.output
+    d = pq.read_table(out).to_pydict()
+    assert d["semantic_dup_of"][1] == "0"  # the tokenizer lowercases: identical embedding
+    assert d["exact_dup_of"] == [None] * 3
+
+
+def test_score_errors_follow_exit_codes(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "x"}])
+    out = str(tmp_path / "o.parquet")
+    assert _invoke("score", str(src), "-o", out, "--filters", "mgt").exit_code == 2
+    assert _invoke("score", str(src), "-o", out, "--filters", "bogus").exit_code == 2
+    res = _invoke("score", str(tmp_path / "missing.jsonl"), "-o", out, "--json")
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["ok"] is False
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = _invoke("score", str(empty), "-o", out, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rows"] == 0
+    assert pq.read_table(out).num_rows == 0
