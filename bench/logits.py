@@ -179,7 +179,7 @@ def plot(rows: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     style = {"topk": ("o", "tab:blue"), "sampled": ("s", "tab:orange"), "renorm": ("x", "tab:red")}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
@@ -202,6 +202,7 @@ def plot(rows: list[dict]) -> None:
         ax.axhline(0.95, ls=":", color="gray")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("bytes per token (log scale)")
         ax.set_ylabel("cosine to the full-distribution KD gradient")
         ax.set_title(what, fontsize=10)
