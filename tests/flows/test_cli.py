@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.helpers import good_records, write_jsonl
+from tests.helpers import good_records, news_docs, write_jsonl
 
 runner = CliRunner()
 
@@ -155,19 +155,7 @@ def test_cache_logits_command(prefect_harness: None, home: Path, tmp_path: Path)
     from tests.tiny import make_tiny_llama
 
     teacher = make_tiny_llama(tmp_path / "teacher")
-    words = [
-        "the",
-        "news",
-        "said",
-        "police",
-        "city",
-        "court",
-        "state",
-        "new",
-        "president",
-        "minister",
-    ]
-    docs = [{"text": " ".join(words[(i + j) % 10] for j in range(6)) + f" {i}"} for i in range(40)]
+    docs = news_docs(40)
     src = write_jsonl(tmp_path / "news.jsonl", docs)
     assert runner.invoke(app, ["ingest", str(src), "-d", "news"]).exit_code == 0
     args = ["cache-logits", "-d", "news", "--teacher", str(teacher), "--mode", "topk"]

@@ -58,6 +58,8 @@ def test_curate_two_snapshots(tmp_path: Path) -> None:
     gate("curated", r1.ref, cat, GATES)
     snap = _rows(r1.ref)
     assert [r["id"] for r in snap] == [r["id"] for r in rows1]  # every row, input order
+    raw_columns = ["id", "text", "summary", "source", "content_sha256", "ingested_at"]
+    assert list(snap[0])[:7] == [*raw_columns, "doc_key"]  # no `v` from the lake's folder name
     by_id = {r["id"]: r for r in snap}
     assert by_id["a-exact"]["exact_dup_of"] == "a0" and not by_id["a-exact"]["keep"]
     assert by_id["a-near"]["reason"] == "near_dup"

@@ -14,24 +14,9 @@ from tasks.logits import cache_logits
 from tasks.logits_config import LogitCacheConfig
 from tasks.tokenize import tokenize
 from tasks.tokenize_config import TokensConfig
-from tests.helpers import write_jsonl
+from tests.helpers import news_docs, write_jsonl
 from tests.tiny import make_tiny_llama, make_tokenizer_dir
 from warehouse import Catalog
-
-WORDS = [
-    "the",
-    "news",
-    "said",
-    "police",
-    "city",
-    "court",
-    "state",
-    "new",
-    "president",
-    "minister",
-    "market",
-    "team",
-]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +31,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tokens(catalog: Catalog, tmp_path: Path, teacher: ModelSpec, docs: int = 60) -> None:
-    records = [
-        {"text": " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(4 + i % 9)) + f" {i}"}
-        for i in range(docs)
-    ]
+    records = news_docs(docs)
     r = ingest(str(write_jsonl(tmp_path / "in.jsonl", records)), "news", catalog, progress=False)
     gate("raw", r.ref, catalog)
     for ref in tokenize("news", catalog, teacher, TokensConfig(block_size=16), progress=False).refs:

@@ -10,7 +10,7 @@ from models.loading_config import ModelSpec
 from tasks.ingest import ingest
 from tasks.tokenize import TokenizeError, is_validation, render, tokenize
 from tasks.tokenize_config import TokensConfig
-from tests.helpers import write_jsonl
+from tests.helpers import news_docs, write_jsonl
 from tests.tiny import make_tiny_llama
 from warehouse import Catalog
 
@@ -21,25 +21,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
 
 
 def _docs(n: int, prefix: str = "") -> list[dict]:
-    words = [
-        "the",
-        "news",
-        "said",
-        "police",
-        "city",
-        "court",
-        "state",
-        "new",
-        "president",
-        "minister",
-    ]
-    return [
-        {
-            "id": f"{prefix}{i}",
-            "text": f"{prefix} " + " ".join(words[(i + j) % len(words)] for j in range(5 + i % 7)),
-        }
-        for i in range(n)
-    ]
+    return news_docs(n, prefix)
 
 
 def _ingest_and_pass(catalog: Catalog, path: Path, records: list[dict], name: str = "news") -> None:
