@@ -907,8 +907,6 @@ def _semantic(
     stats: DedupStats,
 ) -> None:
     sc = cfg.semantic
-    model = resolve_model(sc.model)
-    pdict = {"model": model, "max_seq_length": sc.max_seq_length}
     emb_dir = out_dir / EMBED_DIR
     shards = _write_shards(
         con,
@@ -920,6 +918,10 @@ def _semantic(
         "sem-in",
         cfg.runner.shard_rows,
     )
+    if not shards and not priors:
+        return  # nothing to embed: no model needed (an empty input scores without one)
+    model = resolve_model(sc.model)
+    pdict = {"model": model, "max_seq_length": sc.max_seq_length}
     shards = [Shard(s.index, s.path, str(emb_dir)) for s in shards]
     sc_run = sc.model_copy(update={"model": model})
     results: list[EmbedShardResult] = shard_map("embed", shards, sc_run) if shards else []
