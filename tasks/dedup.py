@@ -666,6 +666,20 @@ def _write_shards(con: Any, query: str, out_dir: Path, prefix: str, shard_rows: 
     return shards
 
 
+def _prior_shards(con: Any, prior: Prior, scratch: Path, kind: str, shard_rows: int) -> list[Shard]:
+    """The kept rows of an earlier snapshot as shards, for recomputing its signatures or
+    embeddings (only when the settings they were made with have changed)."""
+    name = prior.key.replace("/", "_").replace("@", "_")
+    shards = _write_shards(
+        con,
+        f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(prior.files)}) WHERE keep",
+        scratch / f"prior-{kind}-in-{name}",
+        "prior",
+        shard_rows,
+    )
+    return [Shard(s.index, s.path, str(scratch / f"prior-{kind}-{name}")) for s in shards]
+
+
 def _params_match(folder: Path, params: dict[str, Any]) -> bool:
     try:
         return json.loads((folder / PARAMS_FILE).read_text()) == params
@@ -841,15 +855,7 @@ def _near(
             sig_files += sorted(str(f) for f in pdir.glob("sig-*.parquet"))
             band_files += sorted(str(f) for f in pdir.glob("bands-*.parquet"))
             continue
-        redo = _write_shards(
-            con,
-            f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(p.files)}) WHERE keep",
-            scratch / f"prior-in-{len(sig_files)}",
-            "prior",
-            cfg.runner.shard_rows,
-        )
-        redo_dir = scratch / f"prior-mh-{p.key.replace('/', '_').replace('@', '_')}"
-        redo = [Shard(s.index, s.path, str(redo_dir)) for s in redo]
+        redo = _prior_shards(con, p, scratch, "mh", cfg.runner.shard_rows)
         rr: list[MinHashShardResult] = shard_map("minhash", redo, params) if redo else []
         sig_files += [r.signatures for r in rr]
         band_files += [r.bands for r in rr]
@@ -935,15 +941,7 @@ def _semantic(
         if _params_match(pdir, pdict):
             prior_emb += sorted(str(f) for f in pdir.glob("emb-*.parquet"))
             continue
-        redo = _write_shards(
-            con,
-            f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(p.files)}) WHERE keep",
-            scratch / f"prior-sem-in-{len(prior_emb)}",
-            "prior",
-            cfg.runner.shard_rows,
-        )
-        redo_dir = scratch / f"prior-emb-{p.key.replace('/', '_').replace('@', '_')}"
-        redo = [Shard(s.index, s.path, str(redo_dir)) for s in redo]
+        redo = _prior_shards(con, p, scratch, "emb", cfg.runner.shard_rows)
         rr: list[EmbedShardResult] = shard_map("embed", redo, sc_run) if redo else []
         prior_emb += [r.embeddings for r in rr if r.docs]
         stats.recomputed_prior_embeddings += sum(r.docs for r in rr)
