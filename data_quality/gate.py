@@ -109,8 +109,10 @@ def _gx_context() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    # GX logs every ephemeral context it makes at INFO; one gate makes several.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # GX logs every ephemeral context it makes at INFO (and pins that module's logger to INFO);
+    # one gate makes several.
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return ctx

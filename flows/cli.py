@@ -539,8 +539,10 @@ def demo(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """The embedded default: CNN/DailyMail + SmolLM2, offline — ingest, curate (dedup),
-    tokenize, cache the teacher's distributions, each gated; then show status.
+    """The embedded default, offline: ingest, curate, tokenize, cache teacher logits; status.
+
+    CNN/DailyMail articles and SmolLM2-135M-Instruct, both shipped in PyPI packages; every
+    stage gated.
 
     (Quality/machine-text/factuality filters, distillation and quantization join the demo as
     they are built.)
