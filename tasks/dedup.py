@@ -346,18 +346,38 @@ class EmbedShardResult:
     dim: int
 
 
-def embed_shard(shard: Shard, cfg: SemanticConfig, progress: bool = False) -> EmbedShardResult:
-    """Normalised sentence embeddings of one shard, written to Parquet `(doc, emb)`."""
+def embed_shard(shard: Shard, cfg: SemanticConfig, progress: bool = True) -> EmbedShardResult:
+    """Normalised sentence embeddings of one shard, written to Parquet `(doc, emb)`.
+
+    Encoded in chunks under a progress bar (shown on a terminal, silent in logs): embedding is
+    the slow part of curation on a CPU.
+    """
+    from tqdm.auto import tqdm
+
     model = load_model(resolve_model(cfg.model), cfg.device, cfg.max_seq_length)
     table = pq.read_table(shard.path, columns=["doc", "text"])
     texts = [t or "" for t in table.column("text").to_pylist()]
-    emb = model.encode(
-        texts,
-        batch_size=cfg.batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=progress,
-    ).astype(np.float32)
+    chunk = cfg.batch_size * 8
+    parts = []
+    with tqdm(
+        total=len(texts),
+        unit=" docs",
+        desc=f"embed shard {shard.index}",
+        disable=None if progress else True,  # None: only on a terminal
+    ) as bar:
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            parts.append(
+                model.encode(
+                    part,
+                    batch_size=cfg.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                ).astype(np.float32)
+            )
+            bar.update(len(part))
+    emb = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     if emb.ndim == 1:
         emb = emb.reshape(len(texts), -1)
     dim = int(emb.shape[1]) if emb.size else 0
