@@ -235,7 +235,7 @@ SUITES["tokens"] = tokens_suite
 SUITES["logits"] = logits_suite
 
 
-CURATED_REASONS = ["empty_text", "exact_dup", "near_dup", "semantic_dup"]
+CURATED_REASONS = ["empty_text", "exact_dup", "quality", "near_dup", "semantic_dup"]
 
 
 def curated_suite(

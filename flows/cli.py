@@ -352,7 +352,8 @@ def _print_curate(out: dict[str, Any]) -> None:
             f"curated {v['raw']} -> curated/{dataset}@{v['ref']['version']} in "
             f"{v['seconds']:.1f} s: {v['rows']:,} rows, {v['kept']:,} kept "
             f"({st['exact_dups']:,} exact, {st['near_dups']:,} near, "
-            f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty)"
+            f"{st['semantic_dups']:,} semantic duplicates, {st['low_quality']:,} low quality, "
+            f"{st['empty']:,} empty)"
         )
 
 

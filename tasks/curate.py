@@ -37,7 +37,7 @@ from warehouse.sql import sql_list, sql_str
 log = logging.getLogger(__name__)
 
 ALL_FILTERS = ("exact", "near", "semantic", "quality", "mgt", "factuality")
-DEDUP_FILTERS = ("exact", "near", "semantic")
+DEDUP_FILTERS = ("exact", "quality", "near", "semantic")  # available now, in run order
 SCORE_COLUMNS = pa.schema(
     [
         ("id", pa.string()),
@@ -158,6 +158,7 @@ def score_file(
             exact = "d.exact_dup_of" if "exact" in filters else "NULL::VARCHAR"
             near = "d.near_dup_cluster" if "near" in filters else "NULL::BIGINT"
             sem = "d.semantic_dup_of" if "semantic" in filters else "NULL::VARCHAR"
+            quality = "d.quality_reason" if "quality" in filters else "NULL::VARCHAR"
             out_tmp = Path(output).with_name(f".{Path(output).name}.tmp")
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             con.execute(
@@ -169,7 +170,7 @@ def score_file(
                               ELSE d.reason END AS reason,
                          {exact} AS exact_dup_of, {near} AS near_dup_cluster,
                          {sem} AS semantic_dup_of,
-                         NULL::VARCHAR AS quality_reason, NULL::DOUBLE AS mgt_score,
+                         {quality} AS quality_reason, NULL::DOUBLE AS mgt_score,
                          NULL::DOUBLE AS factuality_score
                   FROM read_parquet({sql_str(str(work))}) w
                   JOIN read_parquet({sql_str(decisions)}) d USING (doc)
@@ -292,8 +293,8 @@ def curate_next(
                     f"""
                     COPY (
                       SELECT w.* EXCLUDE (doc), d.doc AS doc_key, d.keep, d.reason,
-                             d.exact_hash, d.exact_dup_of, d.near_dup_cluster,
-                             d.semantic_dup_of
+                             d.exact_hash, d.exact_dup_of, d.quality_reason,
+                             d.near_dup_cluster, d.semantic_dup_of
                       FROM read_parquet({sql_str(str(work))}) w
                       JOIN read_parquet({sql_str(decisions)}) d USING (doc)
                       ORDER BY d.doc

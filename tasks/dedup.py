@@ -626,6 +626,8 @@ class DedupStats:
     prior_rows: int = 0
     recomputed_prior_signatures: int = 0
     recomputed_prior_embeddings: int = 0
+    low_quality: int = 0  # rows the quality rules rejected
+    quality_rules: dict[str, int] = field(default_factory=dict)  # rule -> rows it decided
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -639,6 +641,7 @@ DECISIONS = pa.schema(
         ("reason", pa.string()),
         ("exact_hash", pa.string()),
         ("exact_dup_of", pa.string()),
+        ("quality_reason", pa.string()),
         ("near_dup_cluster", pa.int64()),
         ("semantic_dup_of", pa.string()),
     ]
@@ -727,7 +730,7 @@ def dedup(
     import time
 
     for f in filters:
-        if f not in ("exact", "near", "semantic"):
+        if f not in ("exact", "quality", "near", "semantic"):
             raise DedupError(f"unknown dedup filter {f!r}")
     priors = priors or []
     shard_map = shard_map or thread_map(cfg.runner.workers)
@@ -781,6 +784,13 @@ def dedup(
         ).fetchall()[0]
         stats.seconds["exact"] = round(time.monotonic() - t0, 3)
 
+        # ---------------------------------------------------------------- quality
+        con.execute("CREATE TEMP TABLE qual (doc BIGINT, quality_reason VARCHAR)")
+        if "quality" in filters:
+            t0 = time.monotonic()
+            _quality(con, scratch, cfg, stats)
+            stats.seconds["quality"] = round(time.monotonic() - t0, 3)
+
         # ---------------------------------------------------------------- near
         con.execute("CREATE TEMP TABLE near (doc BIGINT, cluster BIGINT, dup BOOLEAN)")
         if "near" in filters:
@@ -805,13 +815,14 @@ def dedup(
               cl AS (SELECT doc, cluster FROM near
                      UNION ALL SELECT doc, near_dup_cluster FROM prior),
               d AS (
-                SELECT w.doc, ex.exact_hash, ex.exact_dup_of, ex.empty,
+                SELECT w.doc, ex.exact_hash, ex.exact_dup_of, ex.empty, q.quality_reason,
                        CASE WHEN {near_on}
                          THEN coalesce(nr.cluster, ocl.cluster, ex.dup_doc, w.doc) END
                          AS near_dup_cluster,
                        coalesce(nr.dup, false) AS near_dup,
                        sid.id AS semantic_dup_of
                 FROM work w JOIN ex USING (doc)
+                LEFT JOIN qual q ON q.doc = w.doc
                 LEFT JOIN near nr ON nr.doc = w.doc
                 LEFT JOIN cl ocl ON ocl.doc = ex.dup_doc
                 LEFT JOIN sem s ON s.doc = w.doc
@@ -819,9 +830,10 @@ def dedup(
               )
               SELECT doc,
                      reason IS NULL AS keep, reason, exact_hash, exact_dup_of,
-                     near_dup_cluster, semantic_dup_of
+                     quality_reason, near_dup_cluster, semantic_dup_of
               FROM (SELECT *, CASE WHEN empty THEN 'empty_text'
                                    WHEN exact_dup_of IS NOT NULL THEN 'exact_dup'
+                                   WHEN quality_reason IS NOT NULL THEN 'quality'
                                    WHEN near_dup THEN 'near_dup'
                                    WHEN semantic_dup_of IS NOT NULL THEN 'semantic_dup' END
                                  AS reason FROM d)
@@ -836,6 +848,33 @@ def dedup(
     finally:
         con.close()
     return str(out), stats
+
+
+def _quality(con: Any, scratch: Path, cfg: DedupConfig, stats: DedupStats) -> None:
+    """Quality rules on the rows exact dedup kept; `qual` gets a reason for each rejected doc."""
+    from tasks.quality import QualityFilter
+
+    check = QualityFilter(cfg.quality)
+    path = scratch / "quality.parquet"
+    schema = pa.schema([("doc", pa.int64()), ("quality_reason", pa.string())])
+    reader = con.sql(
+        "SELECT w.doc, w.text FROM work w JOIN ex USING (doc) "
+        "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL ORDER BY w.doc"
+    ).to_arrow_reader(10_000)
+    with pq.ParquetWriter(path, schema) as out:
+        for batch in reader:
+            reasons = check.reasons(batch.column(1).to_pylist())
+            rejected = [
+                (d, r) for d, r in zip(batch.column(0).to_pylist(), reasons, strict=True) if r
+            ]
+            if rejected:
+                docs, why = zip(*rejected, strict=True)
+                out.write_table(
+                    pa.table([pa.array(docs, pa.int64()), pa.array(why)], schema=schema)
+                )
+    con.execute(f"INSERT INTO qual SELECT * FROM read_parquet({sql_str(str(path))})")
+    stats.low_quality = sum(check.first_reason.values())
+    stats.quality_rules = dict(check.first_reason.most_common())
 
 
 def _near(
@@ -855,7 +894,8 @@ def _near(
     shards = _write_shards(
         con,
         "SELECT w.doc, w.text FROM work w JOIN ex USING (doc) "
-        "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL",
+        "LEFT JOIN qual q USING (doc) "
+        "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL AND q.quality_reason IS NULL",
         scratch / "near-in",
         "near-in",
         cfg.runner.shard_rows,
@@ -938,7 +978,9 @@ def _semantic(
         con,
         "SELECT w.doc, w.text FROM work w JOIN ex USING (doc) "
         "LEFT JOIN near n USING (doc) "
+        "LEFT JOIN qual q USING (doc) "
         "WHERE NOT ex.empty AND ex.exact_dup_of IS NULL AND NOT coalesce(n.dup, false) "
+        "AND q.quality_reason IS NULL "
         "",
         scratch / "sem-in",
         "sem-in",

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.quality_config import QualityConfig
+
 FilterName = Literal["exact", "near", "semantic"]
 
 
@@ -126,11 +128,16 @@ class RunnerConfig(BaseModel):
 
 
 class DedupConfig(BaseModel):
-    """Exact, near-duplicate and semantic dedup; each marks rows, none deletes them."""
+    """Curation filters, in the order they run: exact dedup, quality heuristics, near-duplicate
+    and semantic dedup. Each marks rows; none deletes them."""
 
     model_config = ConfigDict(extra="forbid")
 
     exact: ExactConfig = Field(default_factory=ExactConfig)
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig,
+        description="Gopher/C4/FineWeb quality rules (tasks/quality.py), after exact dedup.",
+    )
     near: NearConfig = Field(default_factory=NearConfig)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
@@ -150,6 +157,7 @@ class DedupConfig(BaseModel):
             name
             for name, on in (
                 ("exact", self.exact.enabled),
+                ("quality", self.quality.enabled),
                 ("near", self.near.enabled),
                 ("semantic", self.semantic.enabled),
             )

@@ -7,8 +7,9 @@ runs the enabled rules in order, keeps the first reason per document (the `quali
 column of a curated snapshot and of `llm4all score`) and counts every rule that fires, so a
 funnel can show what each rule costs. Nothing is deleted here: callers record decisions.
 
-Status: the rules, their configuration and their tests. Wiring them into `curate` and
-`score` (the `quality_reason` column) is part of the open Curation II issue.
+`tasks.dedup` runs them after exact dedup and before near/semantic dedup (`reason =
+'quality'`, `quality_reason` = the first rule's reason), in `curate` and in `llm4all score`.
+Thresholds: `dedup.quality` in the config (tasks/quality_config.py).
 """
 
 from __future__ import annotations

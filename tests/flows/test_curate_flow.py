@@ -37,6 +37,7 @@ def _setup(tmp: Path, runner: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Pat
     cfg = {
         "dedup": {
             "semantic": {"enabled": False},
+            "quality": {"enabled": False},
             "runner": {"kind": runner, "workers": 2, "shard_rows": 8},
         },
         "gates": {"curated": {"min_rows_for_shares": 10}},

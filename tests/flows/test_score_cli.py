@@ -122,3 +122,16 @@ def test_score_errors_follow_exit_codes(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["rows"] == 0
     assert pq.read_table(out).num_rows == 0
+
+
+def test_score_fills_quality_reason(tmp_path: Path) -> None:
+    from tests.tasks.test_quality import CLEAN
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": CLEAN}, {"text": "Too short."}])
+    out = tmp_path / "o.parquet"
+    res = _invoke("score", str(src), "-o", str(out), "--filters", "exact,quality", "--json")
+    assert res.exit_code == 0, res.output
+    d = pq.read_table(out).to_pydict()
+    assert d["keep"] == [True, False] and d["reason"] == [None, "quality"]
+    assert d["quality_reason"][0] is None
+    assert d["quality_reason"][1].startswith("gopher_short_document")

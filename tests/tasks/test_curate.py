@@ -33,7 +33,7 @@ def _rows(ref) -> list[dict]:
 
 
 GATES = GatesConfig.model_validate({"curated": {"min_rows_for_shares": 10}})
-CFG = DedupConfig.model_validate({"semantic": {"enabled": False}})
+CFG = DedupConfig.model_validate({"semantic": {"enabled": False}, "quality": {"enabled": False}})
 
 
 def _ingest(cat: Catalog, tmp: Path, name: str, rows: list[dict]) -> None:
@@ -124,11 +124,35 @@ def test_curated_gate_fails_on_low_kept_share(tmp_path: Path) -> None:
 
 def test_parse_filters() -> None:
     cfg = DedupConfig()
-    assert parse_filters(None, cfg) == ["exact", "near", "semantic"]
+    assert parse_filters(None, cfg) == ["exact", "quality", "near", "semantic"]
     assert parse_filters("near, exact,near", cfg) == ["exact", "near"]
+    assert parse_filters("near,quality", cfg) == ["quality", "near"]  # run order
     from tasks.curate import CurateError
 
     with pytest.raises(CurateError, match="not available yet"):
         parse_filters("exact,mgt", cfg)
     with pytest.raises(CurateError, match="unknown filter"):
         parse_filters("fuzzy", cfg)
+
+
+def test_quality_rules_mark_rows_before_near_dedup(tmp_path: Path) -> None:
+    from tests.tasks.test_quality import CLEAN
+
+    cat = Catalog(tmp_path / "home")
+    rows = [
+        {"id": "good", "text": CLEAN},
+        {"id": "junk", "text": "Click here. Buy now."},
+        {"id": "code", "text": CLEAN + " function f() { return 1 }"},
+        {"id": "junk-copy", "text": "click here.  buy now."},  # exact dup of junk (normalised)
+    ]
+    _ingest(cat, tmp_path, "q", rows)
+    cfg = DedupConfig.model_validate({"semantic": {"enabled": False}})
+    r = curate_next("news", cat, cfg)
+    snap = {x["id"]: x for x in _rows(r.ref)}
+    assert snap["good"]["keep"] and snap["good"]["quality_reason"] is None
+    assert snap["junk"]["reason"] == "quality"
+    assert snap["junk"]["quality_reason"].startswith("gopher_short_document: 4 words < 50")
+    assert snap["code"]["quality_reason"].startswith("c4_curly_bracket")
+    assert snap["junk-copy"]["reason"] == "exact_dup"  # exact dedup runs first
+    assert r.stats["low_quality"] == 2
+    assert r.stats["quality_rules"] == {"gopher_short_document": 1, "c4_curly_bracket": 1}
