@@ -235,7 +235,15 @@ SUITES["tokens"] = tokens_suite
 SUITES["logits"] = logits_suite
 
 
-CURATED_REASONS = ["empty_text", "exact_dup", "quality", "near_dup", "semantic_dup"]
+CURATED_REASONS = [
+    "empty_text",
+    "exact_dup",
+    "quality",
+    "near_dup",
+    "semantic_dup",
+    "machine_generated",
+    "unfaithful",
+]
 
 
 def curated_suite(

@@ -388,6 +388,7 @@ def score(
             names,
             cfg.ingest,
             shard_map=thread_map(cfg.dedup.runner.workers),
+            teacher=cfg.teacher,
         )
         if as_json:
             typer.echo(json.dumps({"ok": True, **res.to_dict()}, default=str))

@@ -41,6 +41,7 @@ def curate_flow(
             cfg.dedup,
             names,
             shard_map=prefect_map,
+            teacher=cfg.teacher,
             flow_run_id=current_flow_run_id(),
         )
         if result.ref is None:

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.loading_config import ModelSpec
 from tasks.dedup import DedupError, Prior, ShardMap, connect, dedup
 from tasks.dedup_config import DedupConfig
 from tasks.ingest import read_source
@@ -37,7 +38,7 @@ from warehouse.sql import sql_list, sql_str
 log = logging.getLogger(__name__)
 
 ALL_FILTERS = ("exact", "near", "semantic", "quality", "mgt", "factuality")
-DEDUP_FILTERS = ("exact", "quality", "near", "semantic")  # available now, in run order
+DEDUP_FILTERS = ("exact", "quality", "near", "semantic", "mgt", "factuality")  # run order
 SCORE_COLUMNS = pa.schema(
     [
         ("id", pa.string()),
@@ -74,6 +75,87 @@ def parse_filters(spec: str | list[str] | None, cfg: DedupConfig) -> list[str]:
     return [f for f in DEDUP_FILTERS if f in names]  # run order, duplicates dropped
 
 
+# --------------------------------------------------------------------------- model scores
+SCORES = pa.schema(
+    [("doc", pa.int64()), ("mgt_score", pa.float64()), ("factuality_score", pa.float64())]
+)
+
+
+def row_scores(
+    work: Path, scratch: Path, cfg: DedupConfig, filters: list[str], teacher: ModelSpec | None
+) -> Path:
+    """Per-row `mgt_score` and `factuality_score` (null when not asked for or undefined).
+
+    factuality: entity and number precision of the summary against the text (null without a
+    summary, or when the summary names nothing checkable). mgt: Fast-DetectGPT with the
+    configured scoring LM (the teacher by default), for rows with text.
+    """
+    from tasks.factuality import entity_precision
+
+    model = tokenizer = None
+    if "mgt" in filters:
+        from models.loading import load_causal_lm, load_tokenizer
+        from tasks.mgt import score_texts
+
+        spec = ModelSpec(path=cfg.mgt.model) if cfg.mgt.model else teacher
+        if spec is None:
+            raise CurateError("the mgt filter needs a scoring LM: set dedup.mgt.model or teacher")
+        model, tokenizer = load_causal_lm(spec), load_tokenizer(spec)
+    out = scratch / "scores.parquet"
+    columns = [
+        c for c in ("doc", "text", "summary") if c in pq.ParquetFile(work).schema_arrow.names
+    ]
+    with pq.ParquetWriter(out, SCORES) as writer:
+        for batch in pq.ParquetFile(work).iter_batches(batch_size=2048, columns=columns):
+            texts = batch.column("text").to_pylist()
+            n = len(texts)
+            mgt: list[float | None] = [None] * n
+            fact: list[float | None] = [None] * n
+            if model is not None:
+                todo = [i for i, t in enumerate(texts) if t and t.strip()]
+                got = score_texts(
+                    [texts[i] for i in todo],
+                    model,
+                    tokenizer,
+                    max_tokens=cfg.mgt.max_tokens,
+                    batch_size=cfg.mgt.batch_size,
+                )
+                for i, v in zip(todo, got, strict=True):
+                    mgt[i] = None if v != v else v  # NaN (too short to score) -> null
+            if "factuality" in filters and "summary" in batch.schema.names:
+                for i, (t, summ) in enumerate(
+                    zip(texts, batch.column("summary").to_pylist(), strict=True)
+                ):
+                    if t and summ and summ.strip():
+                        fact[i] = entity_precision(t, summ).score
+            writer.write_table(
+                pa.table(
+                    [
+                        batch.column("doc"),
+                        pa.array(mgt, pa.float64()),
+                        pa.array(fact, pa.float64()),
+                    ],
+                    schema=SCORES,
+                )
+            )
+    return out
+
+
+def decision_sql(cfg: DedupConfig, filters: list[str]) -> tuple[str, str]:
+    """SQL for (keep, reason) over decisions `d` and scores `s`, thresholds applied after
+    the dedup decisions (the first reason wins)."""
+    conds = []
+    if "mgt" in filters and cfg.mgt.threshold is not None:
+        conds.append((f"s.mgt_score > {float(cfg.mgt.threshold)!r}", "machine_generated"))
+    if "factuality" in filters and cfg.factuality.threshold is not None:
+        conds.append((f"s.factuality_score < {float(cfg.factuality.threshold)!r}", "unfaithful"))
+    reason = "d.reason"
+    if conds:
+        whens = " ".join(f"WHEN {c} THEN '{r}'" for c, r in conds)
+        reason = f"CASE WHEN d.reason IS NOT NULL THEN d.reason {whens} END"
+    return f"({reason}) IS NULL", reason
+
+
 # --------------------------------------------------------------------------- score
 @dataclass
 class ScoreResult:
@@ -97,8 +179,12 @@ def score_file(
     filters: list[str] | None = None,
     ingest_cfg: IngestConfig | None = None,
     shard_map: ShardMap | None = None,
+    teacher: ModelSpec | None = None,
 ) -> ScoreResult:
-    """Score every row of `source` into `output` (one row per input row, same order)."""
+    """Score every row of `source` into `output` (one row per input row, same order).
+
+    `teacher` is the default scoring LM of the `mgt` filter.
+    """
     cfg = cfg or DedupConfig()
     filters = cfg.filters() if filters is None else filters
     ingest_cfg = ingest_cfg or IngestConfig()
@@ -112,6 +198,7 @@ def score_file(
                 ("doc", pa.int64()),
                 ("id", pa.string()),
                 ("text", pa.string()),
+                ("summary", pa.string()),
                 ("invalid", pa.string()),
             ]
         )
@@ -120,15 +207,16 @@ def score_file(
             for parsed in batches:
                 t = parsed.table
                 rows = [
-                    (line, rid, text, None)
-                    for line, rid, text in zip(
+                    (line, rid, text, summary, None)
+                    for line, rid, text, summary in zip(
                         t.column("line").to_pylist(),
                         t.column("id").to_pylist(),
                         t.column("text").to_pylist(),
+                        t.column("summary").to_pylist(),
                         strict=True,
                     )
                 ]
-                rows += [(q.line, None, None, q.reason) for q in parsed.quarantined]
+                rows += [(q.line, None, None, None, q.reason) for q in parsed.quarantined]
                 rows.sort(key=lambda r: r[0])
                 docs = list(range(n, n + len(rows)))
                 n += len(rows)
@@ -146,6 +234,7 @@ def score_file(
                             ),
                             pa.array([r[2] for r in rows], pa.string()),
                             pa.array([r[3] for r in rows], pa.string()),
+                            pa.array([r[4] for r in rows], pa.string()),
                         ],
                         schema=schema,
                     )
@@ -153,27 +242,29 @@ def score_file(
         decisions, stats = dedup(
             str(work), scratch / "lake", scratch, cfg, filters, shard_map=shard_map
         )
+        scores = row_scores(work, scratch, cfg, filters, teacher)
         con = connect(scratch, cfg.memory_limit)
         try:
             exact = "d.exact_dup_of" if "exact" in filters else "NULL::VARCHAR"
             near = "d.near_dup_cluster" if "near" in filters else "NULL::BIGINT"
             sem = "d.semantic_dup_of" if "semantic" in filters else "NULL::VARCHAR"
             quality = "d.quality_reason" if "quality" in filters else "NULL::VARCHAR"
+            keep, reason = decision_sql(cfg, filters)
             out_tmp = Path(output).with_name(f".{Path(output).name}.tmp")
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             con.execute(
                 f"""
                 COPY (
                   SELECT w.id,
-                         CASE WHEN w.invalid IS NOT NULL THEN false ELSE d.keep END AS keep,
+                         CASE WHEN w.invalid IS NOT NULL THEN false ELSE {keep} END AS keep,
                          CASE WHEN w.invalid IS NOT NULL THEN 'invalid_row: ' || w.invalid
-                              ELSE d.reason END AS reason,
+                              ELSE {reason} END AS reason,
                          {exact} AS exact_dup_of, {near} AS near_dup_cluster,
                          {sem} AS semantic_dup_of,
-                         {quality} AS quality_reason, NULL::DOUBLE AS mgt_score,
-                         NULL::DOUBLE AS factuality_score
+                         {quality} AS quality_reason, s.mgt_score, s.factuality_score
                   FROM read_parquet({sql_str(str(work))}) w
                   JOIN read_parquet({sql_str(decisions)}) d USING (doc)
+                  JOIN read_parquet({sql_str(str(scores))}) s USING (doc)
                   ORDER BY w.doc
                 ) TO {sql_str(str(out_tmp))} (FORMAT parquet, COMPRESSION zstd)
                 """
@@ -236,8 +327,12 @@ def curate_next(
     *,
     shard_map: ShardMap | None = None,
     flow_run_id: str | None = None,
+    teacher: ModelSpec | None = None,
 ) -> CurateResult:
-    """Curate the oldest pending raw version of `dataset` into a new curated version."""
+    """Curate the oldest pending raw version of `dataset` into a new curated version.
+
+    `teacher` is the default scoring LM of the `mgt` filter.
+    """
     cfg = cfg or DedupConfig()
     filters = cfg.filters() if filters is None else filters
     validate_name(dataset)
@@ -287,21 +382,30 @@ def curate_next(
                 new_from=new_from,
                 shard_map=shard_map,
             )
+            scores = row_scores(work, scratch, cfg, filters, teacher)
+            keep, reason = decision_sql(cfg, filters)
             con = connect(scratch, cfg.memory_limit)
             try:
                 con.execute(
                     f"""
                     COPY (
-                      SELECT w.* EXCLUDE (doc), d.doc AS doc_key, d.keep, d.reason,
-                             d.exact_hash, d.exact_dup_of, d.quality_reason,
-                             d.near_dup_cluster, d.semantic_dup_of
+                      SELECT w.* EXCLUDE (doc), d.doc AS doc_key, {keep} AS keep,
+                             {reason} AS reason, d.exact_hash, d.exact_dup_of,
+                             d.quality_reason, d.near_dup_cluster, d.semantic_dup_of,
+                             s.mgt_score, s.factuality_score
                       FROM read_parquet({sql_str(str(work))}) w
                       JOIN read_parquet({sql_str(decisions)}) d USING (doc)
+                      JOIN read_parquet({sql_str(str(scores))}) s USING (doc)
                       ORDER BY d.doc
                     ) TO {sql_str(str(staged.dir / "part-0.parquet"))}
                       (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 10000)
                     """
                 )
+                # Score thresholds may reject rows that dedup kept: count from the file.
+                stats.kept = con.execute(
+                    "SELECT count(*) FILTER (keep) FROM read_parquet("
+                    f"{sql_str(str(staged.dir / 'part-0.parquet'))})"
+                ).fetchall()[0][0]
             finally:
                 con.close()
             _fsync_tree(staged.dir)

@@ -729,8 +729,8 @@ def dedup(
     """
     import time
 
-    for f in filters:
-        if f not in ("exact", "quality", "near", "semantic"):
+    for f in filters:  # mgt and factuality are row scores, computed by tasks.curate
+        if f not in ("exact", "quality", "near", "semantic", "mgt", "factuality"):
             raise DedupError(f"unknown dedup filter {f!r}")
     priors = priors or []
     shard_map = shard_map or thread_map(cfg.runner.workers)

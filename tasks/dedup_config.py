@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.factuality_config import FactualityConfig
+from tasks.mgt_config import MgtConfig
 from tasks.quality_config import QualityConfig
 
 FilterName = Literal["exact", "near", "semantic"]
@@ -140,6 +142,13 @@ class DedupConfig(BaseModel):
     )
     near: NearConfig = Field(default_factory=NearConfig)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
+    mgt: MgtConfig = Field(
+        default_factory=MgtConfig, description="Machine-generated-text score (Fast-DetectGPT)."
+    )
+    factuality: FactualityConfig = Field(
+        default_factory=FactualityConfig,
+        description="Factual consistency of summaries with their documents.",
+    )
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     memory_limit: str = Field(
         "512MB", description="DuckDB memory limit for banding and joins (spills to disk beyond)."
@@ -160,6 +169,8 @@ class DedupConfig(BaseModel):
                 ("quality", self.quality.enabled),
                 ("near", self.near.enabled),
                 ("semantic", self.semantic.enabled),
+                ("mgt", self.mgt.enabled),
+                ("factuality", self.factuality.enabled),
             )
             if on
         ]

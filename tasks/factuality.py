@@ -9,8 +9,8 @@ sentence's first word when it is a common word, and numbers normalised (`1,200` 
 `3.50` -> `3.5`, number words up to twenty). Matching is case-insensitive on the document's
 words and numbers, so "the Obama administration" in the summary finds "Obama" in the document.
 
-Status: the scorer and its tests. Combining it with an LM score into `factuality_score`, and
-wiring it into `curate`/`score`, is part of the open Curation II issue.
+`tasks.curate.row_scores` applies it in `curate` and `score` as `factuality_score`. Still
+open: the LM score (log p(summary | document) - log p(summary)) and NLI, combined with it.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Text the model would write itself scores around 0 (its tokens are typical sample
 text picks less likely tokens and scores lower. Higher = more machine-like, so `mgt_score` =
 d(x) as is. Both moments come from one forward pass — no perturbations, no second model.
 
-Status: the scorer and its tests. Threshold calibration, the down-weight/drop decision and
-wiring into `curate`/`score` are part of the open Curation II issue.
+`tasks.curate.row_scores` applies it in `curate` and `score` (`dedup.mgt`). Still open:
+calibrating the threshold on human text, a down-weight column, Binoculars.
 """
 
 from __future__ import annotations

@@ -111,7 +111,6 @@ def test_score_semantic_with_tiny_model(tmp_path: Path, tiny_st_model: str) -> N
 def test_score_errors_follow_exit_codes(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "x"}])
     out = str(tmp_path / "o.parquet")
-    assert _invoke("score", str(src), "-o", out, "--filters", "mgt").exit_code == 2
     assert _invoke("score", str(src), "-o", out, "--filters", "bogus").exit_code == 2
     res = _invoke("score", str(tmp_path / "missing.jsonl"), "-o", out, "--json")
     assert res.exit_code == 1
@@ -135,3 +134,52 @@ def test_score_fills_quality_reason(tmp_path: Path) -> None:
     assert d["keep"] == [True, False] and d["reason"] == [None, "quality"]
     assert d["quality_reason"][0] is None
     assert d["quality_reason"][1].startswith("gopher_short_document")
+
+
+def test_score_fills_factuality_and_mgt_scores(tmp_path: Path) -> None:
+    import math
+
+    from tests.helpers import news_docs
+    from tests.tiny import make_tiny_llama
+
+    teacher = make_tiny_llama(tmp_path / "teacher")
+    doc = "The president said the minister met the court in the city on Tuesday with 12 people."
+    rows = [
+        {"text": doc, "summary": "The president met the court with 12 people."},
+        {"text": doc, "summary": "The Senate met 40 people in Paris."},  # unsupported names
+        {"text": news_docs(1)[0]["text"]},  # no summary: no factuality score
+    ]
+    src = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "o.parquet"
+    args = ["score", str(src), "-o", str(out), "--filters", "exact,mgt,factuality"]
+    res = _invoke(*args, "--set", f"teacher.path={teacher}", "--json")
+    assert res.exit_code == 0, res.output
+    d = pq.read_table(out).to_pydict()
+    assert d["factuality_score"][0] == 1.0 and d["factuality_score"][1] == 0.0
+    assert d["factuality_score"][2] is None
+    assert all(isinstance(v, float) and not math.isnan(v) for v in d["mgt_score"])
+    # No thresholds: scores only. Row 1 repeats row 0's text (exact dedup hashes the text).
+    assert d["keep"] == [True, False, True] and d["reason"][1] == "exact_dup"
+
+
+def test_score_thresholds_turn_scores_into_decisions(tmp_path: Path) -> None:
+    doc = "The president said the minister met the court in the city on Tuesday with 12 people."
+    rows = [
+        {"text": doc, "summary": "The president met the court with 12 people."},
+        {"text": doc + " Again.", "summary": "The Senate met 40 people in Paris."},
+    ]
+    src = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "o.parquet"
+    res = _invoke(
+        "score",
+        str(src),
+        "-o",
+        str(out),
+        "--filters",
+        "exact,factuality",
+        "--set",
+        "dedup.factuality.threshold=0.5",
+    )
+    assert res.exit_code == 0, res.output
+    d = pq.read_table(out).to_pydict()
+    assert d["keep"] == [True, False] and d["reason"] == [None, "unfaithful"]

@@ -124,13 +124,12 @@ def test_curated_gate_fails_on_low_kept_share(tmp_path: Path) -> None:
 
 def test_parse_filters() -> None:
     cfg = DedupConfig()
-    assert parse_filters(None, cfg) == ["exact", "quality", "near", "semantic"]
+    assert parse_filters(None, cfg) == ["exact", "quality", "near", "semantic", "factuality"]
     assert parse_filters("near, exact,near", cfg) == ["exact", "near"]
     assert parse_filters("near,quality", cfg) == ["quality", "near"]  # run order
     from tasks.curate import CurateError
 
-    with pytest.raises(CurateError, match="not available yet"):
-        parse_filters("exact,mgt", cfg)
+    assert parse_filters("factuality,mgt,exact", cfg) == ["exact", "mgt", "factuality"]
     with pytest.raises(CurateError, match="unknown filter"):
         parse_filters("fuzzy", cfg)
 
