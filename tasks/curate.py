@@ -86,20 +86,21 @@ def row_scores(
 ) -> Path:
     """Per-row `mgt_score` and `factuality_score` (null when not asked for or undefined).
 
-    factuality: entity and number precision of the summary against the text (null without a
-    summary, or when the summary names nothing checkable). mgt: Fast-DetectGPT with the
-    configured scoring LM (the teacher by default), for rows with text.
+    factuality: entity and number precision of the summary against the text, combined with the
+    LM score when `dedup.factuality.lm` (null without a summary, or when nothing is
+    checkable). mgt: Fast-DetectGPT with the configured scoring LM (the teacher by default).
     """
-    from tasks.factuality import entity_precision
+    from tasks.factuality import combine, entity_precision, lm_support
+    from tasks.mgt import score_texts
 
     model = tokenizer = None
-    if "mgt" in filters:
+    fact_lm = "factuality" in filters and cfg.factuality.lm
+    if "mgt" in filters or fact_lm:
         from models.loading import load_causal_lm, load_tokenizer
-        from tasks.mgt import score_texts
 
         spec = ModelSpec(path=cfg.mgt.model) if cfg.mgt.model else teacher
         if spec is None:
-            raise CurateError("the mgt filter needs a scoring LM: set dedup.mgt.model or teacher")
+            raise CurateError("mgt and LM factuality need an LM: set dedup.mgt.model or teacher")
         model, tokenizer = load_causal_lm(spec), load_tokenizer(spec)
     out = scratch / "scores.parquet"
     columns = [
@@ -111,7 +112,7 @@ def row_scores(
             n = len(texts)
             mgt: list[float | None] = [None] * n
             fact: list[float | None] = [None] * n
-            if model is not None:
+            if "mgt" in filters and model is not None:
                 todo = [i for i, t in enumerate(texts) if t and t.strip()]
                 got = score_texts(
                     [texts[i] for i in todo],
@@ -123,11 +124,22 @@ def row_scores(
                 for i, v in zip(todo, got, strict=True):
                     mgt[i] = None if v != v else v  # NaN (too short to score) -> null
             if "factuality" in filters and "summary" in batch.schema.names:
-                for i, (t, summ) in enumerate(
-                    zip(texts, batch.column("summary").to_pylist(), strict=True)
-                ):
-                    if t and summ and summ.strip():
-                        fact[i] = entity_precision(t, summ).score
+                summaries = batch.column("summary").to_pylist()
+                pairs = [
+                    i
+                    for i, (t, m) in enumerate(zip(texts, summaries, strict=True))
+                    if t and m and m.strip()
+                ]
+                lm: list[float | None] = [None] * len(pairs)
+                if fact_lm:
+                    lm = lm_support(
+                        [(texts[i], summaries[i]) for i in pairs],
+                        model,
+                        tokenizer,
+                        max_document_tokens=cfg.factuality.max_document_tokens,
+                    )
+                for i, delta in zip(pairs, lm, strict=True):
+                    fact[i] = combine(entity_precision(texts[i], summaries[i]).score, delta)
             writer.write_table(
                 pa.table(
                     [

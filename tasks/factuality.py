@@ -15,6 +15,7 @@ open: the LM score (log p(summary | document) - log p(summary)) and NLI, combine
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -148,3 +149,57 @@ def _norm_number(s: str) -> str:
     if "." in s:
         s = s.rstrip("0").rstrip(".")
     return s or "0"
+
+
+def lm_support(
+    pairs: list[tuple[str, str]],
+    model,
+    tokenizer,
+    *,
+    max_document_tokens: int = 512,
+    max_summary_tokens: int = 128,
+) -> list[float | None]:
+    """How much the document helps the LM predict the summary, per pair:
+
+        mean_t log p(s_t | document, s_<t) - mean_t log p(s_t | s_<t)     (nats per token)
+
+    A summary the document supports becomes much more likely given it; an unfaithful one
+    much less so. The document is truncated to its first `max_document_tokens` tokens (the
+    lede carries most of what summaries use). None for an empty summary.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    out: list[float | None] = []
+    for document, summary in pairs:
+        s_ids = tokenizer(" " + summary.strip(), add_special_tokens=False)["input_ids"]
+        s_ids = s_ids[:max_summary_tokens]
+        if not summary.strip() or not s_ids:
+            out.append(None)
+            continue
+        d_ids = tokenizer(document, add_special_tokens=False)["input_ids"][:max_document_tokens]
+        means = []
+        for context in (bos + d_ids, bos):
+            ids = torch.tensor([context + s_ids], device=device)
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+            start = len(context)
+            if start == 0:  # no BOS: the first summary token has no prediction; skip it
+                start = 1
+            targets = ids[0, start:]
+            picked = logp[start - 1 : len(ids[0]) - 1].gather(-1, targets[:, None])
+            means.append(picked.mean().item())
+        out.append(means[0] - means[1])
+    return out
+
+
+def combine(precision: float | None, lm_delta: float | None) -> float | None:
+    """One `factuality_score` in [0, 1]: the mean of the available components, the LM score
+    squashed with a sigmoid (0 nats/token -> 0.5: the document neither helps nor hurts)."""
+    parts = [
+        p
+        for p in (precision, None if lm_delta is None else 1 / (1 + math.exp(-lm_delta)))
+        if p is not None
+    ]
+    return sum(parts) / len(parts) if parts else None

@@ -11,6 +11,15 @@ class FactualityConfig(BaseModel):
     enabled: bool = Field(
         True, description="Score document-summary pairs (entity and number precision)."
     )
+    lm: bool = Field(
+        False,
+        description="Add the LM score: how much the document raises the summary's likelihood "
+        "under the teacher (two forward passes per pair; off by default for cost). "
+        "factuality_score is then the mean of entity precision and sigmoid(LM score).",
+    )
+    max_document_tokens: int = Field(
+        512, ge=16, description="LM score: document tokens given as context."
+    )
     threshold: float | None = Field(
         None,
         ge=0.0,

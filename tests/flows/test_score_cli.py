@@ -154,6 +154,23 @@ def test_score_fills_factuality_and_mgt_scores(tmp_path: Path) -> None:
     args = ["score", str(src), "-o", str(out), "--filters", "exact,mgt,factuality"]
     res = _invoke(*args, "--set", f"teacher.path={teacher}", "--json")
     assert res.exit_code == 0, res.output
+    with_lm = tmp_path / "lm.parquet"
+    res = _invoke(
+        "score",
+        str(src),
+        "-o",
+        str(with_lm),
+        "--filters",
+        "factuality",
+        "--set",
+        f"teacher.path={teacher}",
+        "--set",
+        "dedup.factuality.lm=true",
+    )
+    assert res.exit_code == 0, res.output
+    lm_scores = pq.read_table(with_lm).column("factuality_score").to_pylist()
+    assert all(0.0 <= v <= 1.0 for v in lm_scores[:2]) and lm_scores[2] is None
+    assert res.exit_code == 0, res.output
     d = pq.read_table(out).to_pydict()
     assert d["factuality_score"][0] == 1.0 and d["factuality_score"][1] == 0.0
     assert d["factuality_score"][2] is None

@@ -34,3 +34,68 @@ def test_a_swapped_entity_or_changed_number_is_caught() -> None:
 def test_nothing_checkable_gives_no_score() -> None:
     p = entity_precision(DOC, "the investigation continues.")
     assert p.entities == 0 and p.score is None
+
+
+def test_lm_support_prefers_summaries_the_document_contains(tmp_path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tasks.factuality import lm_support
+    from tests.tiny import make_tokenizer_dir
+
+    # A tiny LM trained for a few steps to copy: after the document, it predicts its words.
+    path = make_tokenizer_dir(tmp_path / "tok")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=128,
+        )
+    )
+    words = [
+        "the",
+        "news",
+        "said",
+        "police",
+        "city",
+        "court",
+        "state",
+        "new",
+        "president",
+        "minister",
+        "market",
+        "team",
+    ]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(150):  # learn "x y z | x y z": copy the first half
+        half = torch.randint(3, len(tok), (16, 8), generator=g)
+        batch = torch.cat([half, half], 1)
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    rng = torch.Generator().manual_seed(1)
+    docs = [
+        " ".join(words[i] for i in torch.randint(0, 12, (8,), generator=rng)) for _ in range(20)
+    ]
+    faithful = lm_support([(d, d) for d in docs], model, tok)
+    shuffled = lm_support([(d, docs[(i + 1) % 20]) for i, d in enumerate(docs)], model, tok)
+    assert sum(faithful) / 20 > sum(shuffled) / 20 + 0.5
+    assert lm_support([("the news", "   ")], model, tok) == [None]
+
+
+def test_combine_averages_what_is_there() -> None:
+    from tasks.factuality import combine
+
+    assert combine(None, None) is None
+    assert combine(0.5, None) == 0.5
+    assert combine(None, 0.0) == 0.5  # the document neither helps nor hurts
+    assert combine(1.0, 0.0) == 0.75
