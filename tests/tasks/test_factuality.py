@@ -41,6 +41,7 @@ def test_lm_support_prefers_summaries_the_document_contains(tmp_path) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from tasks.factuality import lm_support
+    from tests.helpers import NEWS_WORDS
     from tests.tiny import make_tokenizer_dir
 
     # A tiny LM trained for a few steps to copy: after the document, it predicts its words.
@@ -58,20 +59,7 @@ def test_lm_support_prefers_summaries_the_document_contains(tmp_path) -> None:
             max_position_embeddings=128,
         )
     )
-    words = [
-        "the",
-        "news",
-        "said",
-        "police",
-        "city",
-        "court",
-        "state",
-        "new",
-        "president",
-        "minister",
-        "market",
-        "team",
-    ]
+    words = NEWS_WORDS
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(150):  # learn "x y z | x y z": copy the first half

@@ -9,6 +9,7 @@ import torch
 from models.loading import load_causal_lm, load_tokenizer
 from models.loading_config import ModelSpec
 from tasks.mgt import sampling_discrepancy, score_texts
+from tests.helpers import NEWS_WORDS
 from tests.tiny import make_tiny_llama
 
 
@@ -64,20 +65,7 @@ def test_text_generated_by_the_scoring_model_scores_higher(tiny: tuple) -> None:
         num_return_sequences=16,
     )
     machine = tok.batch_decode(generated, skip_special_tokens=True)
-    words = [
-        "the",
-        "news",
-        "said",
-        "police",
-        "city",
-        "court",
-        "state",
-        "new",
-        "president",
-        "minister",
-        "market",
-        "team",
-    ]
+    words = NEWS_WORDS
     rng = np.random.default_rng(0)
     human = [" ".join(rng.choice(words, 43)) for _ in range(16)]
     m, h = score_texts(machine, model, tok), score_texts(human, model, tok)
