@@ -39,7 +39,7 @@ import torch
 
 from bench.common import print_table, save
 from models.logit_cache import concat, sampled_targets, topk_targets, write_manifest, write_shard
-from models.student import every_other_layer, student_from_teacher
+from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill_config import DistillConfig
 from tasks.distill_data import CacheReader, TokenBlocks
 from tasks.evaluate import compare_on_blocks, count_params
@@ -153,7 +153,7 @@ def main() -> None:
         keys=["bench"],
     )
     n_layers = int(teacher.config.num_hidden_layers)
-    init = student_from_teacher(teacher, every_other_layer(n_layers, n_layers // 2)).float()
+    init = trainable(student_from_teacher(teacher, every_other_layer(n_layers, n_layers // 2)))
     val = blocks.split(True)
     print(f"profile {args.profile} on {args.device}: teacher {count_params(teacher):,} params, "
           f"student {count_params(init):,}; {n_train} train / {len(val)} held-out blocks of "

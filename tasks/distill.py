@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from data_quality import GateFailed, GatesConfig, gate
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
-from models.student import every_other_layer, student_from_teacher
+from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill_config import DistillConfig
 from tasks.distill_data import CacheReader, read_blocks
 from tasks.evaluate import evaluate_student
@@ -132,7 +132,7 @@ def distill(
     n_layers = int(teacher.config.num_hidden_layers)
     layers = cfg.layers or every_other_layer(n_layers, cfg.keep_layers or max(n_layers // 2, 1))
     torch.manual_seed(cfg.seed)
-    student = student_from_teacher(teacher, layers).float()  # master weights in fp32
+    student = trainable(student_from_teacher(teacher, layers))  # fp32, saveable (GGUF too)
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
     work = catalog.home / "work" / "distill" / dataset / key
     readers = [CacheReader(Path(c.ref.path)) for c in caches] if caches else None
