@@ -89,7 +89,7 @@ def _is_expected(e: Exception) -> bool:
     from models.loading import ModelLoadError
     from models.logit_cache import LogitCacheError
     from tasks.curate import CurateError, DedupError
-    from tasks.distill import DistillError
+    from tasks.distill_config import DistillError
     from tasks.ingest import IngestError
     from tasks.tokenize import TokenizeError
     from warehouse import CatalogError, InvalidName, WarehouseBusy
@@ -328,7 +328,8 @@ def distill(
             return
         m = out["model"]
         if out["skipped"]:
-            _say(f"{m['key']} already holds this run: nothing to do")
+            gate = {True: "passed", False: "FAILED", None: "pending"}[m["gate_passed"]]
+            _say(f"{m['key']} already holds this run (gate {gate}): nothing to do")
             return
         ev, tr = out["evaluation"], out["train"]
         _say(f"registered {m['key']} ({m['path']})")

@@ -50,6 +50,7 @@ KD_LOSSES: tuple[str, ...] = ("forward_kl", "reverse_kl", "jsd", "tvd")
 
 _MASKED = -1e9  # stands in for -inf where a logsumexp must stay differentiable
 _LOG_EPS = float(np.log(1e-12))  # floor of log p in reverse KL (a top-k tail rounded to 0)
+_REST_EXACT = 1e-2  # below this, q_rest is recomputed exactly instead of as 1 - Σ q(stored)
 
 
 # --------------------------------------------------------------------------- reduction
@@ -200,13 +201,24 @@ def sparse_batch(targets: SparseTargets) -> SparseBatch:
 def _buckets(
     student_logits: torch.Tensor, target: SparseBatch
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log q at the stored ids (N, K), log q of the rest (N,), p (N, K), p of the rest (N,))."""
+    """(log q at the stored ids (N, K), log q of the rest (N,), p (N, K), p of the rest (N,)).
+
+    q_rest is 1 - Σ q(stored ids); where that subtraction would lose precision (q_rest below
+    _REST_EXACT) it is recomputed as a logsumexp over the other ids' logits, row by row, so
+    the cost stays O(N·K) plus O(V) only for the rows that need it.
+    """
     z = student_logits.float()
     lse = torch.logsumexp(z, dim=-1)
     lq_ids = z.gather(-1, target.ids) - lse[:, None]
-    # scatter_add, not scatter: a padding slot (id 0, not valid) must not unset a real id 0.
-    stored = torch.zeros_like(z).scatter_add_(-1, target.ids, target.valid.float()) > 0
-    lq_rest = torch.logsumexp(z.masked_fill(stored, _MASKED), dim=-1) - lse
+    rest = 1.0 - (lq_ids.exp() * target.valid).sum(-1)
+    lq_rest = torch.log(rest.clamp_min(1e-30))
+    rows = (rest < _REST_EXACT).nonzero().squeeze(1)
+    if len(rows):
+        zr = z[rows]
+        # scatter_add, not scatter: a padding slot (id 0, not valid) must not unset a real id 0.
+        stored = torch.zeros_like(zr).scatter_add_(-1, target.ids[rows], target.valid[rows].float())
+        exact = torch.logsumexp(zr.masked_fill(stored > 0, _MASKED), dim=-1) - lse[rows]
+        lq_rest = lq_rest.index_put((rows,), exact)
     # Every id stored (k = V): q_rest is 0 and the teacher's tail is fp16 rounding; a floor
     # keeps that rounding from turning into a loss of 1e9.
     lq_rest = lq_rest.clamp_min(_LOG_EPS)

@@ -25,7 +25,7 @@ from data_quality import GateFailed, GatesConfig, gate
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
 from models.student import every_other_layer, student_from_teacher, trainable
-from tasks.distill_config import DistillConfig
+from tasks.distill_config import DistillConfig, DistillError
 from tasks.distill_data import CacheReader, read_blocks
 from tasks.evaluate import evaluate_student
 from tasks.runtime import current_flow_run_id
@@ -40,10 +40,6 @@ from warehouse.registry import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class DistillError(RuntimeError):
-    """Nothing to train on (no gated tokens, no cache for them) or a mismatched cache."""
 
 
 @dataclass

@@ -9,6 +9,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class DistillError(RuntimeError):
+    """Nothing to train on (no gated tokens, no cache for them) or a mismatched cache.
+
+    Defined here, not in tasks/distill.py, so the CLI can name it without importing torch."""
+
+
 class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

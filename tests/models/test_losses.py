@@ -135,10 +135,14 @@ def test_sparse_topk_equals_dense_when_the_teacher_tail_is_zero(name: str) -> No
     torch.testing.assert_close(g_sparse, g_dense, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("confident", [False, True])
 @pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd", "tvd"])
-def test_sparse_topk_keeps_the_tail_as_one_bucket_exactly(name: str) -> None:
+def test_sparse_topk_keeps_the_tail_as_one_bucket_exactly(name: str, confident: bool) -> None:
     zs, _ = _logits()
     p, tops = _teacher_with_student_shaped_tail(zs, k=4)
+    if confident:  # the student's rest below 1e-2: the exact (logsumexp) path computes it
+        zs = zs.scatter_add(1, torch.from_numpy(tops), torch.full((5, 4), 12.0))
+        assert (1 - torch.softmax(zs, -1).gather(1, torch.from_numpy(tops)).sum(1) < 1e-2).all()
     zt = torch.from_numpy(np.log(p)).float()
     target = _topk_target(p, k=4, ids=tops)
     assert (target.rest > 0.29).all()  # a real tail, not a rounding
