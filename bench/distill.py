@@ -131,17 +131,13 @@ def write_cache(
     return nbytes / ids.size
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args()
-    p = dict(PROFILES[args.profile])
-    if args.steps:
-        p["steps"] = args.steps
-    make = smollm2_teacher_and_blocks if args.profile == "smollm2" else random_teacher_and_blocks
-    teacher, ids = make(p, args.device)
+def run(profile: str, steps: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The four runs of `profile`: {"rows": one per run, "summary": the target figures}."""
+    p = dict(PROFILES[profile])
+    if steps:
+        p["steps"] = steps
+    make = smollm2_teacher_and_blocks if profile == "smollm2" else random_teacher_and_blocks
+    teacher, ids = make(p, device)
     vocab = int(teacher.get_output_embeddings().weight.shape[0])
     n_train = p["train_blocks"]
     blocks = TokenBlocks(
@@ -155,7 +151,7 @@ def main() -> None:
     n_layers = int(teacher.config.num_hidden_layers)
     init = trainable(student_from_teacher(teacher, every_other_layer(n_layers, n_layers // 2)))
     val = blocks.split(True)
-    print(f"profile {args.profile} on {args.device}: teacher {count_params(teacher):,} params, "
+    print(f"profile {profile} on {device}: teacher {count_params(teacher):,} params, "
           f"student {count_params(init):,}; {n_train} train / {len(val)} held-out blocks of "
           f"{ids.shape[1]}; {p['steps']} steps x {p['batch_blocks']} blocks")  # fmt: skip
 
@@ -165,7 +161,7 @@ def main() -> None:
         cache_bytes = {m: write_cache(work / m, teacher, ids, m, p) for m in ("topk", "sampled")}
         base = dict(
             max_steps=p["steps"], batch_blocks=p["batch_blocks"], lr=p["lr"], warmup_steps=5,
-            eval_every=10**6, checkpoint_every=10**6, resume=False, device=args.device,
+            eval_every=10**6, checkpoint_every=10**6, resume=False, device=device,
         )  # fmt: skip
         variants = [
             ("CE only", DistillConfig(**base, kd_weight=0.0, ce_weight=1.0), None, None),
@@ -208,12 +204,22 @@ def main() -> None:
         "topk_vs_online_ppl_pct": 100 * (by["top-k cache KD"]["held-out ppl"] / by["online full KD"]["held-out ppl"] - 1),
         "online_over_offline_step_time": by["online full KD"]["s/step"] / by["sampled cache KD"]["s/step"],
     }  # fmt: skip
+    return {"profile": p, "device": device, "rows": rows, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    out = run(args.profile, args.steps, args.device)
     print()
-    print_table(rows, list(rows[0]))
+    print_table(out["rows"], list(out["rows"][0]))
     print()
-    for k, v in summary.items():
+    for k, v in out["summary"].items():
         print(f"{k:>32}: {v:.3f}")
-    print(f"saved {save(f'distill-{args.profile}', {'profile': p, 'rows': rows, 'summary': summary, 'device': args.device})}")  # fmt: skip
+    print(f"saved {save(f'distill-{args.profile}', out)}")
 
 
 if __name__ == "__main__":
