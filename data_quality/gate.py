@@ -90,7 +90,11 @@ def gate(
     started = time.monotonic()
     checks = SUITES[stage](ref, catalog, cfg, run)
     outcomes = [o for check in checks for o in _validate(check, cfg.examples)]
-    target = ref.key if ref else f"ingest run {run['run_id'] if run else '?'}"
+    target = (
+        ref.key
+        if ref
+        else (run or {}).get("target") or f"ingest run {run['run_id'] if run else '?'}"
+    )
     result = GateResult(
         stage, target, all(o.success for o in outcomes), outcomes, time.monotonic() - started
     )

@@ -59,10 +59,22 @@ class CuratedGateConfig(BaseModel):
     )
 
 
+class StudentGateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_ppl_ratio: float = Field(
+        1.5,
+        gt=0.0,
+        description="Largest student / teacher held-out perplexity ratio a registered student "
+        "may have (DistilGPT2 / GPT-2 on WikiText-103: 21.1 / 16.3 = 1.29).",
+    )
+
+
 class GatesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     raw: RawGateConfig = Field(default_factory=RawGateConfig)
     logits: LogitsGateConfig = Field(default_factory=LogitsGateConfig)
     curated: CuratedGateConfig = Field(default_factory=CuratedGateConfig)
+    student: StudentGateConfig = Field(default_factory=StudentGateConfig)
     examples: int = Field(5, ge=0, description="Example ids reported per failing expectation.")

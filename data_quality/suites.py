@@ -325,3 +325,46 @@ def curated_suite(
 
 
 SUITES["curated"] = curated_suite
+
+
+def student_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """A trained student (passed as `run`: its registry key, metrics and NaN weight count):
+    every metric finite, no NaN or infinite weight, held-out perplexity within
+    `gates.student.max_ppl_ratio` of the teacher's."""
+    import math
+
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    assert run is not None
+    metrics = run["metrics"]
+    numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
+    frame = pd.DataFrame(
+        [
+            {
+                "model": run["target"],
+                "metrics_finite": all(math.isfinite(v) for v in numbers),
+                "bad_weights": int(run["bad_weights"]),
+                "ppl_ratio": float(metrics["ppl_ratio"]),
+            }
+        ]
+    )
+    return [
+        Check(
+            "student",
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True]),
+                gxe.ExpectColumnValuesToBeBetween(column="bad_weights", max_value=0),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="ppl_ratio", min_value=0.0, max_value=cfg.student.max_ppl_ratio
+                ),
+            ],
+            id_column="model",
+        )
+    ]
+
+
+SUITES["student"] = student_suite

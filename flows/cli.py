@@ -89,12 +89,14 @@ def _is_expected(e: Exception) -> bool:
     from models.loading import ModelLoadError
     from models.logit_cache import LogitCacheError
     from tasks.curate import CurateError, DedupError
+    from tasks.distill_config import DistillError
     from tasks.ingest import IngestError
     from tasks.tokenize import TokenizeError
     from warehouse import CatalogError, InvalidName, WarehouseBusy
 
     expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy)
     expected += (ModelLoadError, LogitCacheError, TokenizeError, CurateError, DedupError)
+    expected += (DistillError,)
     return isinstance(e, expected)
 
 
@@ -294,6 +296,55 @@ def _print_logits(out: dict[str, Any]) -> None:
         _say(f"already cached: {', '.join(lg['skipped'])}")
 
 
+@app.command()
+def distill(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    mode: Annotated[str | None, typer.Option(help="offline (from the cache) | online")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (distill.max_steps).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train a student of the teacher on a dataset, evaluate, register and gate it."""
+    with _cli_errors(as_json, debug):
+        flags = {"distill.mode": mode, "distill.max_steps": steps}
+        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        _, overrides, _ = _setup(config, sets, debug)
+        from warehouse import validate_name
+
+        validate_name(dataset)
+        from flows.distill import distill_flow
+
+        out = _run_flow(
+            distill_flow,
+            debug,
+            dataset=dataset,
+            config_path=str(config) if config else None,
+            overrides=overrides,
+        )
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        m = out["model"]
+        if out["skipped"]:
+            gate = {True: "passed", False: "FAILED", None: "pending"}[m["gate_passed"]]
+            _say(f"{m['key']} already holds this run (gate {gate}): nothing to do")
+            return
+        ev, tr = out["evaluation"], out["train"]
+        _say(f"registered {m['key']} ({m['path']})")
+        _say(f"  trained {tr['steps']} steps, {tr['tokens']:,} tokens, {tr['s_per_step']} s/step")
+        _say(
+            f"  held-out ppl {ev['student_ppl']:.2f} vs teacher {ev['teacher_ppl']:.2f} "
+            f"(x{ev['ppl_ratio']}), top-1 agreement {ev['top1_agreement']:.1%}"
+        )
+        _say(
+            f"  {ev['student_params']:,} params ({ev['param_share']:.0%} of the teacher), "
+            f"{ev['student_tokens_per_s']:.0f} tok/s vs {ev['teacher_tokens_per_s']:.0f}"
+        )
+        _say(f"gate student: {'passed' if m['gate_passed'] else 'FAILED'}")
+
+
 FiltersOpt = Annotated[
     str | None,
     typer.Option(
@@ -422,6 +473,9 @@ def status(
             catalog.versions(), key=lambda v: (v.ref.name, order[v.ref.stage], v.ref.version)
         )
         runs = catalog.ingest_runs()
+        from warehouse.registry import list_models
+
+        models = [m.to_dict() for m in list_models(catalog)]
         datasets: dict[str, dict[str, Any]] = {}
         for v in versions:
             d = datasets.setdefault(
@@ -436,6 +490,7 @@ def status(
             "home": str(home),
             "datasets": list(datasets.values()),
             "ingest_runs": runs[-20:],
+            "models": models,
         }
         if as_json:
             typer.echo(json.dumps(payload, default=str))
@@ -454,6 +509,14 @@ def status(
                     f"  v{v['version']:<3} {v['rows']:>10,} {rows:<9} gate {gate_word[v['gate_passed']]:<7}"
                     f"  {v['created_at'][:19].replace('T', ' ')}  parent {v['parent'] or '-'}"
                 )
+        for m in models:
+            gate = {True: "passed", False: "FAILED", None: "pending"}[m["gate_passed"]]
+            ppl = m["metrics"].get("ppl_ratio")
+            _say(
+                f"model {m['key']}{' (promoted)' if m['promoted'] else ''}  gate {gate}  "
+                f"ppl x{ppl} of the teacher  teacher {m['teacher']}  "
+                f"tokens {','.join(m['tokens'])}  logits {','.join(m['logits']) or '-'}"
+            )
         if runs:
             _say("recent ingest runs (rows in = accepted + already present + quarantined):")
             for r in runs[-5:]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from data_quality.gate_config import GatesConfig
 from models.loading_config import ModelSpec
 from tasks.dedup_config import DedupConfig
+from tasks.distill_config import DistillConfig
 from tasks.ingest_config import IngestConfig
 from tasks.logits_config import LogitCacheConfig
 from tasks.tokenize_config import TokensConfig
@@ -43,6 +44,7 @@ class Config(BaseModel):
     logits: LogitCacheConfig = Field(default_factory=LogitCacheConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -53,3 +53,19 @@ def _decoder_stack(model: PreTrainedModel) -> tuple[object, str]:
         if owner is not None and hasattr(owner, attr):
             return owner, attr
     raise ValueError(f"do not know where the layers of {type(model).__name__} are")
+
+
+def trainable(model: PreTrainedModel) -> PreTrainedModel:
+    """A plain fp32 copy of `model` (same class, config and weights) that can be trained and
+    saved with `save_pretrained`: a model loaded from GGUF stays flagged as quantized, which
+    forbids both `.float()` and serialisation, although its weights are ordinary tensors."""
+    import torch
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    device = next(model.parameters()).device
+    with torch.device(device):
+        fresh = type(model)(config).to(torch.float32)
+    fresh.load_state_dict({k: v.detach().float() for k, v in model.state_dict().items()})
+    return fresh.train(model.training)

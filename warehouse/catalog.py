@@ -81,6 +81,23 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason   VARCHAR NOT NULL,
     excerpt  VARCHAR
 );
+CREATE TABLE IF NOT EXISTS models (      -- the model registry (warehouse/registry.py)
+    name         VARCHAR   NOT NULL,
+    version      INTEGER   NOT NULL,
+    path         VARCHAR   NOT NULL,     -- save_pretrained folder, relative to the home
+    parent       VARCHAR,                -- what it was initialised from (a model key or a path)
+    teacher      VARCHAR   NOT NULL,
+    tokens       VARCHAR   NOT NULL,     -- JSON list of the tokens snapshot keys trained on
+    logits       VARCHAR   NOT NULL,     -- JSON list of the logit cache keys (empty online)
+    config_hash  VARCHAR   NOT NULL,
+    created_at   TIMESTAMP NOT NULL,
+    flow_run_id  VARCHAR,
+    metrics      VARCHAR,                -- JSON: evaluation and training figures
+    gate_passed  BOOLEAN,                -- NULL until its gate has run
+    gate_report  VARCHAR,
+    promoted     BOOLEAN   NOT NULL,     -- the newest gate-passing version of its name
+    PRIMARY KEY (name, version)
+);
 """
 
 _VERSION_COLUMNS = (

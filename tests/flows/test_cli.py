@@ -42,7 +42,13 @@ def test_usage_errors_exit_2(home: Path) -> None:
 def test_status_of_an_empty_warehouse(home: Path) -> None:
     r = runner.invoke(app, ["status", "--json"])
     assert r.exit_code == 0
-    assert _json(r) == {"ok": True, "home": str(home.resolve()), "datasets": [], "ingest_runs": []}
+    assert _json(r) == {
+        "ok": True,
+        "home": str(home.resolve()),
+        "datasets": [],
+        "ingest_runs": [],
+        "models": [],
+    }
 
 
 def test_errors_are_one_line_and_exit_1(home: Path, tmp_path: Path) -> None:
@@ -173,3 +179,34 @@ def test_cache_logits_command(prefect_harness: None, home: Path, tmp_path: Path)
     assert stages["tokens"]["versions"][0]["gate_passed"] is True
     r = runner.invoke(app, ["cache-logits", "-d", "news", "--teacher", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not found" in r.stderr
+
+
+@pytest.mark.flow
+def test_distill_command_and_models_in_status(
+    prefect_harness: None, home: Path, tmp_path: Path
+) -> None:
+    from tests.tiny import make_tiny_llama
+
+    teacher = make_tiny_llama(tmp_path / "teacher")
+    src = write_jsonl(tmp_path / "news.jsonl", news_docs(40))
+    assert runner.invoke(app, ["ingest", str(src), "-d", "news"]).exit_code == 0
+    common = ["--set", f"teacher.path={teacher}", "--set", "tokens.block_size=16"]
+    common += ["--set", "tokens.validation_share=0.2"]
+    r = runner.invoke(app, ["cache-logits", "-d", "news", *common, "--set", "logits.samples=8"])
+    assert r.exit_code == 0, r.stderr
+    args = ["distill", "-d", "news", "--steps", "2", *common, "--set", "distill.batch_blocks=2"]
+    args += ["--set", "distill.eval_speed_tokens=2", "--set", "gates.student.max_ppl_ratio=100"]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.stderr
+    out = _json(r)
+    assert out["ok"] and out["model"]["key"] == "models/news-student@1"
+    assert out["model"]["gate_passed"] is True and out["train"]["steps"] == 2
+    status = _json(runner.invoke(app, ["status", "--json"]))
+    (m,) = status["models"]
+    assert m["tokens"] == ["tokens/news@1"] and m["logits"] == ["logits/news@1"]
+    assert m["teacher"] == str(teacher) and m["promoted"]
+    r = runner.invoke(app, [*args, "--set", "distill.max_steps=3", "--set", "distill.name=strict",
+                            "--set", "gates.student.max_ppl_ratio=0.01", "--json"])  # fmt: skip
+    assert r.exit_code == 3 and _json(r)["error"] == "gate_failed"
+    human = runner.invoke(app, ["status"]).stdout
+    assert "model models/news-student@1 (promoted)" in human and "models/strict@1" in human

@@ -1,0 +1,218 @@
+"""Distil: teacher -> student init -> training -> evaluation -> registry -> gate.
+
+The student trains on every gated tokens snapshot of a dataset; offline, each of them needs a
+gated logit cache of the same teacher (the newest one is used). The run works in
+`<home>/work/distill/<dataset>/<run key>/`, where the key hashes the config, the teacher and
+the data, so a rerun after a kill resumes from the newest checkpoint, and a rerun after a
+success registers nothing new (the registry already holds that model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from data_quality import GateFailed, GatesConfig, gate
+from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
+from models.loading_config import ModelSpec
+from models.student import every_other_layer, student_from_teacher, trainable
+from tasks.distill_config import DistillConfig, DistillError
+from tasks.distill_data import CacheReader, read_blocks
+from tasks.evaluate import evaluate_student
+from tasks.runtime import current_flow_run_id
+from tasks.train import train_student
+from warehouse import Catalog, VersionInfo, validate_name
+from warehouse.registry import (
+    ModelInfo,
+    get_model,
+    list_models,
+    register_model,
+    set_model_gate,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillResult:
+    dataset: str
+    model: dict[str, Any]
+    skipped: bool  # the registry already held this exact model
+    train: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def training_data(
+    catalog: Catalog, dataset: str, teacher: ModelSpec, cfg: DistillConfig
+) -> tuple[list[VersionInfo], list[VersionInfo]]:
+    """(gated tokens versions, their newest gated logit caches; [] online)."""
+    tokens = [v for v in catalog.versions("tokens", dataset) if v.gate_passed]
+    if not tokens:
+        raise DistillError(f"no tokens snapshot of {dataset!r} has passed its gate")
+    if cfg.mode == "online":
+        return tokens, []
+    caches = []
+    for t in tokens:
+        found = [
+            v
+            for v in catalog.versions("logits", dataset)
+            if v.gate_passed and v.meta.get("tokens") == t.ref.key
+            and v.meta.get("teacher") == teacher.path
+        ]  # fmt: skip
+        if not found:
+            raise DistillError(
+                f"no gated logit cache of {t.ref.key} from {teacher.path}: run "
+                f"`llm4all cache-logits --dataset {dataset}` first, or set distill.mode=online"
+            )
+        caches.append(found[-1])
+    return tokens, caches
+
+
+def run_key(teacher: ModelSpec, tokens: list[VersionInfo], caches: list[VersionInfo], cfg: DistillConfig) -> str:  # fmt: skip
+    payload = {
+        "teacher": teacher.path,
+        "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
+        "logits": [(v.ref.key, v.ref.sha256) for v in caches],
+        "config": cfg.config_hash(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def distill(
+    dataset: str,
+    catalog: Catalog,
+    teacher_spec: ModelSpec,
+    cfg: DistillConfig | None = None,
+    gates: GatesConfig | None = None,
+    *,
+    flow_run_id: str | None = None,
+    progress: bool = True,
+) -> DistillResult:
+    """Train, evaluate, register and gate a student of `teacher_spec` on `dataset`.
+
+    Raises GateFailed (after recording it in the registry) when the student fails its gate.
+    """
+    import torch
+
+    cfg = cfg or DistillConfig()
+    gates = gates or GatesConfig()
+    validate_name(dataset)
+    name = cfg.name or f"{dataset}-student"
+    validate_name(name)
+    started = time.monotonic()
+    tokens, caches = training_data(catalog, dataset, teacher_spec, cfg)
+    key = run_key(teacher_spec, tokens, caches, cfg)
+    for m in list_models(catalog, name):
+        if m.metrics.get("run_key") == key:
+            log.info("%s already holds this run (%s): nothing to do", m.key, key)
+            return DistillResult(dataset, m.to_dict(), True, None, None, 0.0)
+
+    teacher = load_causal_lm(teacher_spec, cfg.device)
+    vocab = model_vocab_size(teacher)
+    for c in caches:
+        if int(c.meta.get("vocab_size", vocab)) != vocab:
+            raise DistillError(f"{c.ref.key} has vocab {c.meta['vocab_size']}, teacher {vocab}")
+    n_layers = int(teacher.config.num_hidden_layers)
+    layers = cfg.layers or every_other_layer(n_layers, cfg.keep_layers or max(n_layers // 2, 1))
+    torch.manual_seed(cfg.seed)
+    student = trainable(student_from_teacher(teacher, layers))  # fp32, saveable (GGUF too)
+    blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
+    work = catalog.home / "work" / "distill" / dataset / key
+    readers = [CacheReader(Path(c.ref.path)) for c in caches] if caches else None
+    train = train_student(
+        student,
+        blocks,
+        cfg,
+        vocab_size=vocab,
+        out_dir=work,
+        caches=readers,
+        teacher=teacher if cfg.mode == "online" else None,
+        progress=progress,
+    )
+    student.eval()
+    evaluation = evaluate_student(
+        student,
+        teacher,
+        blocks,
+        vocab,
+        max_blocks=None,
+        batch_blocks=cfg.batch_blocks,
+        speed_tokens=cfg.eval_speed_tokens,
+    )
+    bad_weights = sum(int((~torch.isfinite(p)).sum()) for p in student.parameters())
+
+    final = work / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    student.save_pretrained(str(final), safe_serialization=True)
+    load_tokenizer(teacher_spec).save_pretrained(str(final))
+    metrics = {
+        **evaluation.to_dict(),
+        "layers": layers,
+        "train_steps": train.steps,
+        "train_tokens": train.tokens,
+        "train_s_per_step": train.s_per_step,
+        "final_loss": train.final_loss,
+        "best_val_loss": train.best_val_loss,
+        "stopped_early": train.stopped_early,
+        "mode": cfg.mode,
+        "kd_loss": cfg.kd_loss,
+        "run_key": key,
+    }
+    info = register_model(
+        catalog,
+        name,
+        final,
+        teacher=teacher_spec.path,
+        tokens=[v.ref.key for v in tokens],
+        logits=[v.ref.key for v in caches],
+        config_hash=cfg.config_hash(),
+        metrics=metrics,
+        parent=teacher_spec.path,
+        flow_run_id=flow_run_id,
+    )
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the model is registered
+    gate_student(catalog, info, bad_weights, gates)
+    info = get_model(catalog, name, info.version)
+    return DistillResult(
+        dataset,
+        info.to_dict(),
+        False,
+        train.to_dict(),
+        evaluation.to_dict(),
+        round(time.monotonic() - started, 3),
+    )
+
+
+def gate_student(catalog: Catalog, info: ModelInfo, bad_weights: int, cfg: GatesConfig) -> None:
+    """Run the student gate and record it in the registry (a pass may promote the model)."""
+    run = {"run_id": info.key, "target": info.key, "metrics": info.metrics}
+    run["bad_weights"] = bad_weights
+    try:
+        result = gate("student", None, catalog, cfg, run=run)
+    except GateFailed as e:
+        set_model_gate(catalog, info.name, info.version, False, e.result.to_dict())
+        raise
+    set_model_gate(catalog, info.name, info.version, result.passed, None)
+
+
+@task(name="distill-student", cache_policy=NO_CACHE)
+def distill_student(
+    dataset: str, home: str, teacher: ModelSpec, cfg: DistillConfig, gates: GatesConfig
+) -> DistillResult:
+    """Train, evaluate, register and gate a student (see `distill`)."""
+    return distill(
+        dataset, Catalog(Path(home)), teacher, cfg, gates, flow_run_id=current_flow_run_id()
+    )

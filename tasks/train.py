@@ -1,0 +1,358 @@
+"""The training loop: a student learns from the teacher's distributions (and the data).
+
+nanoGPT-style and plain torch, one process, one device: AdamW (or bitsandbytes' 8-bit AdamW),
+linear warmup then cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA,
+a held-out loss every `eval_every` steps with early stopping, and a checkpoint every
+`checkpoint_every` steps (weights as safetensors, optimizer + schedule + counters as a torch
+file, a COMPLETE marker written last) that a rerun resumes from. Batches are drawn from a
+generator seeded by (seed, step), so a resumed run sees the batches the uninterrupted one would.
+
+Offline (default), the KD targets come from the logit cache and the loss is a sparse one
+(models/losses.py); online, the teacher runs on each batch and the loss is the dense one.
+Not written with `accelerate`: multi-GPU would wrap `student`, the optimizer and the batches
+with `Accelerator.prepare` and replace `loss.backward()` by `accelerator.backward(loss)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models.losses import (
+    SparseBatch,
+    cross_entropy,
+    kd_loss,
+    masked_mean,
+    sparse_batch,
+    sparse_kd_loss,
+)
+from tasks.distill_config import DistillConfig
+from tasks.distill_data import CacheReader, TokenBlocks
+
+log = logging.getLogger(__name__)
+
+COMPLETE = "COMPLETE.json"
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, L)
+    loss_mask: torch.Tensor  # (B, L)
+    targets: SparseBatch | None  # offline: the cached targets of the B·L positions
+
+    @property
+    def tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int  # tokens trained on in this run (not counting a resumed run's earlier part)
+    seconds: float
+    tokens_per_s: float
+    s_per_step: float
+    final_loss: float | None
+    best_val_loss: float | None
+    stopped_early: bool
+    resumed_from: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def make_batch(
+    blocks: TokenBlocks,
+    indices: np.ndarray,
+    caches: list[CacheReader] | None,
+    device: torch.device | str = "cpu",
+) -> Batch:
+    ids = torch.from_numpy(blocks.input_ids[indices]).to(device)
+    mask = torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)).to(device)
+    targets = None
+    if caches is not None:
+        from models.logit_cache import concat
+
+        parts = [caches[blocks.source[i]].block(int(blocks.local[i])) for i in indices]
+        targets = sparse_batch(concat(parts)).to(device)
+    return Batch(ids, mask, targets)
+
+
+def next_token_mask(loss_mask: torch.Tensor) -> torch.Tensor:
+    """Weight of position t: the loss mask of token t + 1 (the last position has none)."""
+    out = torch.zeros_like(loss_mask)
+    out[:, :-1] = loss_mask[:, 1:]
+    return out
+
+
+def batch_loss(
+    student: torch.nn.Module,
+    batch: Batch,
+    cfg: DistillConfig,
+    vocab_size: int,
+    teacher: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted KD + CE of one micro-batch, averaged over the positions that carry loss."""
+    logits = student(input_ids=batch.input_ids).logits[..., :vocab_size]
+    n_pos = logits.shape[0] * logits.shape[1]
+    flat = logits.reshape(n_pos, vocab_size)
+    weights = next_token_mask(batch.loss_mask).reshape(n_pos)
+    total = torch.zeros((), device=flat.device)
+    parts: dict[str, float] = {}
+    if cfg.ce_weight > 0:
+        labels = torch.zeros_like(batch.input_ids)
+        labels[:, :-1] = batch.input_ids[:, 1:]
+        ce = masked_mean(cross_entropy(flat, labels.reshape(n_pos)), weights)
+        total = total + cfg.ce_weight * ce
+        parts["ce"] = float(ce.detach())
+    if cfg.kd_weight > 0:
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(input_ids=batch.input_ids).logits[..., :vocab_size]
+            per = kd_loss(
+                cfg.kd_loss,
+                flat,
+                t_logits.reshape(n_pos, vocab_size),
+                temperature=cfg.temperature,
+                beta=cfg.jsd_beta,
+            )
+        elif batch.targets is not None:
+            per = sparse_kd_loss(cfg.kd_loss, flat, batch.targets, beta=cfg.jsd_beta)
+        else:
+            raise ValueError("KD needs either cached targets (offline) or a teacher (online)")
+        kd = masked_mean(per, weights)
+        total = total + cfg.kd_weight * kd
+        parts["kd"] = float(kd.detach())
+    return total, parts
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: torch.nn.Module,
+    blocks: TokenBlocks,
+    indices: np.ndarray,
+    vocab_size: int,
+    batch_blocks: int = 8,
+) -> float | None:
+    """Mean next-token cross-entropy over the loss-carrying positions of these blocks."""
+    if len(indices) == 0:
+        return None
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0.0
+    for lo in range(0, len(indices), batch_blocks):
+        batch = make_batch(blocks, indices[lo : lo + batch_blocks], None, device)
+        logits = model(input_ids=batch.input_ids).logits[..., :vocab_size].float()
+        labels = batch.input_ids[:, 1:]
+        w = batch.loss_mask[:, 1:]
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, vocab_size), labels.reshape(-1), reduction="none"
+        )
+        total += float((ce * w.reshape(-1)).sum())
+        count += float(w.sum())
+    model.train(was_training)
+    return total / count if count else None
+
+
+def lr_at(step: int, cfg: DistillConfig) -> float:
+    """Multiplier of cfg.lr at `step` (0-based): linear warmup, then cosine to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.max_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    device = next(model.parameters()).device
+    if cfg.optimizer == "adamw8bit":
+        if device.type == "cuda":
+            try:
+                import bitsandbytes as bnb
+
+                return bnb.optim.AdamW8bit(groups, lr=cfg.lr)
+            except Exception as e:  # an import or CUDA setup error
+                warnings.warn(
+                    f"bitsandbytes AdamW8bit unavailable ({e}); using AdamW", stacklevel=2
+                )
+        else:
+            warnings.warn("AdamW8bit needs CUDA; using AdamW on " + device.type, stacklevel=2)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def sample_indices(pool: np.ndarray, n: int, seed: int, step: int, micro: int) -> np.ndarray:
+    """The blocks of one micro-batch: a function of (seed, step, micro) only."""
+    rng = np.random.default_rng([seed, step, micro])
+    return pool[rng.choice(len(pool), size=n, replace=len(pool) < n)]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    done = sorted((out_dir / "checkpoints").glob(f"step-*/{COMPLETE}"))
+    return done[-1].parent if done else None
+
+
+def save_checkpoint(
+    out_dir: Path,
+    step: int,
+    student: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    from safetensors.torch import save_model
+
+    final = out_dir / "checkpoints" / f"step-{step:07d}"
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_model(student, str(partial / "model.safetensors"))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
+        partial / "trainer.pt",
+    )
+    (partial / COMPLETE).write_text(json.dumps({"step": step}))
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    for old in sorted((out_dir / "checkpoints").glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    path: Path, student: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    from safetensors.torch import load_model
+
+    load_model(
+        student, str(path / "model.safetensors"), device=str(next(student.parameters()).device)
+    )
+    state = torch.load(path / "trainer.pt", weights_only=False)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    return state
+
+
+# --------------------------------------------------------------------------- the loop
+def train_student(
+    student: torch.nn.Module,
+    blocks: TokenBlocks,
+    cfg: DistillConfig,
+    *,
+    vocab_size: int,
+    out_dir: Path,
+    caches: list[CacheReader] | None = None,
+    teacher: torch.nn.Module | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `student` in place for cfg.max_steps (less if it stops early)."""
+    if cfg.kd_weight > 0 and (caches is None) == (teacher is None):
+        raise ValueError("give caches (offline) or a teacher (online), not both or neither")
+    torch.manual_seed(cfg.seed)
+    device = next(student.parameters()).device
+    train_pool, val_pool = blocks.split(False), blocks.split(True)
+    if len(train_pool) == 0:
+        raise ValueError("no training blocks")
+    val_pool = val_pool[: cfg.eval_blocks]
+    if len(val_pool) == 0:
+        log.warning("no validation blocks: no periodic evaluation, no early stop")
+    optimizer = make_optimizer(student, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
+    state: dict[str, Any] = {"step": 0, "best": None, "bad_evals": 0, "history": []}
+    resumed_from = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = latest_checkpoint(out_dir) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, student, optimizer, scheduler)
+        resumed_from = state["step"]
+        log.info("resuming from %s (step %d)", ckpt, resumed_from)
+    autocast = torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
+    )
+    student.train()
+    if teacher is not None:
+        teacher.eval()
+    start_step, tokens, last_loss = state["step"], 0, None
+    stopped_early = bool(state.get("stopped_early"))  # a finished run resumed: nothing to do
+    started = time.monotonic()
+    bar = tqdm(
+        total=cfg.max_steps, initial=start_step, desc="distill", unit="step", disable=not progress
+    )
+    step = start_step
+    while step < cfg.max_steps and not stopped_early:
+        optimizer.zero_grad(set_to_none=True)
+        step_loss, parts = 0.0, {}
+        for micro in range(cfg.grad_accum):
+            idx = sample_indices(train_pool, cfg.batch_blocks, cfg.seed, step, micro)
+            batch = make_batch(blocks, idx, caches if teacher is None else None, device)
+            with autocast:
+                loss, parts = batch_loss(student, batch, cfg, vocab_size, teacher)
+            (loss / cfg.grad_accum).backward()
+            step_loss += float(loss.detach()) / cfg.grad_accum
+            tokens += batch.tokens
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"loss is {step_loss} at step {step}")
+        if cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        last_loss = step_loss
+        elapsed = time.monotonic() - started
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
+        record: dict[str, Any] = {"step": step, "loss": round(step_loss, 5), **parts}
+        if len(val_pool) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            val = held_out_loss(student, blocks, val_pool, vocab_size, cfg.batch_blocks)
+            record["val_loss"] = val
+            if val is not None and (state["best"] is None or val < state["best"] - 1e-6):
+                state["best"], state["bad_evals"] = val, 0
+            else:
+                state["bad_evals"] += 1
+            log.info("step %d: loss %.4f, held-out loss %s", step, step_loss, val)
+            if cfg.early_stop_patience and state["bad_evals"] >= cfg.early_stop_patience:
+                stopped_early = True
+        state["history"].append(record)
+        state["step"], state["stopped_early"] = step, stopped_early
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped_early:
+            save_checkpoint(
+                out_dir, step, student, optimizer, scheduler, state, cfg.keep_checkpoints
+            )
+        if stopped_early:
+            log.info("early stop at step %d: no better held-out loss in %d evaluations",
+                     step, cfg.early_stop_patience)  # fmt: skip
+    bar.close()
+    seconds = time.monotonic() - started
+    done = step - start_step
+    return TrainResult(
+        steps=step,
+        tokens=tokens,
+        seconds=round(seconds, 3),
+        tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else 0.0,
+        s_per_step=round(seconds / done, 4) if done else 0.0,
+        final_loss=last_loss,
+        best_val_loss=state["best"],
+        stopped_early=stopped_early,
+        resumed_from=resumed_from,
+        history=state["history"],
+    )
