@@ -100,6 +100,11 @@ def _is_expected(e: Exception) -> bool:
     return isinstance(e, expected)
 
 
+def _with_flags(flags: dict[str, Any], sets: list[str] | None) -> list[str]:
+    """Command-line flags as `--set` overrides (flags first, so an explicit --set wins)."""
+    return [f"{k}={v}" for k, v in flags.items() if v is not None] + (sets or [])
+
+
 def _setup(
     config: Path | None, sets: list[str] | None, debug: bool
 ) -> tuple[Any, dict[str, Any], Path]:
@@ -204,7 +209,7 @@ def ingest(
             "ingest.id_field": id_field,
             "ingest.max_chars": max_chars,
         }
-        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        sets = _with_flags(flags, set_)
         cfg, overrides, _ = _setup(config, sets, debug)
         from tasks.ingest import check_source
         from warehouse import validate_name
@@ -262,7 +267,7 @@ def cache_logits(
     """Tokenize new snapshots and cache the teacher's sparse distributions (resumable)."""
     with _cli_errors(as_json, debug):
         flags = {"logits.mode": mode, "teacher.path": teacher}
-        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        sets = _with_flags(flags, set_)
         _, overrides, _ = _setup(config, sets, debug)
         from warehouse import validate_name
 
@@ -309,7 +314,7 @@ def distill(
     """Train a student of the teacher on a dataset, evaluate, register and gate it."""
     with _cli_errors(as_json, debug):
         flags = {"distill.mode": mode, "distill.max_steps": steps}
-        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        sets = _with_flags(flags, set_)
         _, overrides, _ = _setup(config, sets, debug)
         from warehouse import validate_name
 
@@ -425,7 +430,7 @@ def score(
         from flows.config import load_config, parse_overrides
 
         flags = {"ingest.text_field": text_field, "ingest.id_field": id_field}
-        sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + (set_ or [])
+        sets = _with_flags(flags, set_)
         cfg = load_config(config, parse_overrides(sets))
         names = _filters_or_usage(filters, cfg)
         _configure_logging(debug)
@@ -570,7 +575,7 @@ def ui(
 
         home = resolve_home(load_config(config).home)
         _prefect_env(home)
-        env = {**os.environ, "PREFECT_HOME": os.environ["PREFECT_HOME"]}
+        env = dict(os.environ)  # with the PREFECT_HOME that _prefect_env chose
         env.pop("PREFECT_API_URL", None)
         Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
         url = f"http://{host}:{port}"

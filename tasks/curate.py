@@ -420,7 +420,6 @@ def curate_next(
                 ).fetchall()[0][0]
             finally:
                 con.close()
-            _fsync_tree(staged.dir)
             meta = {
                 "raw_version": raw.version,
                 "filters": filters,
@@ -456,22 +455,6 @@ def curate_next(
         stats.semantic_dups,
     )
     return result
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync the auxiliary files under a staged snapshot (seal() covers the data files)."""
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            fd = os.open(os.path.join(dirpath, n), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 __all__ = [
