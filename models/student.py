@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
 
@@ -53,6 +54,12 @@ def _decoder_stack(model: PreTrainedModel) -> tuple[object, str]:
         if owner is not None and hasattr(owner, attr):
             return owner, attr
     raise ValueError(f"do not know where the layers of {type(model).__name__} are")
+
+
+def decoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers (Llama `model.layers`, GPT-2 `transformer.h`)."""
+    owner, attr = _decoder_stack(model)
+    return getattr(owner, attr)
 
 
 def trainable(model: PreTrainedModel) -> PreTrainedModel:

@@ -27,7 +27,7 @@ from models.loading_config import ModelSpec
 from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill_config import DistillConfig, DistillError
 from tasks.distill_data import CacheReader, read_blocks
-from tasks.evaluate import evaluate_student
+from tasks.evaluate import evaluate_student, summary_rouge
 from tasks.runtime import current_flow_run_id
 from tasks.train import train_student
 from warehouse import Catalog, VersionInfo, validate_name
@@ -79,6 +79,43 @@ def training_data(
             )
         caches.append(found[-1])
     return tokens, caches
+
+
+def held_out_pairs(
+    catalog: Catalog, tokens: list[VersionInfo], limit: int
+) -> tuple[list[tuple[str, str]], str | None]:
+    """Up to `limit` (document, summary) pairs of the tokens snapshots' validation documents
+    (never trained on), and the template they were rendered with; ([], None) without pairs."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    pairs: list[tuple[str, str]] = []
+    template = None
+    for v in tokens:
+        config = v.meta.get("config") or {}
+        if limit <= len(pairs) or config.get("pairs", "summarize") != "summarize":
+            continue
+        blocks = pq.read_table(v.ref.files(), columns=["split", "doc_ids"], partitioning=None)
+        ids = sorted(
+            {d for s, docs in zip(*blocks.to_pydict().values(), strict=True)
+             if s == "validation" for d in docs}
+        )  # fmt: skip
+        stage, _, rest = str(v.meta.get("source", "")).partition("/")
+        name, _, version = rest.partition("@")
+        if not ids or not version:
+            continue
+        src = catalog.get(stage, name, int(version)).ref
+        con = duckdb.connect()
+        rows = con.execute(
+            "SELECT text, summary FROM read_parquet(?, hive_partitioning = false) "
+            "WHERE summary IS NOT NULL AND length(summary) > 0 AND id IN (SELECT unnest(?)) "
+            "ORDER BY id LIMIT ?",
+            [[str(f) for f in src.files()], ids, limit - len(pairs)],
+        ).fetchall()
+        con.close()
+        pairs += [(t, s) for t, s in rows]
+        template = template or config.get("template")
+    return pairs, template if pairs else None
 
 
 def run_key(teacher: ModelSpec, tokens: list[VersionInfo], caches: list[VersionInfo], cfg: DistillConfig) -> str:  # fmt: skip
@@ -140,6 +177,7 @@ def distill(
         out_dir=work,
         caches=readers,
         teacher=teacher if cfg.mode == "online" else None,
+        layers=layers,
         progress=progress,
     )
     student.eval()
@@ -152,6 +190,19 @@ def distill(
         batch_blocks=cfg.batch_blocks,
         speed_tokens=cfg.eval_speed_tokens,
     )
+    pairs, template = held_out_pairs(catalog, tokens, cfg.rouge_pairs)
+    if pairs and template:
+        rouge, examples = summary_rouge(
+            {"student": student, "teacher": teacher},
+            load_tokenizer(teacher_spec),
+            pairs,
+            template,
+            max_prompt_tokens=blocks.input_ids.shape[1],
+            max_new_tokens=cfg.rouge_max_new_tokens,
+        )
+        evaluation.rouge_pairs = len(pairs)
+        evaluation.student_rouge_l, evaluation.teacher_rouge_l = rouge["student"], rouge["teacher"]
+        evaluation.examples = examples
     bad_weights = sum(int((~torch.isfinite(p)).sum()) for p in student.parameters())
 
     final = work / "final"
@@ -166,6 +217,7 @@ def distill(
         "train_s_per_step": train.s_per_step,
         "final_loss": train.final_loss,
         "best_val_loss": train.best_val_loss,
+        "kept_step": train.kept_step,
         "stopped_early": train.stopped_early,
         "mode": cfg.mode,
         "kd_loss": cfg.kd_loss,

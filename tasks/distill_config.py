@@ -58,12 +58,31 @@ class DistillConfig(BaseModel):
     jsd_beta: float = Field(
         0.5, gt=0.0, lt=1.0, description="β of the generalized JSD (mixture β·p + (1-β)·q)."
     )
+    hidden_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Online only. Weight of the feature-based term: each student layer's output "
+        "vs its teacher layer's, through a learned projection, scale-free MSE "
+        "(models/features.py).",
+    )
+    relation_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Online only. Weight of the relation-based term: MiniLMv2 q/k/v "
+        "self-relations of the last layer, KL(teacher || student) (models/features.py).",
+    )
+    relation_heads: int | None = Field(
+        None,
+        ge=1,
+        description="Relation heads of that term; default the teacher's key/value head count.",
+    )
 
     # ------------------------------------------------------------------ optimisation
     optimizer: Literal["adamw", "adamw8bit"] = Field(
         "adamw",
-        description="`adamw8bit` uses bitsandbytes' 8-bit AdamW (GPU); falls back to AdamW, "
-        "with a warning, where bitsandbytes cannot run.",
+        description="`adamw8bit` uses bitsandbytes' 8-bit AdamW (CPU or GPU: ~2 bytes of "
+        "optimizer state per parameter instead of 8); falls back to AdamW, with a warning, "
+        "where bitsandbytes cannot run.",
     )
     lr: float = Field(5e-4, gt=0.0, description="Peak learning rate.")
     min_lr_ratio: float = Field(
@@ -79,6 +98,12 @@ class DistillConfig(BaseModel):
     )
 
     # ------------------------------------------------------------------ evaluation, checkpoints
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="Which weights the run returns: those with the lowest held-out loss seen "
+        "(needs validation blocks; an early stop then returns the best, not the last) or the "
+        "last step's.",
+    )
     eval_every: int = Field(50, ge=1, description="Held-out loss every this many steps.")
     eval_blocks: int = Field(
         32, ge=1, description="Validation blocks used by the periodic evaluation (a budget)."
@@ -101,12 +126,24 @@ class DistillConfig(BaseModel):
     eval_speed_tokens: int = Field(
         64, ge=1, description="Greedy tokens generated to measure inference tokens/s."
     )
+    rouge_pairs: int = Field(
+        8,
+        ge=0,
+        description="Held-out document-summary pairs whose summaries the student and the teacher "
+        "generate (greedy) for ROUGE-L against the human summary; 0: skip.",
+    )
+    rouge_max_new_tokens: int = Field(48, ge=1, description="Longest generated summary, in tokens.")
 
     @model_validator(mode="after")
     def _offline_is_t1(self) -> DistillConfig:
         if self.mode == "offline" and self.temperature != 1.0:
             raise ValueError(
                 "temperature must be 1 in offline mode: the cache holds the teacher at T=1"
+            )
+        if self.mode == "offline" and (self.hidden_weight or self.relation_weight):
+            raise ValueError(
+                "hidden_weight and relation_weight need mode=online: a logit cache holds no "
+                "hidden states"
             )
         if self.kd_weight == 0 and self.ce_weight == 0:
             raise ValueError("kd_weight and ce_weight cannot both be 0")
@@ -115,5 +152,6 @@ class DistillConfig(BaseModel):
     def config_hash(self) -> str:
         """What determines the trained weights (not where, how fast or how often we save)."""
         skip = {"device", "resume", "keep_checkpoints", "checkpoint_every", "name"}
+        skip |= {"eval_speed_tokens", "rouge_pairs", "rouge_max_new_tokens"}
         payload = self.model_dump(exclude=skip)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,20 +1,23 @@
 """The training loop: a student learns from the teacher's distributions (and the data).
 
-nanoGPT-style and plain torch, one process, one device: AdamW (or bitsandbytes' 8-bit AdamW),
+nanoGPT-style, written with `accelerate` so that the same code runs on one CPU or on several
+GPUs (`accelerate launch -m flows.cli distill ...`): AdamW (or bitsandbytes' 8-bit AdamW),
 linear warmup then cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA,
 a held-out loss every `eval_every` steps with early stopping, and a checkpoint every
 `checkpoint_every` steps (weights as safetensors, optimizer + schedule + counters as a torch
 file, a COMPLETE marker written last) that a rerun resumes from. Batches are drawn from a
-generator seeded by (seed, step), so a resumed run sees the batches the uninterrupted one would.
+generator seeded by (seed, step, micro-batch, rank), so a resumed run sees the batches the
+uninterrupted one would, and each process of a multi-GPU run sees its own.
 
 Offline (default), the KD targets come from the logit cache and the loss is a sparse one
-(models/losses.py); online, the teacher runs on each batch and the loss is the dense one.
-Not written with `accelerate`: multi-GPU would wrap `student`, the optimizer and the batches
-with `Accelerator.prepare` and replace `loss.backward()` by `accelerator.backward(loss)`.
+(models/losses.py); online, the teacher runs on each batch and the loss is the dense one, plus,
+when configured, the feature- and relation-based terms of models/features.py.
+With `keep: best` (default), the weights with the lowest held-out loss are the ones returned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from models.features import FeatureDistiller
 from models.losses import (
     SparseBatch,
     cross_entropy,
@@ -43,6 +47,7 @@ from tasks.distill_data import CacheReader, TokenBlocks
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE.json"
+BEST = "best.safetensors"  # the weights with the lowest held-out loss so far
 
 
 @dataclass
@@ -65,6 +70,7 @@ class TrainResult:
     s_per_step: float
     final_loss: float | None
     best_val_loss: float | None
+    kept_step: int  # the step whose weights the student holds now (cfg.keep)
     stopped_early: bool
     resumed_from: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -103,8 +109,24 @@ def batch_loss(
     cfg: DistillConfig,
     vocab_size: int,
     teacher: torch.nn.Module | None = None,
+    features: FeatureDistiller | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted KD + CE of one micro-batch, averaged over the positions that carry loss."""
+    """Weighted KD + CE (+ feature terms) of one micro-batch, averaged over the positions
+    that carry loss."""
+    if features is not None:
+        with features.capturing():
+            return _batch_loss(student, batch, cfg, vocab_size, teacher, features)
+    return _batch_loss(student, batch, cfg, vocab_size, teacher, None)
+
+
+def _batch_loss(
+    student: torch.nn.Module,
+    batch: Batch,
+    cfg: DistillConfig,
+    vocab_size: int,
+    teacher: torch.nn.Module | None,
+    features: FeatureDistiller | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     logits = student(input_ids=batch.input_ids).logits[..., :vocab_size]
     n_pos = logits.shape[0] * logits.shape[1]
     flat = logits.reshape(n_pos, vocab_size)
@@ -117,10 +139,12 @@ def batch_loss(
         ce = masked_mean(cross_entropy(flat, labels.reshape(n_pos)), weights)
         total = total + cfg.ce_weight * ce
         parts["ce"] = float(ce.detach())
+    t_logits = None
+    if teacher is not None and (cfg.kd_weight > 0 or features is not None):
+        with torch.no_grad():
+            t_logits = teacher(input_ids=batch.input_ids).logits[..., :vocab_size]
     if cfg.kd_weight > 0:
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits = teacher(input_ids=batch.input_ids).logits[..., :vocab_size]
+        if t_logits is not None:
             per = kd_loss(
                 cfg.kd_loss,
                 flat,
@@ -135,6 +159,14 @@ def batch_loss(
         kd = masked_mean(per, weights)
         total = total + cfg.kd_weight * kd
         parts["kd"] = float(kd.detach())
+    if features is not None:
+        # Every position's hidden state and relations count, the prompt's included: they are
+        # what the student computes, not what it is asked to predict.
+        weight = {"hidden": cfg.hidden_weight, "relation": cfg.relation_weight}
+        for name, per in features.losses().items():
+            term = per.mean()
+            total = total + weight[name] * term
+            parts[name] = float(term.detach())
     return total, parts
 
 
@@ -176,26 +208,28 @@ def lr_at(step: int, cfg: DistillConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+def make_optimizer(
+    model: torch.nn.Module, cfg: DistillConfig, extra: torch.nn.Module | None = None
+) -> torch.optim.Optimizer:
+    """AdamW over the model's (and `extra`'s) parameters; weight decay on 2-D weights only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if extra is not None:
+        params += [p for p in extra.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    device = next(model.parameters()).device
     if cfg.optimizer == "adamw8bit":
-        if device.type == "cuda":
-            try:
-                import bitsandbytes as bnb
+        # bitsandbytes >= 0.48 runs its 8-bit optimizers on CPU too (~2 bytes of state per
+        # parameter instead of 8); only an import or setup error sends us back to AdamW.
+        try:
+            import bitsandbytes as bnb
 
-                return bnb.optim.AdamW8bit(groups, lr=cfg.lr)
-            except Exception as e:  # an import or CUDA setup error
-                warnings.warn(
-                    f"bitsandbytes AdamW8bit unavailable ({e}); using AdamW", stacklevel=2
-                )
-        else:
-            warnings.warn("AdamW8bit needs CUDA; using AdamW on " + device.type, stacklevel=2)
+            return bnb.optim.AdamW8bit(groups, lr=cfg.lr)
+        except Exception as e:
+            warnings.warn(f"bitsandbytes AdamW8bit unavailable ({e}); using AdamW", stacklevel=2)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
@@ -219,6 +253,7 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     keep: int,
+    features: torch.nn.Module | None = None,
 ) -> Path:
     from safetensors.torch import save_model
 
@@ -227,6 +262,8 @@ def save_checkpoint(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     save_model(student, str(partial / "model.safetensors"))
+    if features is not None:  # the projection of the feature loss trains too
+        save_model(features, str(partial / "features.safetensors"))
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
         partial / "trainer.pt",
@@ -239,15 +276,29 @@ def save_checkpoint(
     return final
 
 
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """safetensors of `model`, replacing `path` atomically."""
+    from safetensors.torch import save_model
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_model(model, str(tmp))
+    tmp.replace(path)
+
+
 def load_checkpoint(
-    path: Path, student: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path,
+    student: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    features: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     from safetensors.torch import load_model
 
-    load_model(
-        student, str(path / "model.safetensors"), device=str(next(student.parameters()).device)
-    )
-    state = torch.load(path / "trainer.pt", weights_only=False)
+    device = str(next(student.parameters()).device)
+    load_model(student, str(path / "model.safetensors"), device=device)
+    if features is not None and (path / "features.safetensors").exists():
+        load_model(features, str(path / "features.safetensors"), device=device)
+    state = torch.load(path / "trainer.pt", weights_only=True)
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))
     return state
@@ -263,57 +314,94 @@ def train_student(
     out_dir: Path,
     caches: list[CacheReader] | None = None,
     teacher: torch.nn.Module | None = None,
+    layers: list[int] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `student` in place for cfg.max_steps (less if it stops early)."""
+    """Train `student` in place for cfg.max_steps (less if it stops early).
+
+    `layers[i]` is the teacher layer student layer i was copied from (needed by the feature
+    terms, hidden_weight and relation_weight)."""
+    from accelerate import Accelerator
+
     if cfg.kd_weight > 0 and (caches is None) == (teacher is None):
         raise ValueError("give caches (offline) or a teacher (online), not both or neither")
+    use_features = cfg.hidden_weight > 0 or cfg.relation_weight > 0
+    if use_features and (teacher is None or layers is None):
+        raise ValueError("hidden_weight / relation_weight need the teacher and the layer map")
     torch.manual_seed(cfg.seed)
     device = next(student.parameters()).device
+    # One process: a thin wrapper. Under `accelerate launch`: one process per GPU, the model
+    # wrapped for gradient all-reduce, checkpoints written by the main process only.
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    if accelerator.device != device:
+        device = accelerator.device
+        student.to(device)
+        if teacher is not None:
+            teacher.to(device)
+    rank, world = accelerator.process_index, accelerator.num_processes
     train_pool, val_pool = blocks.split(False), blocks.split(True)
     if len(train_pool) == 0:
         raise ValueError("no training blocks")
     val_pool = val_pool[: cfg.eval_blocks]
     if len(val_pool) == 0:
-        log.warning("no validation blocks: no periodic evaluation, no early stop")
-    optimizer = make_optimizer(student, cfg)
+        log.warning("no validation blocks: no periodic evaluation, no early stop, last weights")
+    features = None
+    if use_features:
+        assert teacher is not None and layers is not None
+        features = FeatureDistiller(
+            student,
+            teacher,
+            layers,
+            hidden=cfg.hidden_weight > 0,
+            relations=cfg.relation_weight > 0,
+            relation_heads=cfg.relation_heads,
+        ).to(device)
+    optimizer = make_optimizer(student, cfg, features if cfg.hidden_weight > 0 else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
+    model, optimizer = accelerator.prepare(student, optimizer)  # the scheduler: stepped by us
     state: dict[str, Any] = {"step": 0, "best": None, "bad_evals": 0, "history": []}
     resumed_from = None
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = latest_checkpoint(out_dir) if cfg.resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, student, optimizer, scheduler)
+        state = load_checkpoint(ckpt, student, optimizer, scheduler, features)
         resumed_from = state["step"]
         log.info("resuming from %s (step %d)", ckpt, resumed_from)
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
     )
-    student.train()
+    model.train()
     if teacher is not None:
         teacher.eval()
     start_step, tokens, last_loss = state["step"], 0, None
     stopped_early = bool(state.get("stopped_early"))  # a finished run resumed: nothing to do
     started = time.monotonic()
     bar = tqdm(
-        total=cfg.max_steps, initial=start_step, desc="distill", unit="step", disable=not progress
+        total=cfg.max_steps,
+        initial=start_step,
+        desc="distill",
+        unit="step",
+        disable=not progress or not accelerator.is_main_process,
     )
     step = start_step
     while step < cfg.max_steps and not stopped_early:
         optimizer.zero_grad(set_to_none=True)
         step_loss, parts = 0.0, {}
         for micro in range(cfg.grad_accum):
-            idx = sample_indices(train_pool, cfg.batch_blocks, cfg.seed, step, micro)
+            idx = sample_indices(train_pool, cfg.batch_blocks, cfg.seed, step, micro * world + rank)
             batch = make_batch(blocks, idx, caches if teacher is None else None, device)
-            with autocast:
-                loss, parts = batch_loss(student, batch, cfg, vocab_size, teacher)
-            (loss / cfg.grad_accum).backward()
+            last_micro = micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(model)
+            with sync:  # gradients are all-reduced on the last micro-batch only
+                with autocast:
+                    loss, parts = batch_loss(model, batch, cfg, vocab_size, teacher, features)
+                accelerator.backward(loss / cfg.grad_accum)
             step_loss += float(loss.detach()) / cfg.grad_accum
-            tokens += batch.tokens
+            tokens += batch.tokens * world
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step}")
         if cfg.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad)
+            accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         optimizer.step()
         scheduler.step()
         step += 1
@@ -322,11 +410,14 @@ def train_student(
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
         record: dict[str, Any] = {"step": step, "loss": round(step_loss, 5), **parts}
+        main = accelerator.is_main_process
         if len(val_pool) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             val = held_out_loss(student, blocks, val_pool, vocab_size, cfg.batch_blocks)
             record["val_loss"] = val
             if val is not None and (state["best"] is None or val < state["best"] - 1e-6):
-                state["best"], state["bad_evals"] = val, 0
+                state["best"], state["best_step"], state["bad_evals"] = val, step, 0
+                if main:
+                    save_weights(student, out_dir / BEST)
             else:
                 state["bad_evals"] += 1
             log.info("step %d: loss %.4f, held-out loss %s", step, step_loss, val)
@@ -335,13 +426,25 @@ def train_student(
         state["history"].append(record)
         state["step"], state["stopped_early"] = step, stopped_early
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped_early:
-            save_checkpoint(
-                out_dir, step, student, optimizer, scheduler, state, cfg.keep_checkpoints
-            )
+            if main:
+                save_checkpoint(
+                    out_dir, step, student, optimizer, scheduler, state, cfg.keep_checkpoints,
+                    features,
+                )  # fmt: skip
+            accelerator.wait_for_everyone()
         if stopped_early:
             log.info("early stop at step %d: no better held-out loss in %d evaluations",
                      step, cfg.early_stop_patience)  # fmt: skip
     bar.close()
+    if features is not None:
+        features.remove()
+    kept_step = step
+    if cfg.keep == "best" and state.get("best_step") and state["best_step"] != step:
+        from safetensors.torch import load_model
+
+        load_model(student, str(out_dir / BEST), device=str(device))
+        kept_step = state["best_step"]
+        log.info("kept the weights of step %d (held-out loss %.4f)", kept_step, state["best"])
     seconds = time.monotonic() - started
     done = step - start_step
     return TrainResult(
@@ -352,6 +455,7 @@ def train_student(
         s_per_step=round(seconds / done, 4) if done else 0.0,
         final_loss=last_loss,
         best_val_loss=state["best"],
+        kept_step=kept_step,
         stopped_early=stopped_early,
         resumed_from=resumed_from,
         history=state["history"],

@@ -87,3 +87,20 @@ def test_offline_needs_a_cache_online_does_not(catalog: Catalog, tmp_path: Path)
     online = CFG.model_copy(update={"mode": "online", "name": "online"})
     out = distill("news", catalog, spec, online, _gates(100.0), progress=False)
     assert out.model["logits"] == [] and out.model["name"] == "online"
+
+
+def test_rouge_l_of_held_out_summaries_is_measured(catalog: Catalog, tmp_path: Path) -> None:
+    spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
+    docs = [d | {"summary": d["text"].split(".")[0]} for d in news_docs(60)]
+    r = ingest(str(write_jsonl(tmp_path / "pairs.jsonl", docs)), "pairs", catalog, progress=False)
+    gate("raw", r.ref, catalog)
+    tcfg = TokensConfig(block_size=32, validation_share=0.3)
+    for ref in tokenize("pairs", catalog, spec, tcfg, progress=False).refs:
+        gate("tokens", ref, catalog)
+    cfg = CFG.model_copy(update={"mode": "online", "rouge_pairs": 3, "rouge_max_new_tokens": 4})
+    out = distill("pairs", catalog, spec, cfg, _gates(100.0), progress=False)
+    ev = out.evaluation
+    assert ev is not None and ev["rouge_pairs"] == 3
+    assert 0.0 <= ev["student_rouge_l"] <= 1.0 and 0.0 <= ev["teacher_rouge_l"] <= 1.0
+    assert len(ev["examples"]) == 3 and ev["examples"][0]["reference"]
+    assert out.model["metrics"]["student_rouge_l"] == ev["student_rouge_l"]

@@ -16,9 +16,13 @@ from tests.tiny import make_tiny_llama
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
-    path = make_tiny_llama(tmp_path_factory.mktemp("eval") / "teacher")
-    return load_causal_lm(ModelSpec(path=str(path)), "cpu")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("eval") / "teacher")
+
+
+@pytest.fixture(scope="module")
+def teacher(teacher_dir: Path) -> torch.nn.Module:
+    return load_causal_lm(ModelSpec(path=str(teacher_dir)), "cpu")
 
 
 def _blocks(vocab: int) -> TokenBlocks:
@@ -74,3 +78,33 @@ def test_no_validation_blocks_is_an_error(teacher: torch.nn.Module) -> None:
     blocks = _blocks(vocab)
     with pytest.raises(ValueError, match="validation"):
         compare_on_blocks(teacher, teacher, blocks, np.array([], int), vocab)
+
+
+def test_rouge_l_matches_the_worked_examples_of_lin_2004() -> None:
+    from tasks.evaluate import lcs_length, rouge_l, rouge_tokens
+
+    ref = "police killed the gunman"
+    assert rouge_l("police kill the gunman", ref) == pytest.approx(0.75)  # LCS 3 of 4 and 4
+    assert rouge_l("the gunman kill police", ref) == pytest.approx(0.5)  # LCS "the gunman"
+    assert rouge_l(ref, ref) == 1.0 and rouge_l("", ref) == 0.0 and rouge_l("x", "") == 0.0
+    assert rouge_tokens("U.S. troops, 2,000 of them!") == ["u", "s", "troops", "2", "000", "of", "them"]  # fmt: skip
+    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4  # CLRS's example
+
+
+def test_summary_prompt_fits_the_block_and_keeps_the_template(
+    teacher: torch.nn.Module, teacher_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from tasks.evaluate import summary_prompt, summary_rouge
+
+    tok = AutoTokenizer.from_pretrained(str(teacher_dir))
+    doc = " ".join(["the market rose today"] * 40)
+    prompt = summary_prompt(doc, "{document}\n\nSummary: {summary}", tok, max_tokens=24)
+    tail = tok("\n\nSummary: ", add_special_tokens=False)["input_ids"]
+    assert len(prompt) == 24 and prompt[-len(tail) :] == tail
+    scores, examples = summary_rouge(
+        {"a": teacher}, tok, [(doc, "the market rose")] * 2, "{document}\n\nSummary: {summary}",
+        max_prompt_tokens=24, max_new_tokens=3,
+    )  # fmt: skip
+    assert 0.0 <= scores["a"] <= 1.0 and set(examples[0]) == {"reference", "a"}

@@ -248,3 +248,61 @@ def test_offline_temperature_is_refused() -> None:
         DistillConfig(temperature=2.0)
     with pytest.raises(ValueError, match="both be 0"):
         DistillConfig(kd_weight=0.0, ce_weight=0.0)
+
+
+def test_feature_and_relation_terms_train_online(world: dict, tmp_path: Path) -> None:
+    blocks: TokenBlocks = world["blocks"]
+    teacher, student, vocab = _models(world)  # student = teacher layer 0, then perturbed
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cfg = _cfg(
+        mode="online", hidden_weight=1.0, relation_weight=1.0, max_steps=12, lr=3e-3,
+        checkpoint_every=6,
+    )  # fmt: skip
+    result = train_student(
+        student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path, teacher=teacher, layers=[0],
+        progress=False,
+    )  # fmt: skip
+    first, last = result.history[0], result.history[-1]
+    assert {"kd", "hidden", "relation"} <= set(last)
+    assert last["hidden"] < first["hidden"] and last["relation"] < first["relation"]
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt is not None and (ckpt / "features.safetensors").exists()
+    with pytest.raises(ValueError, match="layer map"):
+        train_student(
+            student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path / "x", teacher=teacher,
+            progress=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="online"):
+        DistillConfig(hidden_weight=1.0)
+
+
+def test_keep_best_returns_the_weights_of_the_lowest_held_out_loss(
+    world: dict, tmp_path: Path
+) -> None:
+    blocks: TokenBlocks = world["blocks"]
+    _, student, vocab = _models(world)
+    # A learning rate far too high: the held-out loss gets worse after some point.
+    cfg = _cfg(
+        kd_weight=0.0, ce_weight=1.0, max_steps=12, lr=2.0, min_lr_ratio=1.0, eval_every=1,
+        warmup_steps=0,
+    )  # fmt: skip
+    result = train_student(student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path, progress=False)
+    vals = [r["val_loss"] for r in result.history]
+    best_step = vals.index(min(vals)) + 1
+    assert best_step < 12 and result.kept_step == best_step  # the last was not the best
+    now = held_out_loss(student, blocks, blocks.split(True)[: cfg.eval_blocks], vocab)
+    assert now == pytest.approx(min(vals), rel=1e-5)
+
+
+def test_adamw8bit_keeps_one_byte_per_state_value_on_cpu(world: dict) -> None:
+    from tasks.train import make_optimizer
+
+    _, student, _ = _models(world)
+    opt = make_optimizer(student, DistillConfig(optimizer="adamw8bit"))
+    assert type(opt).__name__ == "AdamW8bit"
+    student(input_ids=torch.zeros((1, 4), dtype=torch.long)).logits.sum().backward()
+    opt.step()
+    big = [s for p, s in opt.state.items() if p.numel() >= 4096]
+    assert big and all(s["state1"].dtype == torch.uint8 for s in big)
