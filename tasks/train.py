@@ -239,6 +239,25 @@ def sample_indices(pool: np.ndarray, n: int, seed: int, step: int, micro: int) -
     return pool[rng.choice(len(pool), size=n, replace=len(pool) < n)]
 
 
+def batch_indices(
+    pool: np.ndarray,
+    n: int,
+    seed: int,
+    step: int,
+    micro: int,
+    replay: np.ndarray | None = None,
+    share: float = 0.0,
+) -> np.ndarray:
+    """A micro-batch from `pool`, of which Binomial(n, share) blocks (in expectation a
+    `share` of them) come from `replay` instead."""
+    if replay is None or len(replay) == 0 or share <= 0:
+        return sample_indices(pool, n, seed, step, micro)
+    rng = np.random.default_rng([seed, step, micro, 1])
+    n_old = int(rng.binomial(n, share))
+    old = replay[rng.choice(len(replay), size=n_old, replace=len(replay) < n_old)]
+    return np.concatenate([sample_indices(pool, n - n_old, seed, step, micro), old])
+
+
 # --------------------------------------------------------------------------- checkpoints
 def latest_checkpoint(out_dir: Path) -> Path | None:
     done = sorted((out_dir / "checkpoints").glob(f"step-*/{COMPLETE}"))
@@ -315,12 +334,18 @@ def train_student(
     caches: list[CacheReader] | None = None,
     teacher: torch.nn.Module | None = None,
     layers: list[int] | None = None,
+    train_pool: np.ndarray | None = None,
+    val_pool: np.ndarray | None = None,
+    replay_pool: np.ndarray | None = None,
+    replay_share: float = 0.0,
     progress: bool = True,
 ) -> TrainResult:
     """Train `student` in place for cfg.max_steps (less if it stops early).
 
     `layers[i]` is the teacher layer student layer i was copied from (needed by the feature
-    terms, hidden_weight and relation_weight)."""
+    terms, hidden_weight and relation_weight). The pools are block indices: by default all
+    training / validation blocks; a refresh trains on the new blocks and mixes in
+    `replay_share` of `replay_pool` (earlier data) per batch."""
     from accelerate import Accelerator
 
     if cfg.kd_weight > 0 and (caches is None) == (teacher is None):
@@ -339,7 +364,8 @@ def train_student(
         if teacher is not None:
             teacher.to(device)
     rank, world = accelerator.process_index, accelerator.num_processes
-    train_pool, val_pool = blocks.split(False), blocks.split(True)
+    train_pool = blocks.split(False) if train_pool is None else train_pool
+    val_pool = blocks.split(True) if val_pool is None else val_pool
     if len(train_pool) == 0:
         raise ValueError("no training blocks")
     val_pool = val_pool[: cfg.eval_blocks]
@@ -388,7 +414,10 @@ def train_student(
         optimizer.zero_grad(set_to_none=True)
         step_loss, parts = 0.0, {}
         for micro in range(cfg.grad_accum):
-            idx = sample_indices(train_pool, cfg.batch_blocks, cfg.seed, step, micro * world + rank)
+            idx = batch_indices(
+                train_pool, cfg.batch_blocks, cfg.seed, step, micro * world + rank,
+                replay_pool, replay_share,
+            )  # fmt: skip
             batch = make_batch(blocks, idx, caches if teacher is None else None, device)
             last_micro = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(model)

@@ -1,0 +1,48 @@
+"""Settings of the continual-learning refresh (`refresh:` in a config file)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RefreshConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] = Field(
+        default_factory=list,
+        description="Inputs re-read by every refresh (files, folders, hf:NAME). Ingest is "
+        "incremental by content hash, so only rows never seen before become new data.",
+    )
+    steps: int = Field(50, ge=1, description="Optimizer steps of one refresh.")
+    lr: float | None = Field(
+        None,
+        gt=0.0,
+        description="Peak learning rate, re-warmed then re-decayed (Ibrahim et al. 2024); "
+        "default distill.lr.",
+    )
+    warmup_steps: int = Field(5, ge=0, description="Linear re-warmup steps.")
+    replay_share: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="Expected share of each batch drawn from the earlier training blocks "
+        "(replay against forgetting); the rest comes from the new data.",
+    )
+    max_old_regression: float = Field(
+        0.02,
+        ge=0.0,
+        description="Promote only if the perplexity on the earlier held-out set grows by at "
+        "most this fraction.",
+    )
+    min_new_gain: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="... and the perplexity on the new held-out set falls by more than this "
+        "fraction.",
+    )
+    cron: str = Field(
+        "0 3 * * 1",
+        description="Schedule of the refresh deployment served by `llm4all serve` (default: "
+        "Mondays 03:00).",
+    )
