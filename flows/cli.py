@@ -519,9 +519,13 @@ def status(
             ppl = m["metrics"].get("ppl_ratio")
             _say(
                 f"model {m['key']}{' (promoted)' if m['promoted'] else ''}  gate {gate}  "
-                f"ppl x{ppl} of the teacher  teacher {m['teacher']}  "
+                f"ppl x{ppl} of the teacher  parent {m['parent']}  "
                 f"tokens {','.join(m['tokens'])}  logits {','.join(m['logits']) or '-'}"
             )
+            decision = m["metrics"].get("refresh")
+            if decision:
+                verdict = "promoted" if decision["promote"] else "kept the parent"
+                _say(f"    refresh: {verdict}: {decision['reason']}")
         if runs:
             _say("recent ingest runs (rows in = accepted + already present + quarantined):")
             for r in runs[-5:]:
@@ -663,6 +667,140 @@ def _demo_corpus() -> Path:
         )
     root = Path(next(iter(spec.submodule_search_locations)))
     return root / "benchs" / "halueval" / "dataset_halueval_summarization.jsonl"
+
+
+# --------------------------------------------------------------------------- pipeline, refresh
+SourcesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Inputs to ingest first (default: refresh.sources of the config)."),
+]
+
+
+@app.command()
+def pipeline(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    sources: SourcesArg = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Every stage, each gated: ingest, curate, tokens, logits, distill (unchanged inputs skip)."""
+    with _cli_errors(as_json, debug):
+        _, overrides, _ = _setup(config, set_, debug)
+        from warehouse import validate_name
+
+        validate_name(dataset)
+        from flows.pipeline import pipeline_flow
+
+        out = _run_flow(
+            pipeline_flow, debug, dataset=dataset, sources=sources,
+            config_path=str(config) if config else None, overrides=overrides,
+        )  # fmt: skip
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        from tasks.report import stage_summaries
+
+        for stage, summary in stage_summaries(out):
+            _say(f"{stage:<8} {summary}")
+
+
+@app.command()
+def refresh(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    sources: SourcesArg = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Continual learning: continue the promoted student on new data, with replay; promote it
+    only if it learned the new data without forgetting the old."""
+    with _cli_errors(as_json, debug):
+        _, overrides, _ = _setup(config, set_, debug)
+        from warehouse import validate_name
+
+        validate_name(dataset)
+        from flows.refresh import refresh_flow
+
+        out = _run_flow(
+            refresh_flow, debug, dataset=dataset, sources=sources,
+            config_path=str(config) if config else None, overrides=overrides,
+        )  # fmt: skip
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        from tasks.report import stage_summaries
+
+        for stage, summary in stage_summaries(out):
+            _say(f"{stage:<8} {summary}")
+        _say(f"promoted: {out['refresh']['promoted']}")
+
+
+@app.command()
+def serve(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve the pipeline and refresh deployments of DATASET on their schedules (Ctrl-C stops).
+
+    Needs a Prefect server: run `llm4all ui` first (or set PREFECT_API_URL)."""
+    with _cli_errors(False, debug):
+        _setup(config, None, debug)
+        from warehouse import validate_name
+
+        validate_name(dataset)
+        if "PREFECT_API_URL" not in os.environ:
+            raise RuntimeError("no Prefect server to serve on: start `llm4all ui` first")
+        from flows.deployments import build_deployments
+
+        deployments = build_deployments(dataset, str(config) if config else None)
+        from prefect import serve as prefect_serve
+
+        _configure_logging(debug)
+        for d in deployments:
+            when = d.schedules[0].schedule.cron if d.schedules else "on demand"
+            _err(
+                f"serving {d.flow_name}/{d.name} ({when}); trigger: llm4all run {d.flow_name} -d {dataset}"
+            )
+        prefect_serve(*deployments)
+
+
+@app.command()
+def run(
+    flow_name: Annotated[str, typer.Argument(help="pipeline | refresh", metavar="FLOW")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Flow parameter k=v (YAML value).")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Trigger a run of a served deployment (`llm4all serve`); prints the flow run id."""
+    with _cli_errors(as_json, debug):
+        if flow_name not in ("pipeline", "refresh"):
+            _err(f"usage: FLOW must be pipeline or refresh, not {flow_name!r}")
+            raise typer.Exit(EXIT_USAGE)
+        _setup(config, None, debug)
+        if "PREFECT_API_URL" not in os.environ:
+            raise RuntimeError("no Prefect server: start `llm4all ui` and `llm4all serve` first")
+        from flows.config import parse_overrides
+        from flows.deployments import deployment_name
+
+        params = parse_overrides(param or [])
+        from prefect.deployments import run_deployment
+
+        name = f"{flow_name}/{deployment_name(dataset)}"
+        flow_run = run_deployment(name=name, parameters=params, timeout=0)
+        payload = {"ok": True, "deployment": name, "flow_run_id": str(flow_run.id),
+                   "state": flow_run.state.name if flow_run.state else None}  # fmt: skip
+        if as_json:
+            typer.echo(json.dumps(payload))
+        else:
+            _say(f"started {name}: flow run {flow_run.id} (watch it in the Prefect UI)")
 
 
 def main() -> None:

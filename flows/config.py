@@ -3,7 +3,8 @@
 Each section is the config class that lives beside the code it configures (TRL style):
 `teacher` -> models/loading_config.py, `ingest` -> tasks/ingest_config.py,
 `tokens` -> tasks/tokenize_config.py, `logits` -> tasks/logits_config.py,
-`dedup` -> tasks/dedup_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
+`dedup` -> tasks/dedup_config.py, `distill` -> tasks/distill_config.py,
+`refresh` -> tasks/refresh_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
 single fields with flags or `--set section.field=value`.
 """
 
@@ -21,6 +22,7 @@ from tasks.dedup_config import DedupConfig
 from tasks.distill_config import DistillConfig
 from tasks.ingest_config import IngestConfig
 from tasks.logits_config import LogitCacheConfig
+from tasks.refresh_config import RefreshConfig
 from tasks.tokenize_config import TokensConfig
 
 
@@ -45,6 +47,7 @@ class Config(BaseModel):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

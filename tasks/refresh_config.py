@@ -46,3 +46,8 @@ class RefreshConfig(BaseModel):
         description="Schedule of the refresh deployment served by `llm4all serve` (default: "
         "Mondays 03:00).",
     )
+    pipeline_cron: str | None = Field(
+        None,
+        description="Schedule of the pipeline deployment; None: it runs when triggered "
+        "(`llm4all run pipeline -d NAME`).",
+    )

@@ -29,7 +29,7 @@ from warehouse.registry import list_models
 GATES = GatesConfig.model_validate({"student": {"max_ppl_ratio": 100.0}})
 DCFG = DistillConfig(
     max_steps=4, batch_blocks=2, eval_every=2, checkpoint_every=2, eval_speed_tokens=4,
-    rouge_pairs=0, lr=3e-3,
+    rouge_pairs=0, lr=3e-3, ce_weight=1.0,
 )  # fmt: skip
 
 

@@ -1,0 +1,58 @@
+"""Refresh flow (scheduled): new data -> curate -> tokens + logits for it -> continue the
+promoted student with replay -> promote or keep. One refresh per warehouse at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.config import load_config
+from flows.curate import curate_flow, make_task_runner
+from flows.ingest import ingest_flow
+from flows.logits import cache_logits_flow
+from tasks.refresh import refresh_student_task
+from tasks.report import publish_markdown, refresh_markdown
+from warehouse import WarehouseBusy, resolve_home
+from warehouse.lock import WriterLock
+
+
+class RefreshRunning(WarehouseBusy):
+    """A second refresh of the same warehouse was started while one runs."""
+
+
+@flow(name="refresh")
+def refresh_flow(
+    dataset: str,
+    sources: list[str] | None = None,
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Bring DATASET's student up to date with what is new in SOURCES (default:
+    refresh.sources of the config)."""
+    cfg = load_config(config_path, overrides)
+    home = resolve_home(cfg.home)
+    params = {"config_path": config_path, "overrides": overrides}
+    lock = WriterLock(home, name="refresh.lock")
+    try:
+        lock.acquire()
+    except WarehouseBusy as e:
+        raise RefreshRunning(f"a refresh is already running: {e}") from None
+    try:
+        out: dict[str, Any] = {"dataset": dataset, "ingest": []}
+        for source in sources if sources is not None else cfg.refresh.sources:
+            out["ingest"].append(ingest_flow(source=source, dataset=dataset, **params))
+        runner = make_task_runner(cfg.dedup.runner)
+        out["curate"] = curate_flow.with_options(task_runner=runner)(dataset=dataset, **params)
+        out |= cache_logits_flow(dataset=dataset, **params)
+        result = refresh_student_task(
+            dataset, str(home), cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
+        )
+        out["refresh"] = result.to_dict()
+    finally:
+        lock.release()
+    key = f"refresh-{dataset}".replace(
+        "_", "-"
+    ).lower()  # artifact keys: lowercase letters, digits, -
+    publish_markdown(key, refresh_markdown(dataset, out), "refresh report")
+    return out
