@@ -296,13 +296,14 @@ def test_keep_best_returns_the_weights_of_the_lowest_held_out_loss(
     assert now == pytest.approx(min(vals), rel=1e-5)
 
 
-def test_adamw8bit_keeps_one_byte_per_state_value_on_cpu(world: dict) -> None:
+def test_adamw8bit_keeps_one_byte_per_state_value_on_cpu() -> None:
     from tasks.train import make_optimizer
 
-    _, student, _ = _models(world)
-    opt = make_optimizer(student, DistillConfig(optimizer="adamw8bit"))
+    # bitsandbytes keeps tensors under 4096 values in fp32: use one above that size.
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.Linear(64, 1))
+    opt = make_optimizer(model, DistillConfig(optimizer="adamw8bit"))
     assert type(opt).__name__ == "AdamW8bit"
-    student(input_ids=torch.zeros((1, 4), dtype=torch.long)).logits.sum().backward()
+    model(torch.randn(4, 128)).sum().backward()
     opt.step()
-    big = [s for p, s in opt.state.items() if p.numel() >= 4096]
-    assert big and all(s["state1"].dtype == torch.uint8 for s in big)
+    state = opt.state[model[0].weight]
+    assert state["state1"].dtype == torch.uint8 and state["state2"].dtype == torch.uint8
