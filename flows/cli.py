@@ -354,7 +354,7 @@ FiltersOpt = Annotated[
     str | None,
     typer.Option(
         "--filters",
-        help="Comma-separated: exact,near,semantic (quality,mgt,factuality come later). "
+        help="Comma-separated: exact,quality,near,semantic,mgt,factuality. "
         "Default: the dedup filters enabled in the config.",
     ),
 ]

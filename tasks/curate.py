@@ -1,4 +1,5 @@
-"""Curate: decide every row of a raw snapshot (dedup now; quality and MGT filters later).
+"""Curate: decide every row of a raw snapshot: exact → quality → near → semantic → machine text
+→ factuality, each step's scores and reasons stored.
 
 Two entry points over the same filters (`tasks.dedup.dedup`):
 

@@ -9,8 +9,10 @@ sentence's first word when it is a common word, and numbers normalised (`1,200` 
 `3.50` -> `3.5`, number words up to twenty). Matching is case-insensitive on the document's
 words and numbers, so "the Obama administration" in the summary finds "Obama" in the document.
 
-`tasks.curate.row_scores` applies it in `curate` and `score` as `factuality_score`. Still
-open: the LM score (log p(summary | document) - log p(summary)) and NLI, combined with it.
+Then, optionally: the LM lift (log p(summary | document) - log p(summary), per token: the
+mean and the least supported token, `lm_support_features`) and an NLI classifier scored
+SummaC-ZS style (`nli_scores`); `combine` makes one `factuality_score` of what is there.
+`tasks.curate.row_scores` applies it in `curate` and `score`.
 """
 
 from __future__ import annotations

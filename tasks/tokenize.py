@@ -4,7 +4,9 @@ Each document becomes tokens + EOS; documents are concatenated and cut into bloc
 `block_size` (the last one padded with EOS under loss mask 0). A pair is rendered with the
 config's template, and with `mask_prompt` only its summary tokens (and the EOS) carry loss.
 Documents go to train or validation by their content hash, so adding data never moves a
-document between splits. One tokens version is made per source version (they are deltas),
+document between splits. A kept row that curate down-weighted (`sample_weight` < 1, machine-like
+text) is included with probability = its weight, decided by other bits of its content hash.
+One tokens version is made per source version (they are deltas),
 and a source version that already has one is skipped: reruns do nothing.
 """
 

@@ -281,3 +281,40 @@ def test_included_is_deterministic_and_matches_the_weight() -> None:
     # independent of the train/validation split (other bits of the hash)
     val = [h for h in hashes if is_validation(h, 0.3)]
     assert 0.25 < sum(included(h, 0.3) for h in val) / len(val) < 0.35
+
+
+def test_bad_input_gets_a_defined_score_or_null(tmp_path: Path, teacher) -> None:
+    """The issue's bad inputs through `score`: nothing crashes, every value is defined or null."""
+    import math
+
+    from tasks.curate import score_file
+
+    doc = "the police said the court in the city met the minister on the first day of the new year"
+    rows = [
+        {"id": "short", "text": "the news"},  # shorter than the scoring window
+        {"id": "empty_summary", "text": doc, "summary": "  "},
+        {"id": "empty_doc", "text": "", "summary": "the court met"},
+        {"id": "long_summary", "text": "the court met", "summary": doc + " and " + doc},
+        {
+            "id": "french",
+            "text": "Le ministre a rencontré la cour à Paris. " * 4,
+            "summary": "La cour.",
+        },
+        {"id": "chinese", "text": "北京 的 法院 在 周一 开会 。" * 4, "summary": "法院 开会 。"},
+    ]
+    src = str(write_jsonl(tmp_path / "in.jsonl", rows))
+    cfg = DedupConfig.model_validate(
+        {"semantic": {"enabled": False}, "quality": {"enabled": False}, "factuality": {"lm": True}}
+    )
+    res = score_file(
+        src, str(tmp_path / "o.parquet"), cfg, ["exact", "mgt", "factuality"], teacher=teacher
+    )
+    d = {r["id"]: r for r in pq.read_table(res.output).to_pylist()}
+    assert d["short"]["mgt_score"] is None and d["short"]["keep"]  # too short: no score, kept
+    assert d["empty_summary"]["factuality_score"] is None
+    assert d["empty_doc"]["factuality_score"] is None and d["empty_doc"]["reason"] == "empty_text"
+    for rid in ("long_summary", "french", "chinese"):
+        v = d[rid]["factuality_score"]
+        assert v is not None and 0.0 <= v <= 1.0, rid
+    for rid in ("empty_summary", "french", "chinese"):
+        assert d[rid]["mgt_score"] is not None and math.isfinite(d[rid]["mgt_score"]), rid
