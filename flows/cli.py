@@ -411,6 +411,9 @@ def _print_curate(out: dict[str, Any]) -> None:
             f"{st['semantic_dups']:,} semantic duplicates, {st['low_quality']:,} low quality, "
             f"{st['empty']:,} empty)"
         )
+        if v.get("report"):
+            dropped = ", ".join(f"{k} {n:,}" for k, n in v["report"]["funnel"]["dropped"].items())
+            _say(f"  dropped: {dropped or 'none'}; funnel: {v['report']['markdown']}")
 
 
 @app.command()
