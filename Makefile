@@ -17,6 +17,7 @@ help:
 	@echo "make ui     - Prefect UI on http://127.0.0.1:4200"
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
 	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
+	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -52,6 +53,12 @@ bench: $(VENV)/.demo-assets
 
 bench-dedup: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dedup
+
+# Machine-text and factuality scorers vs their baselines on real text (~12 min on 2 cores);
+# writes bench/results/filters_cpu.txt and docs/filters.png.
+.PHONY: bench-filters
+bench-filters: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.filters
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -243,6 +243,7 @@ CURATED_REASONS = [
     "semantic_dup",
     "machine_generated",
     "unfaithful",
+    "mgt_share_cap",
 ]
 
 

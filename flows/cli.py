@@ -354,7 +354,7 @@ FiltersOpt = Annotated[
     str | None,
     typer.Option(
         "--filters",
-        help="Comma-separated: exact,near,semantic (quality,mgt,factuality come later). "
+        help="Comma-separated: exact,quality,near,semantic,mgt,factuality. "
         "Default: the dedup filters enabled in the config.",
     ),
 ]
@@ -411,6 +411,9 @@ def _print_curate(out: dict[str, Any]) -> None:
             f"{st['semantic_dups']:,} semantic duplicates, {st['low_quality']:,} low quality, "
             f"{st['empty']:,} empty)"
         )
+        if v.get("report"):
+            dropped = ", ".join(f"{k} {n:,}" for k, n in v["report"]["funnel"]["dropped"].items())
+            _say(f"  dropped: {dropped or 'none'}; funnel: {v['report']['markdown']}")
 
 
 @app.command()
@@ -801,6 +804,53 @@ def run(
             typer.echo(json.dumps(payload))
         else:
             _say(f"started {name}: flow run {flow_run.id} (watch it in the Prefect UI)")
+
+
+@app.command()
+def calibrate(
+    reference: Annotated[str, typer.Argument(help="Human-written texts (JSONL/Parquet/CSV).")],
+    target_fpr: Annotated[
+        float, typer.Option("--target-fpr", help="Share of human texts allowed above it.")
+    ] = 0.01,
+    write: Annotated[
+        Path | None,
+        typer.Option("--write", help="Also set dedup.mgt.threshold in this YAML config file."),
+    ] = None,
+    text_field: Annotated[str | None, typer.Option(help="Field with the text.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Threshold of the machine-text score for a target false-positive rate on human text."""
+    with _cli_errors(as_json, debug):
+        from flows.config import load_config, parse_overrides
+
+        if not 0.0 < target_fpr < 1.0:
+            _err(f"usage: --target-fpr must be in (0, 1), got {target_fpr}")
+            raise typer.Exit(EXIT_USAGE)
+        sets = _with_flags({"ingest.text_field": text_field}, set_)
+        cfg = load_config(config, parse_overrides(sets))
+        _configure_logging(debug)
+        from tasks.curate import calibrate_file, write_threshold
+
+        out = calibrate_file(reference, cfg.dedup, cfg.ingest, cfg.teacher, target_fpr)
+        if write is not None:
+            write_threshold(write, out["threshold"])
+        out["written"] = str(write) if write is not None else None
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        _say(
+            f"{out['scorer']} on {out['scored']:,} human texts of {reference} "
+            f"({out['too_short']:,} too short to score): threshold {out['threshold']:.4f} "
+            f"leaves {out['human_above']:,} above it (target {target_fpr:g})"
+        )
+        if write is not None:
+            _say(f"wrote dedup.mgt.threshold to {write}")
+        else:
+            _say("put this into your config (or rerun with --write CONFIG):")
+            _say(out["yaml"].rstrip())
 
 
 def main() -> None:

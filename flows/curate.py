@@ -1,4 +1,5 @@
-"""Curate flow: each pending raw version -> curated snapshot (decision columns) -> curated gate.
+"""Curate flow: each pending raw version -> curated snapshot (decision columns) -> funnel report
+(markdown + score histograms, a Prefect artifact) -> curated gate.
 
 Signature and embedding shards run as mapped Prefect tasks on the configured task runner
 (`dedup.runner`: threads, dask or ray); everything else is `tasks.curate.curate_next`.
@@ -13,6 +14,7 @@ from prefect import flow
 from data_quality import GateFailed
 from flows.config import load_config
 from tasks.curate import curate_next, parse_filters
+from tasks.curate_report import report_curation
 from tasks.dedup import prefect_map
 from tasks.dedup_config import RunnerConfig
 from tasks.gates import check_gate, gate_pending
@@ -48,6 +50,7 @@ def curate_flow(
             break
         out = result.to_dict()
         versions.append(out)
+        out["report"] = report_curation(result.ref, home)  # funnel + histograms, before the gate
         try:
             out["gate"] = check_gate("curated", result.ref, home, cfg.gates).to_dict()
         except GateFailed as e:

@@ -1,4 +1,5 @@
-"""Curate: decide every row of a raw snapshot (dedup now; quality and MGT filters later).
+"""Curate: decide every row of a raw snapshot: exact → quality → near → semantic → machine text
+→ factuality, each step's scores and reasons stored.
 
 Two entry points over the same filters (`tasks.dedup.dedup`):
 
@@ -87,21 +88,24 @@ def row_scores(
     """Per-row `mgt_score` and `factuality_score` (null when not asked for or undefined).
 
     factuality: entity and number precision of the summary against the text, combined with the
-    LM score when `dedup.factuality.lm` (null without a summary, or when nothing is
-    checkable). mgt: Fast-DetectGPT with the configured scoring LM (the teacher by default).
+    LM score when `dedup.factuality.lm` and with an NLI model when `dedup.factuality.nli_model`
+    (null without a summary, or when nothing is checkable). mgt: Fast-DetectGPT with the
+    configured scoring LM (the teacher by default), or Binoculars with `dedup.mgt.performer`;
+    null for texts shorter than `dedup.mgt.min_tokens`.
     """
-    from tasks.factuality import combine, entity_precision, lm_support
-    from tasks.mgt import score_texts
+    from tasks.factuality import combine, entity_precision, lm_support_features, nli_scores
+    from tasks.mgt import MgtError, load_scorer, score_texts
 
-    model = tokenizer = None
+    model = tokenizer = performer = None
     fact_lm = "factuality" in filters and cfg.factuality.lm
     if "mgt" in filters or fact_lm:
-        from models.loading import load_causal_lm, load_tokenizer
-
-        spec = ModelSpec(path=cfg.mgt.model) if cfg.mgt.model else teacher
-        if spec is None:
-            raise CurateError("mgt and LM factuality need an LM: set dedup.mgt.model or teacher")
-        model, tokenizer = load_causal_lm(spec), load_tokenizer(spec)
+        try:
+            model, tokenizer, performer = load_scorer(cfg.mgt, teacher)
+        except MgtError as e:
+            raise CurateError(str(e)) from None
+    nli = None
+    if "factuality" in filters and cfg.factuality.nli_model:
+        nli = load_nli(cfg.factuality.nli_model)
     out = scratch / "scores.parquet"
     columns = [
         c for c in ("doc", "text", "summary") if c in pq.ParquetFile(work).schema_arrow.names
@@ -120,26 +124,40 @@ def row_scores(
                     tokenizer,
                     max_tokens=cfg.mgt.max_tokens,
                     batch_size=cfg.mgt.batch_size,
+                    min_tokens=cfg.mgt.min_tokens,
+                    performer=performer,
+                    progress=len(todo) > 64,
                 )
                 for i, v in zip(todo, got, strict=True):
                     mgt[i] = None if v != v else v  # NaN (too short to score) -> null
             if "factuality" in filters and "summary" in batch.schema.names:
                 summaries = batch.column("summary").to_pylist()
+                # A pair needs both sides; an empty document is already `empty_text`.
                 pairs = [
                     i
                     for i, (t, m) in enumerate(zip(texts, summaries, strict=True))
-                    if t and m and m.strip()
+                    if t and t.strip() and m and m.strip()
                 ]
-                lm: list[float | None] = [None] * len(pairs)
+                docs_sums = [(texts[i], summaries[i]) for i in pairs]
+                lm: list = [None] * len(pairs)
                 if fact_lm:
-                    lm = lm_support(
-                        [(texts[i], summaries[i]) for i in pairs],
+                    lm = lm_support_features(
+                        docs_sums,
                         model,
                         tokenizer,
                         max_document_tokens=cfg.factuality.max_document_tokens,
+                        batch_size=cfg.factuality.batch_size,
                     )
-                for i, delta in zip(pairs, lm, strict=True):
-                    fact[i] = combine(entity_precision(texts[i], summaries[i]).score, delta)
+                entail: list[float | None] = [None] * len(pairs)
+                if nli is not None:
+                    entail = nli_scores(docs_sums, *nli, max_length=cfg.factuality.nli_max_length)
+                for k, i in enumerate(pairs):
+                    fact[i] = combine(
+                        entity_precision(texts[i], summaries[i]).score,
+                        lm[k],
+                        cfg.factuality.weights,
+                        entail[k],
+                    )
             writer.write_table(
                 pa.table(
                     [
@@ -153,11 +171,31 @@ def row_scores(
     return out
 
 
+def load_nli(name: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of an NLI sequence classifier; a clear error when it is not one."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.factuality import entailment_index
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(name).eval()
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise CurateError(f"cannot load the NLI model {name}: {str(e).splitlines()[0]}") from e
+    try:
+        entailment_index(model.config)
+    except ValueError as e:
+        raise CurateError(f"{name}: {e}") from None
+    return model, tokenizer
+
+
 def decision_sql(cfg: DedupConfig, filters: list[str]) -> tuple[str, str]:
     """SQL for (keep, reason) over decisions `d` and scores `s`, thresholds applied after
-    the dedup decisions (the first reason wins)."""
+    the dedup decisions (the first reason wins). Under `mgt.action: downweight` a machine-like
+    row is not rejected here (see `decide`)."""
     conds = []
-    if "mgt" in filters and cfg.mgt.threshold is not None:
+    mgt_drop = cfg.mgt.action == "drop"
+    if "mgt" in filters and cfg.mgt.threshold is not None and mgt_drop:
         conds.append((f"s.mgt_score > {float(cfg.mgt.threshold)!r}", "machine_generated"))
     if "factuality" in filters and cfg.factuality.threshold is not None:
         conds.append((f"s.factuality_score < {float(cfg.factuality.threshold)!r}", "unfaithful"))
@@ -166,6 +204,54 @@ def decision_sql(cfg: DedupConfig, filters: list[str]) -> tuple[str, str]:
         whens = " ".join(f"WHEN {c} THEN '{r}'" for c, r in conds)
         reason = f"CASE WHEN d.reason IS NOT NULL THEN d.reason {whens} END"
     return f"({reason}) IS NULL", reason
+
+
+def decide(con: Any, decisions: str, scores: str, cfg: DedupConfig, filters: list[str]) -> str:
+    """Write the final (doc, keep, reason, sample_weight) of every row to `final` in `con`
+    and return the table's name.
+
+    After the dedup decisions and score thresholds (`decision_sql`): the machine-text share
+    cap — when more than `mgt.max_share` of the kept rows are machine-like (score above the
+    threshold), the highest-scoring ones are dropped (`mgt_share_cap`) until the share fits:
+    x rows, the least x with (M - x) / (K - x) <= s for K kept and M machine-like rows. Then
+    `sample_weight`: `mgt.weight` for a kept machine-like row under action=downweight, else 1.
+    """
+    _, reason = decision_sql(cfg, filters)
+    m = cfg.mgt
+    scored = "mgt" in filters and m.threshold is not None
+    machine = f"coalesce(s.mgt_score > {float(m.threshold)!r}, false)" if scored else "false"
+    cap = "0"
+    if scored and m.max_share is not None and m.max_share < 1.0:
+        s = float(m.max_share)
+        cap = f"greatest(0, ceil((n_machine - {s!r} * n_kept) / (1 - {s!r})))"
+    weight = float(m.weight) if m.action == "downweight" else 1.0
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE final AS
+        WITH base AS (
+          SELECT d.doc, {reason} AS reason0, s.mgt_score, {machine} AS machine
+          FROM read_parquet({sql_str(decisions)}) d
+          JOIN read_parquet({sql_str(scores)}) s USING (doc)
+        ), ranked AS (
+          SELECT *,
+                 row_number() OVER (PARTITION BY reason0 IS NULL AND machine
+                                    ORDER BY mgt_score DESC, doc) AS rank,
+                 count(*) FILTER (reason0 IS NULL) OVER () AS n_kept,
+                 count(*) FILTER (reason0 IS NULL AND machine) OVER () AS n_machine
+          FROM base
+        ), capped AS (
+          SELECT doc, machine,
+                 CASE WHEN reason0 IS NULL AND machine AND rank <= {cap}
+                      THEN 'mgt_share_cap' ELSE reason0 END AS reason
+          FROM ranked
+        )
+        SELECT doc, reason IS NULL AS keep, reason,
+               CASE WHEN reason IS NULL AND machine THEN {weight!r} ELSE 1.0 END
+                 AS sample_weight
+        FROM capped
+        """
+    )
+    return "final"
 
 
 # --------------------------------------------------------------------------- score
@@ -261,22 +347,25 @@ def score_file(
             near = "d.near_dup_cluster" if "near" in filters else "NULL::BIGINT"
             sem = "d.semantic_dup_of" if "semantic" in filters else "NULL::VARCHAR"
             quality = "d.quality_reason" if "quality" in filters else "NULL::VARCHAR"
-            keep, reason = decision_sql(cfg, filters)
+            final = decide(con, decisions, str(scores), cfg, filters)
+            # The contract's columns; sample_weight only when rows are down-weighted.
+            weight = ", f.sample_weight" if cfg.mgt.action == "downweight" else ""
             out_tmp = Path(output).with_name(f".{Path(output).name}.tmp")
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             con.execute(
                 f"""
                 COPY (
                   SELECT w.id,
-                         CASE WHEN w.invalid IS NOT NULL THEN false ELSE {keep} END AS keep,
+                         CASE WHEN w.invalid IS NOT NULL THEN false ELSE f.keep END AS keep,
                          CASE WHEN w.invalid IS NOT NULL THEN 'invalid_row: ' || w.invalid
-                              ELSE {reason} END AS reason,
+                              ELSE f.reason END AS reason,
                          {exact} AS exact_dup_of, {near} AS near_dup_cluster,
                          {sem} AS semantic_dup_of,
-                         {quality} AS quality_reason, s.mgt_score, s.factuality_score
+                         {quality} AS quality_reason, s.mgt_score, s.factuality_score{weight}
                   FROM read_parquet({sql_str(str(work))}) w
                   JOIN read_parquet({sql_str(decisions)}) d USING (doc)
                   JOIN read_parquet({sql_str(str(scores))}) s USING (doc)
+                  JOIN {final} f USING (doc)
                   ORDER BY w.doc
                 ) TO {sql_str(str(out_tmp))} (FORMAT parquet, COMPRESSION zstd)
                 """
@@ -395,19 +484,20 @@ def curate_next(
                 shard_map=shard_map,
             )
             scores = row_scores(work, scratch, cfg, filters, teacher)
-            keep, reason = decision_sql(cfg, filters)
             con = connect(scratch, cfg.memory_limit)
             try:
+                final = decide(con, decisions, str(scores), cfg, filters)
                 con.execute(
                     f"""
                     COPY (
-                      SELECT w.* EXCLUDE (doc), d.doc AS doc_key, {keep} AS keep,
-                             {reason} AS reason, d.exact_hash, d.exact_dup_of,
+                      SELECT w.* EXCLUDE (doc), d.doc AS doc_key, f.keep, f.reason,
+                             d.exact_hash, d.exact_dup_of,
                              d.quality_reason, d.near_dup_cluster, d.semantic_dup_of,
-                             s.mgt_score, s.factuality_score
+                             s.mgt_score, s.factuality_score, f.sample_weight
                       FROM read_parquet({sql_str(str(work))}) w
                       JOIN read_parquet({sql_str(decisions)}) d USING (doc)
                       JOIN read_parquet({sql_str(str(scores))}) s USING (doc)
+                      JOIN {final} f USING (doc)
                       ORDER BY d.doc
                     ) TO {sql_str(str(staged.dir / "part-0.parquet"))}
                       (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 10000)
@@ -457,11 +547,83 @@ def curate_next(
     return result
 
 
+# --------------------------------------------------------------------------- calibrate
+def calibrate_file(
+    source: str,
+    cfg: DedupConfig,
+    ingest_cfg: IngestConfig,
+    teacher: ModelSpec | None,
+    target_fpr: float = 0.01,
+) -> dict[str, Any]:
+    """Score a file of human-written texts with the configured machine-text scorer and return
+    the threshold that marks at most `target_fpr` of them (`tasks.mgt.threshold_for_fpr`),
+    with the YAML to put it into a config."""
+    import numpy as np
+
+    from tasks.mgt import MgtError, load_scorer, score_texts, threshold_for_fpr
+
+    started = time.monotonic()
+    texts = [
+        t
+        for parsed in read_source(source, ingest_cfg)
+        for t in parsed.table.column("text").to_pylist()
+        if t and t.strip()
+    ]
+    try:
+        if not texts:
+            raise MgtError(f"{source} holds no texts to calibrate on")
+        model, tokenizer, performer = load_scorer(cfg.mgt, teacher)
+        scores = score_texts(
+            texts,
+            model,
+            tokenizer,
+            max_tokens=cfg.mgt.max_tokens,
+            batch_size=cfg.mgt.batch_size,
+            min_tokens=cfg.mgt.min_tokens,
+            performer=performer,
+            progress=True,
+        )
+        threshold = threshold_for_fpr(scores, target_fpr)
+    except MgtError as e:
+        raise CurateError(str(e)) from None
+    finite = np.asarray([v for v in scores if v == v])
+    return {
+        "reference": source,
+        "texts": len(texts),
+        "scored": int(finite.size),
+        "too_short": len(texts) - int(finite.size),
+        "scorer": "binoculars" if cfg.mgt.performer else "fast_detectgpt",
+        "model": cfg.mgt.model or (teacher.path if teacher else None),
+        "performer": cfg.mgt.performer,
+        "target_fpr": target_fpr,
+        "threshold": threshold,
+        "human_above": int((finite > threshold).sum()),
+        "yaml": f"dedup:\n  mgt:\n    threshold: {threshold!r}\n",
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def write_threshold(config_file: str | Path, threshold: float) -> None:
+    """Set `dedup.mgt.threshold` in a YAML config file (atomically; other keys kept, comments
+    are not: PyYAML does not keep them)."""
+    import yaml
+
+    path = Path(config_file)
+    data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if not isinstance(data, dict):
+        raise CurateError(f"{path} is not a YAML mapping")
+    data.setdefault("dedup", {}).setdefault("mgt", {})["threshold"] = float(threshold)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
 __all__ = [
     "CurateError",
     "CurateResult",
     "DedupError",
     "ScoreResult",
+    "calibrate_file",
     "curate_next",
     "parse_filters",
     "pending_raw_versions",

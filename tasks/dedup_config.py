@@ -143,7 +143,9 @@ class DedupConfig(BaseModel):
     near: NearConfig = Field(default_factory=NearConfig)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
     mgt: MgtConfig = Field(
-        default_factory=MgtConfig, description="Machine-generated-text score (Fast-DetectGPT)."
+        default_factory=MgtConfig,
+        description="Machine-generated-text score (Fast-DetectGPT, or Binoculars with two LMs), "
+        "its threshold, drop or down-weight, and the share cap.",
     )
     factuality: FactualityConfig = Field(
         default_factory=FactualityConfig,

@@ -9,8 +9,10 @@ sentence's first word when it is a common word, and numbers normalised (`1,200` 
 `3.50` -> `3.5`, number words up to twenty). Matching is case-insensitive on the document's
 words and numbers, so "the Obama administration" in the summary finds "Obama" in the document.
 
-`tasks.curate.row_scores` applies it in `curate` and `score` as `factuality_score`. Still
-open: the LM score (log p(summary | document) - log p(summary)) and NLI, combined with it.
+Then, optionally: the LM lift (log p(summary | document) - log p(summary), per token: the
+mean and the least supported token, `lm_support_features`) and an NLI classifier scored
+SummaC-ZS style (`nli_scores`); `combine` makes one `factuality_score` of what is there.
+`tasks.curate.row_scores` applies it in `curate` and `score`.
 """
 
 from __future__ import annotations
@@ -151,6 +153,82 @@ def _norm_number(s: str) -> str:
     return s or "0"
 
 
+@dataclass(frozen=True)
+class LmSupport:
+    """What the document does to the LM's view of the summary (nats per token)."""
+
+    mean: float  # mean_t log p(s_t | doc, s_<t) - log p(s_t | s_<t)
+    low: float  # the same lift at the summary's least supported token (a swapped name, ...)
+
+
+def lm_support_features(
+    pairs: list[tuple[str, str]],
+    model,
+    tokenizer,
+    *,
+    max_document_tokens: int = 512,
+    max_summary_tokens: int = 128,
+    batch_size: int = 4,
+) -> list[LmSupport | None]:
+    """Per pair, how much the document helps the LM predict the summary: the mean lift over
+    the summary's tokens and the lift at its least supported token (an unfaithful summary
+    often differs from a faithful one in one name, number or "not", which a mean over 40
+    tokens dilutes). Two forward passes per pair, batched and right-padded. The document is
+    truncated to its first `max_document_tokens` tokens (the lede carries most of what
+    summaries use). None for an empty summary; an empty document is scored against nothing
+    (lift 0)."""
+    import torch
+
+    device = next(model.parameters()).device
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    todo = []
+    for k, (document, summary) in enumerate(pairs):
+        s_ids = tokenizer(" " + (summary or "").strip(), add_special_tokens=False)["input_ids"]
+        s_ids = s_ids[:max_summary_tokens]
+        if not (summary or "").strip() or not s_ids:
+            continue
+        d_ids = tokenizer(document or "", add_special_tokens=False)["input_ids"]
+        todo.append((k, d_ids[:max_document_tokens], s_ids))
+
+    def summary_logp(contexts: list[list[int]], summaries: list[list[int]]) -> list:
+        """log p of each summary token after its context (the first token of a summary with
+        no context at all has no prediction: it is skipped)."""
+        seqs = [c + s for c, s in zip(contexts, summaries, strict=True)]
+        width = max(len(q) for q in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, q in enumerate(seqs):
+            ids[i, : len(q)] = torch.tensor(q)
+            attn[i, : len(q)] = 1
+        ids, attn = ids.to(device), attn.to(device)
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), -1)
+        out = []
+        for i, (c, s) in enumerate(zip(contexts, summaries, strict=True)):
+            start = max(len(c), 1)
+            targets = ids[i, start : len(c) + len(s)]
+            picked = logp[i, start - 1 : len(c) + len(s) - 1].gather(-1, targets[:, None])
+            out.append(picked[:, 0].cpu())
+        return out
+
+    result: list[LmSupport | None] = [None] * len(pairs)
+    for b in range(0, len(todo), batch_size):
+        chunk = todo[b : b + batch_size]
+        summaries = [s for _, _, s in chunk]
+        with_doc = summary_logp([bos + d for _, d, _ in chunk], summaries)
+        without = summary_logp([list(bos)] * len(chunk), summaries)
+        for (k, _, _), lp_d, lp_0 in zip(chunk, with_doc, without, strict=True):
+            # Align: without BOS the unconditioned pass has no prediction for token 0.
+            n = min(len(lp_d), len(lp_0))
+            lift = lp_d[len(lp_d) - n :] - lp_0[len(lp_0) - n :]
+            if n == 0:  # a one-token summary and no BOS: nothing to compare
+                result[k] = LmSupport(0.0, 0.0)
+                continue
+            result[k] = LmSupport(float(lift.mean()), float(lift.min()))
+    return result
+
+
 def lm_support(
     pairs: list[tuple[str, str]],
     model,
@@ -159,47 +237,107 @@ def lm_support(
     max_document_tokens: int = 512,
     max_summary_tokens: int = 128,
 ) -> list[float | None]:
-    """How much the document helps the LM predict the summary, per pair:
+    """The mean lift of `lm_support_features` per pair (None for an empty summary)."""
+    feats = lm_support_features(
+        pairs,
+        model,
+        tokenizer,
+        max_document_tokens=max_document_tokens,
+        max_summary_tokens=max_summary_tokens,
+    )
+    return [None if f is None else f.mean for f in feats]
 
-        mean_t log p(s_t | document, s_<t) - mean_t log p(s_t | s_<t)     (nats per token)
 
-    A summary the document supports becomes much more likely given it; an unfaithful one
-    much less so. The document is truncated to its first `max_document_tokens` tokens (the
-    lede carries most of what summaries use). None for an empty summary.
+def combine(
+    precision: float | None,
+    lm: LmSupport | float | None,
+    weights=None,
+    nli: float | None = None,
+) -> float | None:
+    """One `factuality_score` in [0, 1] (higher = more consistent).
+
+    - entity precision only: the precision itself (None when nothing is checkable);
+    - with the LM score: a logistic model over (precision, mean lift, lowest lift), with the
+      weights in `weights` (a CombineWeights; the defaults were fitted on a dev split of
+      FactCC-style corruptions by bench/filters.py). A summary with nothing checkable
+      counts as fully precise (nothing in it is unsupported);
+    - with an NLI score: the mean of the above and the NLI score (no NLI model ships
+      offline, so this weight could not be fitted; equal weight is the honest default).
     """
+    from tasks.factuality_config import CombineWeights
+
+    w = weights or CombineWeights()
+    if isinstance(lm, float | int):
+        lm = LmSupport(float(lm), float(lm))
+    base = precision
+    if lm is not None:
+        p = 1.0 if precision is None else precision
+        z = w.bias + w.precision * p + w.lm_mean * lm.mean + w.lm_low * lm.low
+        base = 1 / (1 + math.exp(-max(min(z, 60.0), -60.0)))
+    parts = [v for v in (base, nli) if v is not None]
+    return sum(parts) / len(parts) if parts else None
+
+
+# --------------------------------------------------------------------------- NLI (SummaC-ZS)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'“‘(\[]?[A-Z0-9])|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of a text: split after . ! ? before a capital or digit, and at newlines."""
+    return [s.strip() for s in _SENTENCE.split(text or "") if s.strip()]
+
+
+def entailment_index(config) -> tuple[int, int | None]:
+    """(entailment, contradiction) label indices of an NLI classifier, from its id2label."""
+    labels = {int(i): str(name).lower() for i, name in config.id2label.items()}
+    ent = [i for i, n in labels.items() if n.startswith("entail")]
+    con = [i for i, n in labels.items() if n.startswith("contradict")]
+    if len(ent) != 1:
+        raise ValueError(
+            f"the NLI model's labels {sorted(labels.values())} have no single 'entailment' label"
+        )
+    return ent[0], (con[0] if len(con) == 1 else None)
+
+
+def nli_scores(
+    pairs: list[tuple[str, str]],
+    model,
+    tokenizer,
+    *,
+    max_document_sentences: int = 40,
+    max_length: int = 256,
+    batch_size: int = 16,
+) -> list[float | None]:
+    """SummaC-ZS (Laban et al., TACL 2022) with any NLI sequence classifier: for each summary
+    sentence, the best (entailment - contradiction) probability over the document's
+    sentences; the pair's score is the mean over summary sentences, mapped to [0, 1].
+    None for an empty summary or document."""
     import torch
 
+    ent, con = entailment_index(model.config)
     device = next(model.parameters()).device
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     out: list[float | None] = []
     for document, summary in pairs:
-        s_ids = tokenizer(" " + summary.strip(), add_special_tokens=False)["input_ids"]
-        s_ids = s_ids[:max_summary_tokens]
-        if not summary.strip() or not s_ids:
+        doc_s = sentences(document)[:max_document_sentences]
+        sum_s = sentences(summary)
+        if not doc_s or not sum_s:
             out.append(None)
             continue
-        d_ids = tokenizer(document, add_special_tokens=False)["input_ids"][:max_document_tokens]
-        means = []
-        for context in (bos + d_ids, bos):
-            ids = torch.tensor([context + s_ids], device=device)
+        premises = [d for _ in sum_s for d in doc_s]
+        hypotheses = [h for h in sum_s for _ in doc_s]
+        probs = []
+        for b in range(0, len(premises), batch_size):
+            enc = tokenizer(
+                premises[b : b + batch_size],
+                hypotheses[b : b + batch_size],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
             with torch.inference_mode():
-                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-            start = len(context)
-            if start == 0:  # no BOS: the first summary token has no prediction; skip it
-                start = 1
-            targets = ids[0, start:]
-            picked = logp[start - 1 : len(ids[0]) - 1].gather(-1, targets[:, None])
-            means.append(picked.mean().item())
-        out.append(means[0] - means[1])
+                probs.append(torch.softmax(model(**enc).logits.float(), -1).cpu())
+        p = torch.cat(probs).view(len(sum_s), len(doc_s), -1)
+        margin = p[..., ent] - (p[..., con] if con is not None else 0.0)
+        out.append(float((margin.max(dim=1).values.mean() + 1) / 2))
     return out
-
-
-def combine(precision: float | None, lm_delta: float | None) -> float | None:
-    """One `factuality_score` in [0, 1]: the mean of the available components, the LM score
-    squashed with a sigmoid (0 nats/token -> 0.5: the document neither helps nor hurts)."""
-    parts = [
-        p
-        for p in (precision, None if lm_delta is None else 1 / (1 + math.exp(-lm_delta)))
-        if p is not None
-    ]
-    return sum(parts) / len(parts) if parts else None

@@ -4,7 +4,9 @@ Each document becomes tokens + EOS; documents are concatenated and cut into bloc
 `block_size` (the last one padded with EOS under loss mask 0). A pair is rendered with the
 config's template, and with `mask_prompt` only its summary tokens (and the EOS) carry loss.
 Documents go to train or validation by their content hash, so adding data never moves a
-document between splits. One tokens version is made per source version (they are deltas),
+document between splits. A kept row that curate down-weighted (`sample_weight` < 1, machine-like
+text) is included with probability = its weight, decided by other bits of its content hash.
+One tokens version is made per source version (they are deltas),
 and a source version that already has one is skipped: reruns do nothing.
 """
 
@@ -163,17 +165,41 @@ def tokenize(
     return TokenizeResult(dataset, made, skipped)
 
 
-def _documents(src: DatasetRef, limit: int | None) -> Iterator[tuple[str, str, str | None, str]]:
+def included(content_sha256: str, weight: float | None) -> bool:
+    """Whether a down-weighted document (curate's `sample_weight` < 1) goes into the tokens:
+    with probability `weight`, decided by its content hash (bits 32..63, independent of the
+    split's bits 0..31). Deterministic, so reruns and refreshes agree; a document either
+    trains at full weight or not at all, which keeps the packed blocks and the logit cache
+    free of per-token weights."""
+    if weight is None or weight >= 1.0:
+        return True
+    return int(content_sha256[8:16], 16) / 2**32 < weight
+
+
+def _documents(
+    src: DatasetRef, limit: int | None, skipped: dict[str, int] | None = None
+) -> Iterator[tuple[str, str, str | None, str]]:
     con = duckdb.connect()
     files = [str(f) for f in src.files()]
     cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [files]).fetchall()}
     where = "WHERE keep" if "keep" in cols else ""
-    sql = f"SELECT id, text, summary, content_sha256 FROM read_parquet(?) {where}"
-    if limit:
-        sql += f" LIMIT {int(limit)}"
+    weight = "sample_weight" if "sample_weight" in cols else "NULL::DOUBLE"
+    sql = f"SELECT id, text, summary, content_sha256, {weight} FROM read_parquet(?) {where}"
     reader = con.sql(sql, params=[files]).to_arrow_reader(10_000)
+    n = 0
     for batch in reader:
-        yield from zip(*(batch.column(i).to_pylist() for i in range(4)), strict=True)
+        for doc_id, text, summary, digest, w in zip(
+            *(batch.column(i).to_pylist() for i in range(5)), strict=True
+        ):
+            if not included(digest, w):
+                if skipped is not None:
+                    skipped["downweighted_out"] = skipped.get("downweighted_out", 0) + 1
+                continue
+            if limit and n >= limit:
+                con.close()
+                return
+            n += 1
+            yield doc_id, text, summary, digest
     con.close()
 
 
@@ -192,6 +218,7 @@ def _tokenize_version(
     packers = {s: _Packer(cfg.block_size, pad) for s in ("train", "validation")}
     counts = {"documents": 0, "train_documents": 0, "validation_documents": 0, "tokens": 0}
     counts |= {"train_blocks": 0, "validation_blocks": 0, "loss_tokens": 0}
+    counts |= {"downweighted_out": 0}  # kept rows left out by their sample_weight
     with catalog.writing():
         staged = catalog.stage_snapshot("tokens", src.name)
         rows: dict[str, list] = {name: [] for name in schema.names}
@@ -208,7 +235,7 @@ def _tokenize_version(
 
         bar = tqdm(unit=" docs", desc=f"tokenize {src.key}", disable=not progress)
         with pq.ParquetWriter(staged.dir / "part-0.parquet", schema, compression="zstd") as out:
-            for doc_id, text, summary, digest in _documents(src, cfg.max_documents):
+            for doc_id, text, summary, digest in _documents(src, cfg.max_documents, counts):
                 split = "validation" if is_validation(digest, cfg.validation_share) else "train"
                 ids, mask = render(text, summary, tokenizer, cfg)
                 counts["documents"] += 1

@@ -58,6 +58,9 @@ def test_curate_flow(
     assert out["ok"] and out["rows"] == 31 and out["kept"] == 30
     (v,) = out["versions"]
     assert v["gate"]["passed"]
+    report = v["report"]  # the funnel, written under the home and published as an artifact
+    assert report["funnel"]["dropped"] == {"exact_dup": 1} and Path(report["png"]).is_file()
+    assert Path(report["markdown"]).read_text().startswith("# curate funnel: curated/news@1")
     ref = cat.latest("curated", "news")
     assert ref is not None and ref.version == 1
     shards = sorted((Path(ref.path) / "_minhash").glob("sig-*.parquet"))

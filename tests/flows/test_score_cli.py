@@ -152,7 +152,11 @@ def test_score_fills_factuality_and_mgt_scores(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "o.parquet"
     args = ["score", str(src), "-o", str(out), "--filters", "exact,mgt,factuality"]
-    res = _invoke(*args, "--set", f"teacher.path={teacher}", "--json")
+    # min_tokens=2: these short texts all get a score (the default leaves texts under 16
+    # tokens unscored; tests/tasks/test_curate.py checks that)
+    res = _invoke(
+        *args, "--set", f"teacher.path={teacher}", "--set", "dedup.mgt.min_tokens=2", "--json"
+    )
     assert res.exit_code == 0, res.output
     with_lm = tmp_path / "lm.parquet"
     res = _invoke(

@@ -155,3 +155,166 @@ def test_quality_rules_mark_rows_before_near_dedup(tmp_path: Path) -> None:
     assert snap["junk-copy"]["reason"] == "exact_dup"  # exact dedup runs first
     assert r.stats["low_quality"] == 2
     assert r.stats["quality_rules"] == {"gopher_short_document": 1, "c4_curly_bracket": 1}
+
+
+# --------------------------------------------------------------------------- machine text
+def _news_texts(n: int, words: int = 24, seed: int = 0) -> list[dict]:
+    from tests.helpers import NEWS_WORDS
+
+    rng = random.Random(seed)
+    return [
+        {"id": f"t{i}", "text": " ".join(rng.choice(NEWS_WORDS) for _ in range(words))}
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory):
+    from models.loading_config import ModelSpec
+    from tests.tiny import make_tiny_llama
+
+    return ModelSpec(path=str(make_tiny_llama(tmp_path_factory.mktemp("t") / "lm")))
+
+
+def _mgt_cfg(**mgt) -> DedupConfig:
+    return DedupConfig.model_validate(
+        {"semantic": {"enabled": False}, "quality": {"enabled": False}, "mgt": mgt}
+    )
+
+
+def test_downweight_and_share_cap_in_score(tmp_path: Path, teacher) -> None:
+    from tasks.curate import score_file
+
+    src = str(write_jsonl(tmp_path / "in.jsonl", _news_texts(10)))
+    base = score_file(
+        src, str(tmp_path / "a.parquet"), _mgt_cfg(), ["exact", "mgt"], teacher=teacher
+    )
+    scores = pq.read_table(base.output).column("mgt_score").to_pylist()
+    t = sorted(scores, reverse=True)[6]  # 6 rows above it: machine-like
+    top2 = set(sorted(range(10), key=lambda i: -scores[i])[:2])
+    cfg = _mgt_cfg(threshold=t, action="downweight", weight=0.25, max_share=0.5)
+    res = score_file(src, str(tmp_path / "b.parquet"), cfg, ["exact", "mgt"], teacher=teacher)
+    d = pq.read_table(res.output).to_pydict()
+    # 10 kept, 6 machine-like: (6 - x) / (10 - x) <= 0.5 needs x = 2, the two highest.
+    assert {i for i, r in enumerate(d["reason"]) if r == "mgt_share_cap"} == top2
+    assert res.kept == 8
+    machine_kept = [i for i in range(10) if scores[i] > t and i not in top2]
+    assert len(machine_kept) == 4
+    assert [d["sample_weight"][i] for i in machine_kept] == [0.25] * 4
+    assert all(d["sample_weight"][i] == 1.0 for i in range(10) if scores[i] <= t)
+    # action=drop: every machine-like row goes, no weight column (the score contract)
+    cfg = _mgt_cfg(threshold=t, max_share=0.5)
+    res = score_file(src, str(tmp_path / "c.parquet"), cfg, ["exact", "mgt"], teacher=teacher)
+    d = pq.read_table(res.output).to_pydict()
+    assert d["reason"].count("machine_generated") == 6 and "sample_weight" not in d
+
+
+def test_share_cap_zero_drops_every_machine_like_row(tmp_path: Path, teacher) -> None:
+    from tasks.curate import score_file
+
+    src = str(write_jsonl(tmp_path / "in.jsonl", [*_news_texts(6), {"text": "the news"}]))
+    cfg = _mgt_cfg(threshold=-1e9, action="downweight", max_share=0.0)
+    res = score_file(src, str(tmp_path / "o.parquet"), cfg, ["exact", "mgt"], teacher=teacher)
+    d = pq.read_table(res.output).to_pydict()
+    # 6 scored rows are all machine-like; the 2-token row has no score and stays.
+    assert d["reason"] == ["mgt_share_cap"] * 6 + [None]
+    assert d["mgt_score"][6] is None and d["sample_weight"][6] == 1.0
+
+
+def test_curate_downweight_report_and_tokens(tmp_path: Path, teacher) -> None:
+    """Curate with down-weighting -> sample_weight in the snapshot -> the funnel report ->
+    tokens leave a down-weighted row out exactly when its content hash says so."""
+    import duckdb
+
+    from tasks.curate_report import write_report
+    from tasks.tokenize import included, tokenize
+    from tasks.tokenize_config import TokensConfig
+
+    cat = Catalog(tmp_path / "home")
+    rows = _news_texts(30, seed=1)
+    rows[0]["text"] = "the news"  # too short to score: never machine-like
+    _ingest(cat, tmp_path, "a", rows)
+    cfg = _mgt_cfg(threshold=-1e9, action="downweight", weight=0.5, max_share=0.9)
+    res = curate_next("news", cat, cfg, ["exact", "mgt"], teacher=teacher)
+    rows = _rows(res.ref)
+    # 30 kept, 29 machine-like: (29 - x) / (30 - x) <= 0.9 needs x = 20
+    assert [r["reason"] for r in rows].count("mgt_share_cap") == 20
+    kept = [r for r in rows if r["keep"]]
+    assert len(kept) == 10 and sorted(r["sample_weight"] for r in kept) == [0.5] * 9 + [1.0]
+    gate("curated", res.ref, cat, GATES)
+
+    report = write_report(res.ref, cat.home)
+    f = report["funnel"]
+    assert f["rows"] == 30 and f["kept"] == 10 and f["dropped"] == {"mgt_share_cap": 20}
+    assert f["downweighted"] == 9 and f["mgt_scored"] == 29
+    assert Path(report["png"]).stat().st_size > 1000
+    assert Path(report["png"]).parent == cat.home / "reports" / "curate" / "news" / "v=1"
+    assert "| dropped: mgt_share_cap | 20 |" in Path(report["markdown"]).read_text()
+
+    tok = tokenize("news", cat, teacher, TokensConfig(block_size=16), progress=False)
+    (ref,) = tok.refs
+    expected = [r["id"] for r in kept if included(r["content_sha256"], r["sample_weight"])]
+    assert 1 < len(expected) < 10
+    con = duckdb.connect()
+    docs = {
+        d
+        for (ids,) in con.execute(
+            "SELECT doc_ids FROM read_parquet(?)", [[str(p) for p in ref.files()]]
+        ).fetchall()
+        for d in ids
+    }
+    con.close()
+    assert docs == set(expected)
+    assert cat.versions("tokens", "news")[0].meta["downweighted_out"] == 10 - len(expected)
+
+
+def test_included_is_deterministic_and_matches_the_weight() -> None:
+    import hashlib
+
+    from tasks.tokenize import included, is_validation
+
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
+    assert all(included(h, None) and included(h, 1.0) for h in hashes[:10])
+    assert not any(included(h, 0.0) for h in hashes)
+    share = sum(included(h, 0.3) for h in hashes) / len(hashes)
+    assert 0.27 < share < 0.33
+    # independent of the train/validation split (other bits of the hash)
+    val = [h for h in hashes if is_validation(h, 0.3)]
+    assert 0.25 < sum(included(h, 0.3) for h in val) / len(val) < 0.35
+
+
+def test_bad_input_gets_a_defined_score_or_null(tmp_path: Path, teacher) -> None:
+    """The issue's bad inputs through `score`: nothing crashes, every value is defined or null."""
+    import math
+
+    from tasks.curate import score_file
+
+    doc = "the police said the court in the city met the minister on the first day of the new year"
+    rows = [
+        {"id": "short", "text": "the news"},  # shorter than the scoring window
+        {"id": "empty_summary", "text": doc, "summary": "  "},
+        {"id": "empty_doc", "text": "", "summary": "the court met"},
+        {"id": "long_summary", "text": "the court met", "summary": doc + " and " + doc},
+        {
+            "id": "french",
+            "text": "Le ministre a rencontré la cour à Paris. " * 4,
+            "summary": "La cour.",
+        },
+        {"id": "chinese", "text": "北京 的 法院 在 周一 开会 。" * 4, "summary": "法院 开会 。"},
+    ]
+    src = str(write_jsonl(tmp_path / "in.jsonl", rows))
+    cfg = DedupConfig.model_validate(
+        {"semantic": {"enabled": False}, "quality": {"enabled": False}, "factuality": {"lm": True}}
+    )
+    res = score_file(
+        src, str(tmp_path / "o.parquet"), cfg, ["exact", "mgt", "factuality"], teacher=teacher
+    )
+    d = {r["id"]: r for r in pq.read_table(res.output).to_pylist()}
+    assert d["short"]["mgt_score"] is None and d["short"]["keep"]  # too short: no score, kept
+    assert d["empty_summary"]["factuality_score"] is None
+    assert d["empty_doc"]["factuality_score"] is None and d["empty_doc"]["reason"] == "empty_text"
+    for rid in ("long_summary", "french", "chinese"):
+        v = d[rid]["factuality_score"]
+        assert v is not None and 0.0 <= v <= 1.0, rid
+    for rid in ("empty_summary", "french", "chinese"):
+        assert d[rid]["mgt_score"] is not None and math.isfinite(d[rid]["mgt_score"]), rid
