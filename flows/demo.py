@@ -1,0 +1,112 @@
+"""Demo flow: the pipeline on the embedded corpus, a CE-only student as the reference for KD,
+then a report a person wants to read (markdown + PNGs, also a Prefect artifact)."""
+
+from __future__ import annotations
+
+import base64
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.config import load_config
+from flows.distill import distill_flow
+from flows.pipeline import pipeline_flow
+from tasks.demo_report import write_demo_report
+from tasks.report import publish_markdown
+from warehouse import Catalog, resolve_home
+from warehouse.registry import list_models
+
+# `llm4all demo --tiny`: every stage doing its real work, on a random 2-layer teacher (SmolLM2's
+# tokenizer) and the first TINY_ROWS articles, in about two minutes on 2 cores.
+TINY_ROWS = 300
+TINY_OVERRIDES: dict[str, Any] = {
+    "tokens.block_size": 128,
+    "tokens.max_documents": 40,
+    "distill.keep_layers": 1,
+    "distill.max_steps": 12,
+    "distill.eval_every": 4,
+    "distill.warmup_steps": 2,
+    "distill.lr": 3e-3,
+    "distill.rouge_pairs": 2,
+    "distill.rouge_max_new_tokens": 8,
+    "distill.hidden_weight": 0.0,
+    "distill.relation_weight": 0.0,
+    # a random teacher is no bar to measure a student against: the gate checks finiteness
+    "gates.student.max_ppl_ratio": 1e12,
+}
+
+
+@flow(name="demo")
+def demo_flow(
+    source: str,
+    dataset: str = "cnn_dailymail",
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run every stage on SOURCE, train the CE-only reference student, write the report."""
+    started = time.monotonic()
+    cfg = load_config(config_path, overrides)
+    home = resolve_home(cfg.home)
+    out = pipeline_flow(
+        dataset=dataset, sources=[source], config_path=config_path, overrides=overrides
+    )
+    # The reference for KD: the same init, tokens, batches and steps, trained on the data's
+    # next tokens alone. It is a baseline to compare with, not a model to promote, so its gate
+    # checks only that its metrics and weights are finite (no perplexity bar).
+    baseline = dict(overrides or {}) | {
+        "distill.name": f"{cfg.distill.name or dataset + '-student'}-ce",
+        "distill.kd_weight": 0.0,
+        "distill.ce_weight": 1.0,
+        "distill.hidden_weight": 0.0,
+        "distill.relation_weight": 0.0,
+        "gates.student.max_ppl_ratio": 1e12,
+    }
+    out["baseline"] = distill_flow(dataset=dataset, config_path=config_path, overrides=baseline)
+    out["wall_seconds"] = round(time.monotonic() - started, 1)
+    models = [m.to_dict() for m in list_models(Catalog(home))]
+    machine = f"{platform.machine()}, {_cores()} CPU cores, {platform.system()}"
+    report = write_demo_report(home, out, models, machine)
+    publish_markdown("demo-report", _embedded(Path(report["report"])), "llm4all demo report")
+    out["report"] = report
+    return out
+
+
+def tiny_setup(
+    home: Path, corpus: Path, config_path: str | None, overrides: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
+    """The inputs of `demo --tiny`: the first TINY_ROWS rows of `corpus` and a tiny teacher,
+    written under `home/demo-tiny/` (reused by later runs); returns (corpus, overrides)."""
+    from flows.config import load_config
+    from models.tiny import make_tiny_teacher
+
+    folder = home / "demo-tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = folder / f"first-{TINY_ROWS}.jsonl"
+    if not rows.exists():
+        with corpus.open() as f:
+            head = [line for _, line in zip(range(TINY_ROWS), f, strict=False)]
+        partial = rows.with_suffix(".partial")
+        partial.write_text("".join(head))
+        partial.rename(rows)
+    teacher = load_config(config_path, overrides).teacher  # whose tokenizer the tiny one shares
+    path = make_tiny_teacher(folder / "teacher", teacher)
+    return rows, TINY_OVERRIDES | {"teacher.path": str(path)} | overrides
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _embedded(report: Path) -> str:
+    """The report's markdown with its PNGs inlined as data URIs (the Prefect UI cannot read
+    files on the server's disk)."""
+    text = report.read_text()
+    for png in sorted(report.parent.glob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode()
+        text = text.replace(f"]({png.name})", f"](data:image/png;base64,{data})")
+    return text

@@ -1,0 +1,262 @@
+"""The demo's report: one markdown file with PNGs, every figure from the run that wrote it.
+
+    <home>/reports/demo/<timestamp>/report.md   funnel, training curves, perplexities,
+                                     training.png     quantization table, lineage
+                                     perplexity.png
+                                     quantization.png
+                                     scores.png       (copied from the curate report)
+
+`write_demo_report` takes the demo flow's result dict (plain data: the stage results of
+ingest, curate, distill, the CE-only baseline and quantize) and the models registry rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Training loss and held-out loss per step of each run (name -> history)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, history in runs.items():
+        steps = [r["step"] for r in history]
+        axes[0].plot(steps, [r["loss"] for r in history], label=name)
+        val = [(r["step"], r["val_loss"]) for r in history if r.get("val_loss") is not None]
+        if val:
+            axes[1].plot(*zip(*val, strict=True), marker="o", label=name)
+    axes[0].set_title("training loss (each run's own objective)")
+    axes[1].set_title("held-out cross-entropy on the data (nats/token)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_perplexity(values: dict[str, float], path: Path) -> Path:
+    """Held-out perplexity per model, log scale (a short CPU run leaves students far above
+    their teacher)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    names = list(values)
+    bars = ax.bar(names, [values[n] for n in names], color=["#555", "#2a7", "#c63"][: len(names)])
+    ax.set_yscale("log")
+    ax.bar_label(bars, labels=[f"{values[n]:,.1f}" for n in names])
+    ax.set_ylabel("held-out perplexity (log)")
+    ax.set_title("teacher vs students, same held-out blocks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_quantization(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Weight bytes vs perplexity change, and generation speed-up, per method."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for r in rows:
+        axes[0].scatter(r["weight_bytes_ratio"], 100 * r["ppl_delta"], s=40)
+        axes[0].annotate(r["method"], (r["weight_bytes_ratio"], 100 * r["ppl_delta"]), fontsize=8)
+    axes[0].axhline(0, color="#999", lw=0.8)
+    axes[0].set_xlabel("quantized weight bytes / fp32")
+    axes[0].set_ylabel("perplexity change vs fp32 (%)")
+    axes[1].bar([r["method"] for r in rows], [r["generate_speedup"] for r in rows])
+    axes[1].axhline(1, color="#999", lw=0.8)
+    axes[1].set_ylabel("generation tokens/s vs fp32 (x)")
+    fig.suptitle("quantized variants of the student, against their fp32 parent")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def quant_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The metrics of each quantization result (a skipped rerun keeps the registered ones)."""
+    return [r.get("metrics") or r["model"]["metrics"] for r in results]
+
+
+def write_demo_report(
+    home: Path, out: dict[str, Any], models: list[dict[str, Any]], machine: str
+) -> dict[str, Any]:
+    """Write report.md and its PNGs; returns their paths and the five-line summary."""
+    folder = home / "reports" / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    kd, ce = out["distill"], out["baseline"]
+    ev, ce_ev = kd["model"]["metrics"], ce["model"]["metrics"]
+    quant = quant_rows(out.get("quantize", []))
+    lines = [
+        f"# llm4all demo — {out['dataset']}",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}; wall time "
+        f"{out['wall_seconds']:.0f} s. Every figure below was measured in this run.",
+        "",
+        "## Data funnel",
+    ]
+    for v in (out.get("curate") or {}).get("versions", []):
+        f = v.get("report", {}).get("funnel", {})
+        lines += [f"`{v['raw']}` -> {v['rows']:,} rows, {v['kept']:,} kept.", ""]
+        dropped = f.get("dropped") or {}
+        if dropped:
+            lines += _table(
+                ["dropped because", "rows"], [[k, f"{n:,}"] for k, n in dropped.items()]
+            )
+        png = v.get("report", {}).get("png")
+        if png and Path(png).exists():
+            shutil.copy(png, folder / "scores.png")
+            lines += ["", "![score histograms](scores.png)"]
+    if not (out.get("curate") or {}).get("versions"):
+        lines.append("Nothing new to curate (the corpus was curated by an earlier run).")
+
+    lines += ["", "## Distillation", ""]
+    kd_hist = (kd.get("train") or {}).get("history") or []
+    ce_hist = (ce.get("train") or {}).get("history") or []
+    if kd_hist or ce_hist:
+        plot_training({"KD student": kd_hist, "CE-only student": ce_hist}, folder / "training.png")
+        lines += ["![training curves](training.png)", ""]
+    ppl = {
+        "teacher": ev["teacher_ppl"],
+        "KD student": ev["student_ppl"],
+        "CE-only student": ce_ev["student_ppl"],
+    }
+    plot_perplexity(ppl, folder / "perplexity.png")
+    lines += _table(
+        ["model", "params", "held-out ppl", "top-1 agreement", "ROUGE-L", "tokens/s"],
+        [
+            [
+                "teacher",
+                f"{ev['teacher_params']:,}",
+                f"{ev['teacher_ppl']:.2f}",
+                "-",
+                _fmt(ev.get("teacher_rouge_l")),
+                f"{ev['teacher_tokens_per_s']:.0f}",
+            ],
+            [
+                kd["model"]["key"] + " (KD)",
+                f"{ev['student_params']:,}",
+                f"{ev['student_ppl']:.2f}",
+                f"{ev['top1_agreement']:.1%}",
+                _fmt(ev.get("student_rouge_l")),
+                f"{ev['student_tokens_per_s']:.0f}",
+            ],
+            [
+                ce["model"]["key"] + " (CE only)",
+                f"{ce_ev['student_params']:,}",
+                f"{ce_ev['student_ppl']:.2f}",
+                f"{ce_ev['top1_agreement']:.1%}",
+                _fmt(ce_ev.get("student_rouge_l")),
+                f"{ce_ev['student_tokens_per_s']:.0f}",
+            ],
+        ],
+    )
+    lines += [
+        "",
+        f"Student: teacher layers {ev['layers']} ({ev['param_share']:.0%} of its parameters), "
+        f"{ev['train_steps']} steps, {ev['train_tokens']:,} training tokens, same batches for "
+        "both students.",
+        "",
+        "![perplexity](perplexity.png)",
+    ]
+    if ev.get("examples"):
+        ex = ev["examples"][0]
+        lines += ["", "A held-out summary (greedy):", "", f"- human: {ex['reference'][:300]}"]
+        lines += [f"- {k}: {str(v)[:300]}" for k, v in ex.items() if k != "reference"]
+
+    lines += ["", "## Quantization", ""]
+    if quant:
+        plot_quantization(quant, folder / "quantization.png")
+        lines += _table(
+            [
+                "method",
+                "bits",
+                "weight bytes vs fp32",
+                "disk MB",
+                "Δppl",
+                "forward x",
+                "generate x",
+            ],
+            [
+                [
+                    q["method"],
+                    q["bits"],
+                    f"{q['weight_bytes_ratio']:.3f}",
+                    f"{q['disk_bytes'] / 1e6:.1f} (fp32 {q['disk_bytes_fp32'] / 1e6:.1f})",
+                    f"{q['ppl_delta']:+.2%}",
+                    f"{q['forward_speedup']:.2f}",
+                    f"{q['generate_speedup']:.2f}",
+                ]
+                for q in quant
+            ],
+        )
+        lines += ["", "![quantization](quantization.png)"]
+    else:
+        lines.append("No quantization method configured (`quantize.methods`).")
+
+    lines += ["", "## Lineage", ""]
+    lines += _table(
+        ["model", "parent", "data", "gate", "promoted"],
+        [
+            [
+                m["key"],
+                m["parent"],
+                ", ".join(m["tokens"]),
+                _gate(m["gate_passed"]),
+                "yes" if m["promoted"] else "",
+            ]
+            for m in models
+        ],
+    )
+    summary = [
+        f"data: {_kept(out)}",
+        f"teacher ppl {ev['teacher_ppl']:.1f}; KD student {ev['student_ppl']:.1f} vs CE-only "
+        f"{ce_ev['student_ppl']:.1f} ({1 - ev['student_ppl'] / ce_ev['student_ppl']:+.1%} for KD)",
+        f"student: {ev['param_share']:.0%} of the teacher's parameters, "
+        f"{ev['student_tokens_per_s']:.0f} vs {ev['teacher_tokens_per_s']:.0f} tokens/s",
+        "quantized: "
+        + (
+            ", ".join(
+                f"{q['method']} {q['weight_bytes_ratio']:.2f}x bytes, Δppl {q['ppl_delta']:+.1%}"
+                for q in quant
+            )
+            or "none"
+        ),
+        f"wall time {out['wall_seconds']:.0f} s",
+    ]
+    lines += ["", "## Summary", "", *[f"- {s}" for s in summary]]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return {"report": str(report), "folder": str(folder), "summary": summary}
+
+
+def _fmt(x: float | None) -> str:
+    return f"{x:.3f}" if x is not None else "-"
+
+
+def _gate(passed: bool | None) -> str:
+    return {True: "passed", False: "failed", None: "pending"}[passed]
+
+
+def _kept(out: dict[str, Any]) -> str:
+    c = out.get("curate") or {}
+    if not c.get("versions"):
+        return "curated earlier"
+    return f"{c['rows']:,} rows curated, {c['kept']:,} kept"
