@@ -18,6 +18,7 @@ help:
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
 	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
+	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -60,6 +61,11 @@ bench-dedup: $(VENV)/.demo-assets
 .PHONY: bench-filters
 bench-filters: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.filters
+
+# Held-out perplexity of student inits (which 11 of SmolLM2's 30 layers), ~3 min.
+.PHONY: bench-student-init
+bench-student-init: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.student_init | tee bench/results/student_init_cpu.txt
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
