@@ -8,6 +8,8 @@ Backends (`QuantConfig.method`, models/quant_config.py):
   int8           bitsandbytes LLM.int8: int8 weights with a per-row scale, outlier activation
                  columns in 16-bit (runs on CPU in bitsandbytes >= 0.48, needs `accelerate`)
   nf4            bitsandbytes 4-bit NormalFloat, blocks of 64, double quantization of the scales
+                 (a layer whose input size is no multiple of 64 stays fp32: the CPU kernel
+                 cannot run it)
   torchao-int8   torchao weight-only int8 (per-row scale)
   torchao-int4   torchao weight-only int4 in groups (`group_size`). On a CPU, torchao 0.18 has
                  no packed int4 layout (its packed kernels need CUDA, mslk, or Arm KleidiAI), so
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 QUANT_FILE = "quantization.json"
+NF4_BLOCK = 64  # weights per bitsandbytes 4-bit block
 _DYNAMIC_FORMAT = "llm4all-dynamic-int8/1"
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,7 @@ def quantize(model: PreTrainedModel, cfg: QuantConfig) -> PreTrainedModel:
         raise QuantError(f"{cfg.method} failed on {device}: {_line(e)}") from e
 
 
-def _hf_config(cfg: QuantConfig) -> Any:
+def _hf_config(cfg: QuantConfig, model: torch.nn.Module) -> Any:
     import torch
 
     if cfg.method in ("int8", "nf4"):
@@ -145,12 +148,18 @@ def _hf_config(cfg: QuantConfig) -> Any:
                 llm_int8_threshold=cfg.int8_threshold,
                 llm_int8_skip_modules=list(cfg.skip_modules),
             )
+        # bitsandbytes' CPU 4-bit kernels need whole blocks of 64 inputs: other layers stay fp32
+        odd = [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m.in_features % NF4_BLOCK
+        ]
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=cfg.double_quant,
             bnb_4bit_compute_dtype=getattr(torch, cfg.compute_dtype),
-            llm_int8_skip_modules=list(cfg.skip_modules),
+            llm_int8_skip_modules=[*cfg.skip_modules, *odd],
         )
     from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerGroup
@@ -171,7 +180,7 @@ def _via_transformers(model: PreTrainedModel, cfg: QuantConfig, device: str) -> 
         model.save_pretrained(tmp, safe_serialization=True)
         q = AutoModelForCausalLM.from_pretrained(
             tmp,
-            quantization_config=_hf_config(cfg),
+            quantization_config=_hf_config(cfg, model),
             device_map=device,
             dtype=torch.float32,
         )
@@ -294,7 +303,11 @@ def disk_bytes(folder: str | Path) -> int:
 # --------------------------------------------------------------------------- save / load
 def save(model: PreTrainedModel, cfg: QuantConfig, folder: str | Path) -> Path:
     """Write a quantized model to `folder` (safetensors; no pickle): transformers' own format
-    for bitsandbytes and torchao, plain int8 tensors + scales for dynamic-int8."""
+    for bitsandbytes and torchao, plain int8 tensors + scales for dynamic-int8.
+
+    Save right after `quantize`, before running the model: on a CPU, bitsandbytes repacks
+    4-bit weights for its kernel at the first inference forward, and such a model no longer
+    saves (or saves what `load` does not reproduce bit for bit)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -30,7 +30,7 @@ RUNNABLE = [m for m in METHODS if available(m, "cpu") is None]
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoModelForCausalLM
 
-    path = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "m")
+    path = make_tiny_llama(tmp_path_factory.mktemp("tiny") / "m", hidden_size=64)
     return AutoModelForCausalLM.from_pretrained(str(path)).eval()
 
 
@@ -48,7 +48,9 @@ def test_quantize_forward_bytes_and_round_trip(tiny, method: str, tmp_path: Path
     ref = tiny(input_ids=IDS).logits
     cfg = QuantConfig(method=method, device="cpu")
     q = quantize(tiny, cfg)
-    logits = q(input_ids=IDS).logits
+    folder = save(q, cfg, tmp_path / method)  # before any forward (see models.quant.save)
+    with torch.inference_mode():
+        logits = q(input_ids=IDS).logits
     assert logits.shape == ref.shape and torch.isfinite(logits).all()
     # close to fp32 (a random tiny model: loose), and not the same model
     assert (logits - ref).abs().max() < 0.5
@@ -60,12 +62,12 @@ def test_quantize_forward_bytes_and_round_trip(tiny, method: str, tmp_path: Path
     assert all(torch.equal(v, before[k]) for k, v in tiny.state_dict().items())
     assert type(q.lm_head).__name__ == "Linear" and _kind_free(q.lm_head)
 
-    folder = save(q, cfg, tmp_path / method)
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
     assert saved_config(folder) == cfg
     assert disk_bytes(folder) < 4 * sum(p.numel() for p in tiny.parameters())
     again = load(folder)
-    assert torch.equal(again(input_ids=IDS).logits, logits)
+    with torch.inference_mode():
+        assert torch.equal(again(input_ids=IDS).logits, logits)
     assert weight_bytes(again) == wb
 
 
@@ -79,6 +81,16 @@ def weight_bytes_fp32(model: torch.nn.Module) -> int:
 
 def _kind_free(module: torch.nn.Module) -> bool:
     return type(module.weight).__name__ == "Parameter" and module.weight.dtype == torch.float32
+
+
+def test_nf4_keeps_layers_it_cannot_block_in_fp32(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    small = AutoModelForCausalLM.from_pretrained(str(make_tiny_llama(tmp_path / "m"))).eval()
+    q = quantize(small, QuantConfig(method="nf4"))  # hidden 32: only down_proj (64 in) fits
+    assert weight_bytes(q)["layers"] == 2
+    with torch.inference_mode():
+        assert torch.isfinite(q(input_ids=IDS).logits).all()
 
 
 @torch.no_grad()
