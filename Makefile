@@ -18,6 +18,7 @@ help:
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
 	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
+	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~6 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -59,6 +60,12 @@ bench-dedup: $(VENV)/.demo-assets
 .PHONY: bench-filters
 bench-filters: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.filters
+
+# Every quantization backend vs fp32 on the demo teacher + a layer-subset student, and 8-bit
+# optimizer state (~6 min on 2 cores); writes bench/results/quant_cpu.txt and docs/quant.png.
+.PHONY: bench-quant
+bench-quant: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quant --profile smollm2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -172,10 +172,23 @@ def _hf_config(cfg: QuantConfig, model: torch.nn.Module) -> Any:
     return TorchAoConfig(ao, modules_to_not_convert=list(cfg.skip_modules))
 
 
+def _plain(model: PreTrainedModel) -> PreTrainedModel:
+    """`model`, or a plain fp32 copy of it when transformers still flags it as quantized (a
+    GGUF teacher is dequantized on load but may be neither saved nor cast as it is)."""
+    if getattr(model, "hf_quantizer", None) is None and not hasattr(
+        model.config, "quantization_config"
+    ):
+        return model
+    from models.student import trainable
+
+    return trainable(model).eval()
+
+
 def _via_transformers(model: PreTrainedModel, cfg: QuantConfig, device: str) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
+    model = _plain(model)
     with tempfile.TemporaryDirectory(prefix="llm4all-quant-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         q = AutoModelForCausalLM.from_pretrained(
@@ -223,7 +236,9 @@ def _dynamic_spec(model: torch.nn.Module, cfg: QuantConfig) -> dict[str, Any]:
 def _dynamic(model: PreTrainedModel, cfg: QuantConfig) -> PreTrainedModel:
     from torch.ao.quantization import quantize_dynamic
 
-    m = conv1d_to_linear(copy.deepcopy(model).cpu().float().eval())
+    plain = _plain(model)
+    m = plain if plain is not model else copy.deepcopy(model)
+    m = conv1d_to_linear(m.cpu().float().eval())
     spec = _dynamic_spec(m, cfg)
     if not spec:
         raise QuantError(f"{cfg.method}: the model has no Linear layer to quantize")
