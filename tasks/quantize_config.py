@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,7 +37,7 @@ class QuantizeConfig(BaseModel):
     )
 
     # ------------------------------------------------------------------ backend settings
-    compute_dtype: str = Field(
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="nf4: dtype of the matmul (float32, bfloat16 or float16)."
     )
     double_quant: bool = Field(True, description="nf4: quantize the block scales too (QLoRA).")
@@ -79,6 +80,13 @@ class QuantizeConfig(BaseModel):
         bad = [m for m in v if m not in METHODS]
         if bad:
             raise ValueError(f"unknown methods {bad}; expected some of {', '.join(METHODS)}")
+        return v
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v not in (32, 64, 128, 256):
+            raise ValueError(f"group_size must be 32, 64, 128 or 256, not {v}")
         return v
 
     def quant_config(self, method: str | None = None) -> QuantConfig:
