@@ -23,5 +23,5 @@ def test_tiny_profile_runs_every_backend_and_measures_the_optimizer_state() -> N
     assert rows["nf4"]["weight ratio"] < 0.18  # packed 4-bit, double-quantized scales
     assert rows["nf4"]["weight ratio"] < rows["int8"]["weight ratio"]
     opt = out["optimizer_bytes_per_param"]
-    assert opt["adamw"] == pytest.approx(8.0) and 1.9 < opt["adamw8bit"] < 2.5
+    assert opt["adamw"] == pytest.approx(8.0, rel=1e-3) and 1.9 < opt["adamw8bit"] < 2.5
     assert "8bit_meeting_target" in out["summary"] and "method" in report(out)
