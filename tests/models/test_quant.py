@@ -68,6 +68,13 @@ def test_quantize_forward_bytes_and_round_trip(tiny, method: str, tmp_path: Path
     again = load(folder)
     with torch.inference_mode():
         assert torch.equal(again(input_ids=IDS).logits, logits)
+    # the registry's loader hands a quantized folder to `load` (not a random-weights model)
+    from models.loading import load_causal_lm
+    from models.loading_config import ModelSpec
+
+    with torch.inference_mode():
+        via = load_causal_lm(ModelSpec(path=str(folder)), "cpu")(input_ids=IDS).logits
+    assert torch.equal(via, logits)
     assert weight_bytes(again) == wb
 
 
