@@ -297,7 +297,7 @@ def chart(out: dict[str, Any], path: Path) -> None:
             ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     fig.suptitle(
         f"bench/quant.py --profile {out['profile']} on CPU (blue 8-bit, orange 4-bit; dashed: "
-        "targets)",
+        "targets; speedups paired with fp32, noisy on a shared machine)",
         fontsize=10,
     )
     fig.tight_layout()

@@ -49,6 +49,7 @@ __all__ = [
     "QuantError",
     "available",
     "conv1d_to_linear",
+    "device_of",
     "disk_bytes",
     "load",
     "quantize",
@@ -64,10 +65,13 @@ _DYNAMIC_FORMAT = "llm4all-dynamic-int8/1"
 log = logging.getLogger(__name__)
 
 
-def _device(cfg: QuantConfig) -> str:
+def device_of(cfg: QuantConfig) -> str:
+    """cfg.device; by default CUDA when present, except for dynamic-int8 (CPU only)."""
     import torch
 
-    return cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device:
+        return cfg.device
+    return "cuda" if torch.cuda.is_available() and cfg.backend != "torch" else "cpu"
 
 
 def _quiet() -> None:
@@ -124,7 +128,7 @@ def quantize(model: PreTrainedModel, cfg: QuantConfig) -> PreTrainedModel:
     """A quantized copy of `model` (a transformers causal LM), in eval mode on cfg.device.
 
     Raises QuantError (one line) when the method cannot run on this platform or fails."""
-    device = _device(cfg)
+    device = device_of(cfg)
     _check(cfg, device)
     try:
         if cfg.backend == "torch":
@@ -359,7 +363,7 @@ def load(folder: str | Path, device: str | None = None) -> PreTrainedModel:
         raise QuantError(f"{folder} holds no quantized model ({QUANT_FILE} missing)")
     if device:
         cfg = cfg.model_copy(update={"device": device})
-    dev = _device(cfg)
+    dev = device_of(cfg)
     _check(cfg, dev)
     if cfg.backend == "torch":
         return _load_dynamic(Path(folder), cfg)

@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from data_quality import GateFailed, GatesConfig, gate
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
-from models.quant import QUANT_FILE, disk_bytes, quantize, save, weight_bytes
+from models.quant import QUANT_FILE, device_of, disk_bytes, quantize, save, weight_bytes
 from tasks.distill_data import read_blocks
 from tasks.evaluate import compare_on_blocks, generation_speed, model_bytes
 from tasks.quantize_config import QuantizeConfig, QuantizeError
@@ -140,7 +140,6 @@ def quantize_model(
     Raises QuantizeError (nothing to do), QuantError (backend unavailable: one line) or
     GateFailed (after recording it in the registry; the CLI exits 3).
     """
-    import torch
 
     cfg = cfg or QuantizeConfig()
     gates = gates or GatesConfig()
@@ -162,12 +161,15 @@ def quantize_model(
     val = blocks.split(True)[: cfg.eval_blocks]
     if len(val) == 0:
         raise QuantizeError(f"the tokens snapshots of {dataset!r} have no validation blocks")
-    device = qcfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_of(qcfg)
     fp32 = load_causal_lm(parent.spec, device)
     vocab = model_vocab_size(fp32)
     t0 = time.monotonic()
     quantized = quantize(fp32, qcfg)
     quantize_s = time.monotonic() - t0
+    wb = weight_bytes(quantized)
+    if wb["layers"] == 0:
+        raise QuantizeError(f"{method} quantized no layer of {parent.key}")
     work = catalog.home / "work" / "quantize" / key
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
@@ -179,10 +181,6 @@ def quantize_model(
         tag: _speeds(model, blocks, val, cfg)
         for tag, model in (("parent", fp32), ("quantized", quantized))
     }
-    wb = weight_bytes(quantized)
-    if wb["layers"] == 0:
-        raise QuantizeError(f"{method} quantized no layer of {parent.key}")
-
     load_tokenizer(parent.spec).save_pretrained(str(final))
     fp32_bytes = model_bytes(fp32)
     metrics = {
