@@ -32,7 +32,16 @@ from prefect.cache_policies import NO_CACHE
 from data_quality import GateFailed, GatesConfig, gate
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
-from models.quant import QUANT_FILE, device_of, disk_bytes, quantize, save, weight_bytes
+from models.quant import (
+    QUANT_FILE,
+    QuantError,
+    available,
+    device_of,
+    disk_bytes,
+    quantize,
+    save,
+    weight_bytes,
+)
 from tasks.distill_data import read_blocks
 from tasks.evaluate import compare_on_blocks, generation_speed, model_bytes
 from tasks.quantize_config import QuantizeConfig, QuantizeError
@@ -162,6 +171,9 @@ def quantize_model(
     if len(val) == 0:
         raise QuantizeError(f"the tokens snapshots of {dataset!r} have no validation blocks")
     device = device_of(qcfg)
+    reason = available(method, device)
+    if reason:  # before loading anything: one line, not a traceback from deep inside
+        raise QuantError(reason)
     fp32 = load_causal_lm(parent.spec, device)
     vocab = model_vocab_size(fp32)
     t0 = time.monotonic()

@@ -58,6 +58,11 @@ def test_quantize_command(prefect_harness: None, home: Path, tmp_path: Path) -> 
 
     r = runner.invoke(app, [*args, "--method", "int3"])
     assert r.exit_code == 2 and "--method must be one of" in r.stderr
+    cuda = ["--set", "quantize.device=cuda", "--set", "quantize.eval_blocks=2"]  # a new run
+    r = runner.invoke(app, [*args, "--method", "dynamic-int8", *cuda])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == (
+        "error: dynamic-int8 runs on CPU only (torch dynamic quantization), not cuda"
+    )
     r = runner.invoke(app, ["quantize", "--model", "nope", *common, "--json"])
     assert r.exit_code == 1 and _json(r)["error"] == "QuantizeError"
     assert r.stderr.strip().splitlines()[-1].startswith("error: no model nope")
