@@ -18,7 +18,7 @@ help:
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
 	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
-	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~6 min)"
+	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -62,7 +62,8 @@ bench-filters: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.filters
 
 # Every quantization backend vs fp32 on the demo teacher + a layer-subset student, and 8-bit
-# optimizer state (~6 min on 2 cores); writes bench/results/quant_cpu.txt and docs/quant.png.
+# optimizer state (~1 min on 2 idle cores, ~9 when shared); writes bench/results/quant_cpu.txt and
+# docs/quant.png.
 .PHONY: bench-quant
 bench-quant: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quant --profile smollm2
