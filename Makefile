@@ -19,6 +19,7 @@ help:
 	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
 	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
+	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -66,6 +67,13 @@ bench-filters: $(VENV)/.demo-assets
 .PHONY: bench-student-init
 bench-student-init: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.student_init | tee bench/results/student_init_cpu.txt
+
+# Every quantization backend vs fp32 on the demo teacher + a layer-subset student, and 8-bit
+# optimizer state (~1 min on 2 idle cores, ~9 when shared); writes bench/results/quant_cpu.txt and
+# docs/quant.png.
+.PHONY: bench-quant
+bench-quant: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quant --profile smollm2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

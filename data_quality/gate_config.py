@@ -70,6 +70,21 @@ class StudentGateConfig(BaseModel):
     )
 
 
+class QuantizedGateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_ppl_delta_8bit: float = Field(
+        1.0,
+        description="Largest held-out perplexity increase, in percent of the fp32 parent's, of "
+        "an 8-bit model (llama.cpp LLaMA-7B Q8_0: +0.01%).",
+    )
+    max_ppl_delta_4bit: float = Field(
+        5.0,
+        description="Largest held-out perplexity increase, in percent, of a 4-bit model "
+        "(llama.cpp LLaMA-7B Q4_K_M: +0.9%; small models lose more).",
+    )
+
+
 class GatesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,4 +92,5 @@ class GatesConfig(BaseModel):
     logits: LogitsGateConfig = Field(default_factory=LogitsGateConfig)
     curated: CuratedGateConfig = Field(default_factory=CuratedGateConfig)
     student: StudentGateConfig = Field(default_factory=StudentGateConfig)
+    quantized: QuantizedGateConfig = Field(default_factory=QuantizedGateConfig)
     examples: int = Field(5, ge=0, description="Example ids reported per failing expectation.")

@@ -369,3 +369,51 @@ def student_suite(
 
 
 SUITES["student"] = student_suite
+
+
+def quantized_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """A quantized model (passed as `run`: its registry key and metrics): every metric finite,
+    its quantized weights smaller than fp32, held-out perplexity within
+    `gates.quantized.max_ppl_delta_8bit` / `_4bit` percent of its fp32 parent's."""
+    import math
+
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    assert run is not None
+    metrics = run["metrics"]
+    numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
+    limit = (
+        cfg.quantized.max_ppl_delta_4bit
+        if metrics["bits"] <= 4
+        else cfg.quantized.max_ppl_delta_8bit
+    )
+    frame = pd.DataFrame(
+        [
+            {
+                "model": run["target"],
+                "metrics_finite": all(math.isfinite(v) for v in numbers),
+                "weight_bytes_ratio": float(metrics["weight_bytes_ratio"]),
+                "ppl_delta_pct": float(metrics["ppl_delta_pct"]),
+            }
+        ]
+    )
+    return [
+        Check(
+            "quantized",
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True]),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="weight_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
+                ),
+                gxe.ExpectColumnValuesToBeBetween(column="ppl_delta_pct", max_value=limit),
+            ],
+            id_column="model",
+        )
+    ]
+
+
+SUITES["quantized"] = quantized_suite

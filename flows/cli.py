@@ -87,15 +87,17 @@ def _is_expected(e: Exception) -> bool:
     from flows.config import ConfigError
     from models.loading import ModelLoadError
     from models.logit_cache import LogitCacheError
+    from models.quant_config import QuantError
     from tasks.curate import CurateError, DedupError
     from tasks.distill_config import DistillError
     from tasks.ingest import IngestError
+    from tasks.quantize_config import QuantizeError
     from tasks.tokenize import TokenizeError
     from warehouse import CatalogError, InvalidName, WarehouseBusy
 
     expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy)
     expected += (ModelLoadError, LogitCacheError, TokenizeError, CurateError, DedupError)
-    expected += (DistillError,)
+    expected += (DistillError, QuantError, QuantizeError)
     return isinstance(e, expected)
 
 
@@ -347,6 +349,85 @@ def distill(
             f"{ev['student_tokens_per_s']:.0f} tok/s vs {ev['teacher_tokens_per_s']:.0f}"
         )
         _say(f"gate student: {'passed' if m['gate_passed'] else 'FAILED'}")
+
+
+@app.command()
+def quantize(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="NAME[:VERSION] of a registered model, or teacher.")
+    ],
+    method: Annotated[
+        str | None,
+        typer.Option(help="int8 | nf4 | torchao-int8 | torchao-int4 | dynamic-int8"),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", "-d", help="Evaluate on its validation blocks (default: the model's)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Quantize a registered model (or the teacher), evaluate it against fp32, register, gate."""
+    with _cli_errors(as_json, debug):
+        from models.quant_config import METHODS
+
+        if method is not None and method not in METHODS:
+            _err(f"usage: --method must be one of {', '.join(METHODS)}, not {method!r}")
+            raise typer.Exit(EXIT_USAGE)
+        sets = _with_flags({"quantize.method": method}, set_)
+        _, overrides, _ = _setup(config, sets, debug)
+        from warehouse import validate_name
+
+        validate_name(model.partition(":")[0], "model name")
+        if dataset is not None:
+            validate_name(dataset)
+        from flows.quantize import quantize_flow
+
+        out = _run_flow(
+            quantize_flow,
+            debug,
+            model=model,
+            dataset=dataset,
+            config_path=str(config) if config else None,
+            overrides=overrides,
+        )
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+            return
+        _print_quantize(out)
+
+
+def _print_quantize(out: dict[str, Any]) -> None:
+    m = out["model"]
+    gate = {True: "passed", False: "FAILED", None: "pending"}[m["gate_passed"]]
+    if out["skipped"]:
+        _say(f"{m['key']} already holds this run (gate {gate}): nothing to do")
+        return
+    x = out["metrics"]
+    _say(
+        f"registered {m['key']} <- {out['parent']} ({x['method']}, {x['bits']}-bit, {x['device']})"
+    )
+    rows = [
+        ("weight bytes", f"{x['weight_bytes']:,}", f"{x['weight_bytes_fp32']:,}",
+         f"{x['weight_bytes_ratio']:.3f}x"),
+        ("bytes on disk", f"{x['disk_bytes']:,}", f"{x['fp32_bytes']:,}",
+         f"{x['disk_bytes_ratio']:.3f}x"),
+        ("held-out ppl", f"{x['ppl']:.3f}", f"{x['parent_ppl']:.3f}",
+         f"{x['ppl_delta_pct']:+.2f}%"),
+        ("forward tok/s", f"{x['fwd_tokens_per_s']:,.0f}", f"{x['parent_fwd_tokens_per_s']:,.0f}",
+         f"{x['fwd_speedup']:.2f}x"),
+        ("generate tok/s", f"{x['gen_tokens_per_s']:,.1f}", f"{x['parent_gen_tokens_per_s']:,.1f}",
+         f"{x['gen_speedup']:.2f}x"),
+    ]  # fmt: skip
+    _say(f"  {'':<15} {'quantized':>14} {'fp32':>14} {'ratio':>9}")
+    for label, q, f, r in rows:
+        _say(f"  {label:<15} {q:>14} {f:>14} {r:>9}")
+    _say(f"  peak RSS {x['peak_rss_mb']:,.0f} MB; {x['eval_blocks']} blocks of {x['dataset']}")
+    _say(f"gate quantized: {gate}")
 
 
 FiltersOpt = Annotated[

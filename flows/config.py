@@ -4,7 +4,7 @@ Each section is the config class that lives beside the code it configures (TRL s
 `teacher` -> models/loading_config.py, `ingest` -> tasks/ingest_config.py,
 `tokens` -> tasks/tokenize_config.py, `logits` -> tasks/logits_config.py,
 `dedup` -> tasks/dedup_config.py, `distill` -> tasks/distill_config.py,
-`refresh` -> tasks/refresh_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
+`refresh` -> tasks/refresh_config.py, `quantize` -> tasks/quantize_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
 single fields with flags or `--set section.field=value`.
 """
 
@@ -22,6 +22,7 @@ from tasks.dedup_config import DedupConfig
 from tasks.distill_config import DistillConfig
 from tasks.ingest_config import IngestConfig
 from tasks.logits_config import LogitCacheConfig
+from tasks.quantize_config import QuantizeConfig
 from tasks.refresh_config import RefreshConfig
 from tasks.tokenize_config import TokensConfig
 
@@ -48,6 +49,7 @@ class Config(BaseModel):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -57,7 +57,7 @@ def demo_flow(
     # next tokens alone. It is a baseline to compare with, not a model to promote, so its gate
     # checks only that its metrics and weights are finite (no perplexity bar).
     baseline = dict(overrides or {}) | {
-        "distill.name": f"{cfg.distill.name or dataset + '-student'}-ce",
+        "distill.name": cfg.distill.student_name(dataset) + "-ce",
         "distill.kd_weight": 0.0,
         "distill.ce_weight": 1.0,
         "distill.hidden_weight": 0.0,

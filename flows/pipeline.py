@@ -1,4 +1,4 @@
-"""Pipeline flow: ingest -> curate -> tokens -> logits -> distill, each stage gated.
+"""Pipeline flow: ingest -> curate -> tokens -> logits -> distill -> quantize, each stage gated.
 
 Every stage is idempotent on its inputs (content-hash ingest, per-version curate/tokenize/cache,
 a distill run key), so a rerun whose inputs have not changed skips each stage in seconds.
@@ -15,6 +15,7 @@ from flows.curate import curate_flow, make_task_runner
 from flows.distill import distill_flow
 from flows.ingest import ingest_flow
 from flows.logits import cache_logits_flow
+from flows.quantize import quantize_variants
 from tasks.report import pipeline_markdown, publish_markdown
 
 
@@ -35,6 +36,7 @@ def pipeline_flow(
     out["curate"] = curate_flow.with_options(task_runner=runner)(dataset=dataset, **params)
     out |= cache_logits_flow(dataset=dataset, **params)
     out["distill"] = distill_flow(dataset=dataset, **params)
+    out["quantize"] = quantize_variants(out["distill"]["model"]["name"], dataset, cfg)
     key = f"pipeline-{dataset}".replace(
         "_", "-"
     ).lower()  # artifact keys: lowercase letters, digits, -

@@ -1,5 +1,6 @@
 """Refresh flow (scheduled): new data -> curate -> tokens + logits for it -> continue the
-promoted student with replay -> promote or keep. One refresh per warehouse at a time."""
+promoted student with replay -> promote or keep -> quantize the promoted version (variants of
+a version already quantized are skipped). One refresh per warehouse at a time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flows.config import load_config
 from flows.curate import curate_flow, make_task_runner
 from flows.ingest import ingest_flow
 from flows.logits import cache_logits_flow
+from flows.quantize import quantize_variants
 from tasks.refresh import refresh_student_task
 from tasks.report import publish_markdown, refresh_markdown
 from warehouse import WarehouseBusy, resolve_home
@@ -49,6 +51,8 @@ def refresh_flow(
             dataset, str(home), cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
         )
         out["refresh"] = result.to_dict()
+        if result.promoted:
+            out["quantize"] = quantize_variants(cfg.distill.student_name(dataset), dataset, cfg)
     finally:
         lock.release()
     key = f"refresh-{dataset}".replace(

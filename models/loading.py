@@ -66,6 +66,10 @@ def load_causal_lm(spec: ModelSpec, device: str | None = None) -> PreTrainedMode
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     where, gguf = resolve(spec)
+    if gguf is None and (Path(where) / "quantization.json").exists():
+        from models.quant import load  # a registered quantized variant (models/quant.py)
+
+        return load(where, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             where,

@@ -147,7 +147,7 @@ def distill(
     cfg = cfg or DistillConfig()
     gates = gates or GatesConfig()
     validate_name(dataset)
-    name = cfg.name or f"{dataset}-student"
+    name = cfg.student_name(dataset)
     validate_name(name)
     started = time.monotonic()
     tokens, caches = training_data(catalog, dataset, teacher_spec, cfg)

@@ -149,6 +149,10 @@ class DistillConfig(BaseModel):
             raise ValueError("kd_weight and ce_weight cannot both be 0")
         return self
 
+    def student_name(self, dataset: str) -> str:
+        """The registry name of `dataset`'s student."""
+        return self.name or f"{dataset}-student"
+
     def config_hash(self) -> str:
         """What determines the trained weights (not where, how fast or how often we save)."""
         skip = {"device", "resume", "keep_checkpoints", "checkpoint_every", "name"}

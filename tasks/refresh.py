@@ -147,7 +147,7 @@ def refresh_student(
     dcfg, rcfg, gates = dcfg or DistillConfig(), rcfg or RefreshConfig(), gates or GatesConfig()
     validate_name(dataset)
     started = time.monotonic()
-    name = dcfg.name or f"{dataset}-student"
+    name = dcfg.student_name(dataset)
     current = promoted_model(catalog, name)
     tokens, caches = training_data(catalog, dataset, teacher_spec, dcfg)
     seen = set(current.tokens)

@@ -150,6 +150,22 @@ def stage_summaries(out: dict[str, Any]) -> list[tuple[str, str]]:
             how = "already there" if dist["skipped"] else "trained"
             ratio = m["metrics"].get("ppl_ratio")
             rows.append((stage, f"{m['key']} ({how}), ppl x{ratio} of the teacher"))
+    for q in out.get("quantize") or []:
+        if q.get("error"):
+            rows.append(("quantize", f"{q['method']}: not run ({q['error']})"))
+            continue
+        m = q.get("metrics") or q["model"]["metrics"]
+        verdict = {True: "gate passed", False: "gate FAILED", None: "gate pending"}[
+            q["model"]["gate_passed"]
+        ]
+        rows.append(
+            (
+                "quantize",
+                f"{q['model']['key']}: {m['weight_bytes_ratio']:.2f}x weight bytes, "
+                f"Δppl {m['ppl_delta_pct']:+.2f}%, {verdict}"
+                + (" (already there)" if q.get("skipped") else ""),
+            )
+        )
     ref = out.get("refresh")
     if ref:
         rows.append(

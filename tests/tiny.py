@@ -93,8 +93,11 @@ def make_tokenizer_dir(path: Path, extra_words: tuple[str, ...] = ()) -> Path:
     return path
 
 
-def make_tiny_llama(path: Path, vocab_size: int | None = None, seed: int = 0) -> Path:
-    """A 2-layer Llama-style causal LM with the tokenizer in `path` (made if absent)."""
+def make_tiny_llama(
+    path: Path, vocab_size: int | None = None, seed: int = 0, hidden_size: int = 32
+) -> Path:
+    """A 2-layer Llama-style causal LM with the tokenizer in `path` (made if absent).
+    (bitsandbytes' NF4 needs hidden_size >= 64 on a CPU: its blocks hold 64 weights.)"""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -104,8 +107,8 @@ def make_tiny_llama(path: Path, vocab_size: int | None = None, seed: int = 0) ->
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size or len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

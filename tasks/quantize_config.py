@@ -1,0 +1,109 @@
+"""Settings of the quantization stage (`quantize:` in a config file)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.quant_config import METHODS, QuantConfig
+
+
+class QuantizeError(RuntimeError):
+    """Nothing to quantize or evaluate on (unknown model, no gated tokens, a model that is
+    already quantized). Defined here, not in tasks/quantize.py, so the CLI can name it without
+    importing torch."""
+
+
+class QuantizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # ------------------------------------------------------------------ what
+    method: str = Field(
+        "int8",
+        description="Backend of `llm4all quantize`: " + ", ".join(METHODS) + " (models/quant.py).",
+    )
+    methods: list[str] = Field(
+        default_factory=list,
+        description="Methods the pipeline applies to each new student after distillation (one "
+        "registered variant each); empty: none. Not part of the run key.",
+    )
+    name: str | None = Field(
+        None,
+        description="Registry name of the quantized model; default `<parent name>-<method>` "
+        "(`teacher-<method>` for the teacher).",
+    )
+
+    # ------------------------------------------------------------------ backend settings
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="nf4: dtype of the matmul (float32, bfloat16 or float16)."
+    )
+    double_quant: bool = Field(True, description="nf4: quantize the block scales too (QLoRA).")
+    int8_threshold: float = Field(
+        6.0, ge=0.0, description="int8: LLM.int8 outlier threshold (0: no 16-bit columns)."
+    )
+    group_size: int = Field(32, description="torchao-int4: weights per group (32..256).")
+    skip_modules: list[str] = Field(
+        default_factory=lambda: ["lm_head"],
+        description="Linear layers kept in full precision, by name suffix (the head: often "
+        "tied to the embeddings).",
+    )
+    device: str | None = Field(None, description="cpu, cuda ...; default: CUDA if present.")
+
+    # ------------------------------------------------------------------ evaluation
+    eval_blocks: int | None = Field(
+        64,
+        ge=1,
+        description="Validation token blocks the perplexities are measured on (the first N of "
+        "the dataset's gated tokens snapshots); None: all of them.",
+    )
+    batch_blocks: int = Field(4, ge=1, description="Blocks per forward pass in the evaluation.")
+    speed_blocks: int = Field(
+        4, ge=1, description="Blocks of one timed forward pass (forward tokens/s)."
+    )
+    speed_tokens: int = Field(
+        32, ge=1, description="Greedy tokens generated, batch 1, to time generation tokens/s."
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; expected one of {', '.join(METHODS)}")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown methods {bad}; expected some of {', '.join(METHODS)}")
+        return v
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v not in (32, 64, 128, 256):
+            raise ValueError(f"group_size must be 32, 64, 128 or 256, not {v}")
+        return v
+
+    def quant_config(self, method: str | None = None) -> QuantConfig:
+        """The backend settings for `method` (default: `self.method`)."""
+        return QuantConfig(
+            method=method or self.method,
+            compute_dtype=self.compute_dtype,
+            double_quant=self.double_quant,
+            int8_threshold=self.int8_threshold,
+            group_size=self.group_size,
+            skip_modules=list(self.skip_modules),
+            device=self.device,
+        )
+
+    def config_hash(self) -> str:
+        """What determines the quantized weights and their evaluation (not `methods`, the
+        name, the device or the timing settings)."""
+        skip = {"methods", "name", "device", "speed_blocks", "speed_tokens", "batch_blocks"}
+        payload = self.model_dump(exclude=skip)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
