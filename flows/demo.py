@@ -25,6 +25,7 @@ TINY_ROWS = 300
 TINY_OVERRIDES: dict[str, Any] = {
     "tokens.block_size": 128,
     "tokens.max_documents": 40,
+    "distill.layers": None,  # the demo's layer list is SmolLM2's (30 layers); the tiny has 2
     "distill.keep_layers": 1,
     "distill.max_steps": 12,
     "distill.eval_every": 4,

@@ -122,6 +122,7 @@ def write_demo_report(
         f"{out['wall_seconds']:.0f} s. Every figure below was measured in this run.",
         "",
         "## Data funnel",
+        "",
     ]
     for v in (out.get("curate") or {}).get("versions", []):
         f = v.get("report", {}).get("funnel", {})
@@ -190,7 +191,11 @@ def write_demo_report(
     if ev.get("examples"):
         ex = ev["examples"][0]
         lines += ["", "A held-out summary (greedy):", "", f"- human: {ex['reference'][:300]}"]
-        lines += [f"- {k}: {str(v)[:300]}" for k, v in ex.items() if k != "reference"]
+        lines += [
+            f"- {k}: {str(v).strip()[:300] or '(nothing: it ended the text at once)'}"
+            for k, v in ex.items()
+            if k != "reference"
+        ]
 
     lines += ["", "## Quantization", ""]
     if quant:
@@ -249,8 +254,9 @@ def write_demo_report(
     )
     summary = [
         f"data: {_kept(out)}",
-        f"teacher ppl {ev['teacher_ppl']:.1f}; KD student {ev['student_ppl']:.1f} vs CE-only "
-        f"{ce_ev['student_ppl']:.1f} ({1 - ev['student_ppl'] / ce_ev['student_ppl']:+.1%} for KD)",
+        f"held-out perplexity: teacher {ev['teacher_ppl']:.1f}, KD student "
+        f"{ev['student_ppl']:.1f}, CE-only student {ce_ev['student_ppl']:.1f} "
+        f"({_versus(ev['student_ppl'], ce_ev['student_ppl'])})",
         f"student: {ev['param_share']:.0%} of the teacher's parameters, "
         f"{ev['student_tokens_per_s']:.0f} vs {ev['teacher_tokens_per_s']:.0f} tokens/s",
         "quantized: "
@@ -267,6 +273,11 @@ def write_demo_report(
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return {"report": str(report), "folder": str(folder), "summary": summary}
+
+
+def _versus(kd: float, ce: float) -> str:
+    change = kd / ce - 1
+    return f"KD {abs(change):.0%} {'lower' if change < 0 else 'higher'} at equal steps"
 
 
 def _fmt(x: float | None) -> str:
