@@ -107,8 +107,48 @@ def refresh_markdown(dataset: str, out: dict[str, Any]) -> str:
             "",
             f"**Decision: {'promoted' if d['promote'] else 'kept the current version'}** — "
             f"{d['reason']}. Promoted now: `{r['promoted']}`.",
+            "",
+            f"![refresh](data:image/png;base64,{refresh_png(d, (r.get('train') or {}).get('history') or [])})",
         ]
+    quant = [q for q in out.get("quantize") or [] if q.get("model")]
+    if quant:
+        parts += ["", "## Quantized variants"]
+        parts += [f"- {line}" for stage, line in stage_summaries({"quantize": quant})]
     return "\n".join(parts)
+
+
+def refresh_png(decision: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Base64 PNG: the refresh's training loss, and old/new held-out perplexity before/after."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, ppl_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    if history:
+        loss_ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train")
+        val = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+        if val:
+            loss_ax.plot(*zip(*val, strict=True), marker="o", label="held-out (new data)")
+        loss_ax.legend(fontsize=8)
+    loss_ax.set(title="refresh training loss", xlabel="step")
+    sets = ["earlier data", "new data"]
+    before = [decision["old_ppl_before"], decision["new_ppl_before"]]
+    after = [decision["old_ppl_after"], decision["new_ppl_after"]]
+    x = range(len(sets))
+    ppl_ax.bar([i - 0.2 for i in x], before, width=0.4, label="before", color="#999")
+    ppl_ax.bar([i + 0.2 for i in x], after, width=0.4, label="after", color="#2a7")
+    ppl_ax.set_xticks(list(x), sets)
+    ppl_ax.set(title="held-out perplexity", ylabel="perplexity")
+    ppl_ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def pipeline_markdown(dataset: str, out: dict[str, Any]) -> str:
