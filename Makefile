@@ -18,6 +18,7 @@ help:
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
 	@echo "make bench-dedup - near-dup dedup vs datasketch, and a scaling series (~10 min)"
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
+	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -59,6 +60,12 @@ bench-dedup: $(VENV)/.demo-assets
 .PHONY: bench-filters
 bench-filters: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.filters
+
+# Continual refresh (tiny + smollm2 profiles): old-set regression and new-set gain of naive
+# fine-tuning vs replay, and a refresh's wall time vs a full retrain (~10 min on 2 cores).
+.PHONY: bench-refresh
+bench-refresh: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.refresh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
