@@ -42,6 +42,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def tiny_data(
     return old_t, [old_t, new_t], [_sample(old_t, n, p, device), _sample(new_t, n, p, device)]
 
 
-def _texts(domain: str) -> list[str]:
+def _texts(domain: str) -> Iterator[str]:
     from flows.cli import _demo_corpus
 
     benchs = _demo_corpus().parent.parent
@@ -133,11 +134,12 @@ def _texts(domain: str) -> list[str]:
             return f"{d['knowledge']}\n{d['dialogue_history']}[Assistant]: {d['right_response']}"
     else:
         raise ValueError(f"unknown domain {domain!r}")
-    with open(path) as f:
-        return [make(json.loads(line)) for line in f]
+    with open(path) as f:  # lazily: only as many documents as the blocks need are parsed
+        for line in f:
+            yield make(json.loads(line))
 
 
-def _blocks_of(texts: list[str], tokenizer: Any, n: int, size: int) -> np.ndarray:
+def _blocks_of(texts: Iterable[str], tokenizer: Any, n: int, size: int) -> np.ndarray:
     ids: list[int] = []
     for text in texts:
         ids += tokenizer(text, add_special_tokens=False)["input_ids"]
