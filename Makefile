@@ -20,6 +20,7 @@ help:
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
 	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
+	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -74,6 +75,12 @@ bench-student-init: $(VENV)/.demo-assets
 .PHONY: bench-quant
 bench-quant: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quant --profile smollm2
+
+# Continual refresh (tiny + smollm2 profiles): old-set regression and new-set gain of naive
+# fine-tuning vs replay, and a refresh's wall time vs a full retrain (~10 min on 2 cores).
+.PHONY: bench-refresh
+bench-refresh: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.refresh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
