@@ -113,6 +113,13 @@ def decide(
     return d
 
 
+def spread(indices: np.ndarray, n: int) -> np.ndarray:
+    """At most `n` of `indices`, evenly spaced: every snapshot gets a say, not only the first."""
+    if len(indices) <= n:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, n).round().astype(int)]
+
+
 def promoted_model(catalog: Catalog, name: str) -> ModelInfo:
     current = [m for m in list_models(catalog, name) if m.promoted]
     if not current:
@@ -169,7 +176,7 @@ def refresh_student(
         "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
         "logits": [(v.ref.key, v.ref.sha256) for v in caches],
         "distill": tcfg.config_hash(),
-        "refresh": rcfg.model_dump(exclude={"sources", "cron"}),
+        "refresh": rcfg.model_dump(exclude={"sources", "cron", "pipeline_cron"}),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     for m in list_models(catalog, name):
@@ -189,8 +196,8 @@ def refresh_student(
     is_new = np.isin(blocks.source, new)
     train_all, val_all = blocks.split(False), blocks.split(True)
     new_train, old_train = train_all[is_new[train_all]], train_all[~is_new[train_all]]
-    new_val = val_all[is_new[val_all]][: tcfg.eval_blocks]
-    old_val = val_all[~is_new[val_all]][: tcfg.eval_blocks]
+    new_val = spread(val_all[is_new[val_all]], tcfg.eval_blocks)
+    old_val = spread(val_all[~is_new[val_all]], tcfg.eval_blocks)
     if len(new_train) == 0:
         raise DistillError("the new tokens snapshots hold no training blocks")
     if len(new_val) == 0 or len(old_val) == 0:
@@ -218,7 +225,8 @@ def refresh_student(
         teacher=teacher if tcfg.mode == "online" else None,
         layers=current.metrics.get("layers"),
         train_pool=new_train,
-        val_pool=new_val,
+        # keep-best judges on both sets: on the new one alone it could keep a step that forgot
+        val_pool=np.concatenate([old_val, new_val]),
         replay_pool=old_train,
         replay_share=rcfg.replay_share,
         progress=progress,

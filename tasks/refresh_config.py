@@ -22,11 +22,13 @@ class RefreshConfig(BaseModel):
     )
     warmup_steps: int = Field(5, ge=0, description="Linear re-warmup steps.")
     replay_share: float = Field(
-        0.25,
+        0.5,
         ge=0.0,
         lt=1.0,
         description="Expected share of each batch drawn from the earlier training blocks "
-        "(replay against forgetting); the rest comes from the new data.",
+        "(replay against forgetting); the rest comes from the new data. bench/refresh.py, "
+        "tiny profile: 25% forgets +4.1% of the old perplexity, 50% +1.2% (naive +55%), for a "
+        "new-data gain of 54% instead of 60%.",
     )
     max_old_regression: float = Field(
         0.02,

@@ -365,10 +365,10 @@ def train_student(
             teacher.to(device)
     rank, world = accelerator.process_index, accelerator.num_processes
     train_pool = blocks.split(False) if train_pool is None else train_pool
-    val_pool = blocks.split(True) if val_pool is None else val_pool
+    # held-out blocks: the first eval_blocks validation blocks, or exactly the pool given
+    val_pool = blocks.split(True)[: cfg.eval_blocks] if val_pool is None else val_pool
     if len(train_pool) == 0:
         raise ValueError("no training blocks")
-    val_pool = val_pool[: cfg.eval_blocks]
     if len(val_pool) == 0:
         log.warning("no validation blocks: no periodic evaluation, no early stop, last weights")
     features = None

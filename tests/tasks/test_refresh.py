@@ -92,3 +92,11 @@ def test_refresh_continues_the_promoted_student_and_applies_the_rule(
     assert done.model["promoted"] and done.promoted == done.model["key"] == "models/news-student@3"
     again = refresh_student("news", catalog, spec, DCFG, loose, GATES, progress=False)
     assert again.skipped and len(list_models(catalog)) == 3
+
+
+def test_spread_picks_evenly_across_all_snapshots() -> None:
+    from tasks.refresh import spread
+
+    idx = np.arange(100, 200)
+    assert spread(idx, 200).tolist() == idx.tolist()
+    assert spread(idx, 5).tolist() == [100, 125, 150, 174, 199]  # first to last
