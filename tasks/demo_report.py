@@ -190,7 +190,12 @@ def write_demo_report(
     ]
     if ev.get("examples"):
         ex = ev["examples"][0]
-        lines += ["", "A held-out summary (greedy):", "", f"- human: {ex['reference'].strip()[:300]}"]
+        lines += [
+            "",
+            "A held-out summary (greedy):",
+            "",
+            f"- human: {ex['reference'].strip()[:300]}",
+        ]
         lines += [
             f"- {k}: {str(v).strip()[:300] or '(nothing: it ended the text at once)'}"
             for k, v in ex.items()

@@ -47,3 +47,15 @@ def test_overrides_set_single_fields() -> None:
         parse_overrides(["ingest.max_chars"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, parse_overrides(["ingest.nope=1"]))
+
+
+def test_the_readme_config_example_validates(tmp_path: Path) -> None:
+    """The YAML block under "## Configuration" in README.md is a config that loads."""
+    import re
+
+    readme = (CONFIGS.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", readme[readme.index("## Configuration") :], re.S)
+    assert block is not None
+    (tmp_path / "readme.yaml").write_text(block.group(1))
+    cfg = load_config(tmp_path / "readme.yaml")
+    assert cfg.distill.max_steps == 200 and cfg.refresh.replay_share == 0.5
