@@ -599,10 +599,9 @@ def status(
                 )
         for m in models:
             gate = {True: "passed", False: "FAILED", None: "pending"}[m["gate_passed"]]
-            ppl = m["metrics"].get("ppl_ratio")
             _say(
                 f"model {m['key']}{' (promoted)' if m['promoted'] else ''}  gate {gate}  "
-                f"ppl x{ppl} of the teacher  parent {m['parent']}  "
+                f"{_model_figure(m['metrics'])}  parent {m['parent']}  "
                 f"tokens {','.join(m['tokens'])}  logits {','.join(m['logits']) or '-'}"
             )
             decision = m["metrics"].get("refresh")
@@ -618,6 +617,17 @@ def status(
                     f"{r['accepted']:,} + {r['already_present']:,} + {r['quarantined']:,}"
                     f"  -> {made}"
                 )
+
+
+def _model_figure(metrics: dict[str, Any]) -> str:
+    """A registered model's headline figure: a student's perplexity against its teacher, a
+    quantized variant's size and perplexity change against its fp32 parent."""
+    if "ppl_delta_pct" in metrics:
+        return (
+            f"{metrics['method']}: {metrics['weight_bytes_ratio']:.2f}x weight bytes, "
+            f"ppl {metrics['ppl_delta_pct']:+.2f}% vs the parent"
+        )
+    return f"ppl x{metrics.get('ppl_ratio')} of the teacher"
 
 
 @app.command()

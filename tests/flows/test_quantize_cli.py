@@ -41,6 +41,9 @@ def test_quantize_command(prefect_harness: None, home: Path, tmp_path: Path) -> 
     status = _json(runner.invoke(app, ["status", "--json"]))
     (m,) = status["models"]
     assert m["parent"] == str(teacher) and m["metrics"]["method"] == "torchao-int8"
+    lineage = runner.invoke(app, ["status"]).stdout  # a variant's figure is against its parent
+    assert f"torchao-int8: {m['metrics']['weight_bytes_ratio']:.2f}x weight bytes" in lineage
+    assert f"parent {teacher}" in lineage and "vs the parent" in lineage
 
     again = runner.invoke(app, [*args, "--method", "torchao-int8"])  # human output
     assert again.exit_code == 0 and "already holds this run" in again.stdout
