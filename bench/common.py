@@ -58,3 +58,40 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def random_teacher(
+    p: dict[str, Any], seed: int = 0, device: str = "cpu", tie_word_embeddings: bool = False
+) -> Any:
+    """A random Llama of profile `p`'s shape (vocab, hidden, ffn, layers, heads, kv_heads,
+    block_size) with its output layer scaled by p["sharpen"]: a random LM is near uniform, this
+    gives it preferences, so text sampled from it has something to learn."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["ffn"],
+        num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+        num_key_value_heads=p["kv_heads"], max_position_embeddings=p["block_size"],
+        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        tie_word_embeddings=tie_word_embeddings,
+    )  # fmt: skip
+    teacher = LlamaForCausalLM(cfg).to(device).eval()
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(p["sharpen"])
+    return teacher
+
+
+def sample_blocks(teacher: Any, n: int, p: dict[str, Any], device: str = "cpu") -> Any:
+    """`n` blocks of p["block_size"] tokens sampled from `teacher` (top_k 0: its full
+    distribution), each from a random first token; a (n, block_size) int64 numpy array."""
+    import torch
+
+    start = torch.randint(2, p["vocab"], (n, 1), device=device)
+    with torch.no_grad():
+        ids = teacher.generate(
+            input_ids=start, do_sample=True, max_new_tokens=p["block_size"] - 1,
+            min_new_tokens=p["block_size"] - 1, pad_token_id=1, top_k=0,
+        )  # fmt: skip
+    return ids.cpu().numpy()

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import print_table, save
+from bench.common import print_table, random_teacher, sample_blocks, save
 from models.logit_cache import concat, sampled_targets, topk_targets, write_manifest, write_shard
 from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill_config import DistillConfig
@@ -60,26 +60,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def random_teacher_and_blocks(p: dict[str, Any], device: str) -> tuple[torch.nn.Module, np.ndarray]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["ffn"],
-        num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-        num_key_value_heads=p["kv_heads"], max_position_embeddings=p["block_size"],
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, tie_word_embeddings=False,
-    )  # fmt: skip
-    teacher = LlamaForCausalLM(cfg).to(device).eval()
-    with torch.no_grad():  # a random LM is near uniform: give it preferences
-        teacher.lm_head.weight.mul_(p["sharpen"])
-    n = p["train_blocks"] + p["val_blocks"]
-    start = torch.randint(2, p["vocab"], (n, 1), device=device)
-    with torch.no_grad():
-        ids = teacher.generate(
-            input_ids=start, do_sample=True, max_new_tokens=p["block_size"] - 1,
-            min_new_tokens=p["block_size"] - 1, pad_token_id=1, top_k=0,
-        )  # fmt: skip
-    return teacher, ids.cpu().numpy()
+    teacher = random_teacher(p, 0, device)
+    return teacher, sample_blocks(teacher, p["train_blocks"] + p["val_blocks"], p, device)
 
 
 def smollm2_teacher_and_blocks(

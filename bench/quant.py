@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import print_table, save
+from bench.common import print_table, random_teacher, sample_blocks, save
 from models.quant import METHODS, QuantConfig, available, disk_bytes, quantize, weight_bytes
 from models.quant import save as save_quantized
 from tasks.evaluate import count_params, generation_speed
@@ -62,25 +62,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def tiny_models(p: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module, np.ndarray]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["ffn"],
-        num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-        num_key_value_heads=p["kv_heads"], max_position_embeddings=p["block_size"],
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, tie_word_embeddings=True,
-    )  # fmt: skip
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # a random LM is near uniform: give it preferences
-        model.lm_head.weight.mul_(p["sharpen"])
-    start = torch.randint(2, p["vocab"], (p["eval_blocks"], 1))
-    with torch.no_grad():
-        ids = model.generate(
-            input_ids=start, do_sample=True, max_new_tokens=p["block_size"] - 1,
-            min_new_tokens=p["block_size"] - 1, pad_token_id=1, top_k=0,
-        )  # fmt: skip
-    return model, model, ids.numpy()
+    model = random_teacher(p, 0, "cpu", tie_word_embeddings=True)
+    return model, model, sample_blocks(model, p["eval_blocks"], p)
 
 
 def smollm2_models(p: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module, np.ndarray]:

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import print_table, save
+from bench.common import print_table, random_teacher, sample_blocks, save
 from bench.distill import write_cache
 from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill_config import DistillConfig
@@ -76,44 +76,22 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- data
-def _random_teacher(p: dict[str, Any], seed: int, device: str) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["ffn"],
-        num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-        num_key_value_heads=p["kv_heads"], max_position_embeddings=p["block_size"],
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, tie_word_embeddings=False,
-    )  # fmt: skip
-    teacher = LlamaForCausalLM(cfg).to(device).eval()
-    with torch.no_grad():  # a random LM is near uniform: give it preferences
-        teacher.lm_head.weight.mul_(p["sharpen"])
-    return teacher
-
-
-def _sample(teacher: torch.nn.Module, n: int, p: dict[str, Any], device: str) -> np.ndarray:
-    start = torch.randint(2, p["vocab"], (n, 1), device=device)
-    with torch.no_grad():
-        ids = teacher.generate(
-            input_ids=start, do_sample=True, max_new_tokens=p["block_size"] - 1,
-            min_new_tokens=p["block_size"] - 1, pad_token_id=1, top_k=0,
-        )  # fmt: skip
-    return ids.cpu().numpy()
-
-
 def tiny_data(
     p: dict[str, Any], seed: int, device: str
 ) -> tuple[torch.nn.Module, list[torch.nn.Module], list[np.ndarray]]:
     """(student's teacher, [old teacher, new teacher], [old blocks, new blocks])."""
     n = p["train_blocks"] + p["val_blocks"]
-    old_t, other = _random_teacher(p, seed, device), _random_teacher(p, seed + 1000, device)
+    old_t, other = random_teacher(p, seed, device), random_teacher(p, seed + 1000, device)
     new_t = copy.deepcopy(old_t)  # the new domain's teacher: `shift` of the way to another one
     with torch.no_grad():
         for a, b in zip(new_t.parameters(), other.parameters(), strict=True):
             a.mul_(1 - p["shift"]).add_(b, alpha=p["shift"])
     torch.manual_seed(seed)
-    return old_t, [old_t, new_t], [_sample(old_t, n, p, device), _sample(new_t, n, p, device)]
+    return (
+        old_t,
+        [old_t, new_t],
+        [sample_blocks(old_t, n, p, device), sample_blocks(new_t, n, p, device)],
+    )
 
 
 def _texts(domain: str) -> Iterator[str]:

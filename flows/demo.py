@@ -3,7 +3,7 @@ then a report a person wants to read (markdown + PNGs, also a Prefect artifact).
 
 from __future__ import annotations
 
-import base64
+import os
 import platform
 import time
 from pathlib import Path
@@ -15,7 +15,7 @@ from flows.config import load_config
 from flows.distill import distill_flow
 from flows.pipeline import pipeline_flow
 from tasks.demo_report import write_demo_report
-from tasks.report import publish_markdown
+from tasks.report import png_data_uri, publish_markdown
 from warehouse import Catalog, resolve_home
 from warehouse.registry import list_models
 
@@ -98,8 +98,6 @@ def tiny_setup(
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -108,6 +106,5 @@ def _embedded(report: Path) -> str:
     files on the server's disk)."""
     text = report.read_text()
     for png in sorted(report.parent.glob("*.png")):
-        data = base64.b64encode(png.read_bytes()).decode()
-        text = text.replace(f"]({png.name})", f"](data:image/png;base64,{data})")
+        text = text.replace(f"]({png.name})", f"]({png_data_uri(png.read_bytes())})")
     return text

@@ -51,8 +51,8 @@ def refresh_flow(
             dataset, str(home), cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
         )
         out["refresh"] = result.to_dict()
-        if result.promoted:
-            out["quantize"] = quantize_variants(cfg.distill.student_name(dataset), dataset, cfg)
+        # the promoted version, new or not: variants already made of it are skipped
+        out["quantize"] = quantize_variants(cfg.distill.student_name(dataset), dataset, cfg)
     finally:
         lock.release()
     key = f"refresh-{dataset}".replace(

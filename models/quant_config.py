@@ -5,12 +5,14 @@ Kept free of torch so the CLI and configs can name methods without importing the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-# The methods `quantize` knows, in the order the benchmark reports them.
-METHODS = ("int8", "nf4", "torchao-int8", "torchao-int4", "dynamic-int8")
+# The methods `quantize` knows, in the order the benchmark reports them; a config naming
+# another one fails validation with the list of these.
+QuantMethod = Literal["int8", "nf4", "torchao-int8", "torchao-int4", "dynamic-int8"]
+METHODS: tuple[str, ...] = get_args(QuantMethod)
 
 _BITS = {"int8": 8, "nf4": 4, "torchao-int8": 8, "torchao-int4": 4, "dynamic-int8": 8}
 _BACKEND = {
@@ -30,7 +32,7 @@ class QuantError(RuntimeError):
 class QuantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str = Field(
+    method: QuantMethod = Field(
         ...,
         description="int8 (bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NormalFloat), "
         "torchao-int8 / torchao-int4 (torchao weight-only), dynamic-int8 (torch dynamic "
@@ -52,7 +54,7 @@ class QuantConfig(BaseModel):
         description="int8: LLM.int8 outlier threshold; activation columns above it run in "
         "16-bit (0 turns the mixed-precision decomposition off).",
     )
-    group_size: int = Field(
+    group_size: Literal[32, 64, 128, 256] = Field(
         32,
         description="torchao-int4: weights per quantization group (32, 64, 128 or 256; "
         "smaller is more accurate, with more scales to store).",
@@ -66,20 +68,6 @@ class QuantConfig(BaseModel):
     device: str | None = Field(
         None, description="cpu, cuda, cuda:1 ...; default: CUDA if present, else CPU."
     )
-
-    @field_validator("method")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown quantization method {v!r}; expected one of {METHODS}")
-        return v
-
-    @field_validator("group_size")
-    @classmethod
-    def _group(cls, v: int) -> int:
-        if v not in (32, 64, 128, 256):
-            raise ValueError(f"group_size must be 32, 64, 128 or 256, not {v}")
-        return v
 
     @property
     def bits(self) -> int:

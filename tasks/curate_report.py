@@ -11,7 +11,6 @@ also gives the file paths.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import duckdb
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.report import png_data_uri
 from warehouse import DatasetRef
 
 MAX_EMBED_BYTES = 400_000  # a bigger PNG is linked, not embedded
@@ -154,7 +154,7 @@ def publish_report(report: dict[str, Any]) -> None:
     body = funnel_markdown(report["title"], report["funnel"])
     data = png.read_bytes()
     if len(data) <= MAX_EMBED_BYTES:
-        body += f"\n![score histograms](data:image/png;base64,{base64.b64encode(data).decode()})\n"
+        body += f"\n![score histograms]({png_data_uri(data)})\n"
     body += f"\nFiles: `{report['markdown']}`, `{report['png']}`\n"
     key = "".join(c if c.isalnum() else "-" for c in report["title"].lower())
     create_markdown_artifact(markdown=body, key=key[:100], description=report["title"])

@@ -154,30 +154,11 @@ def write_demo_report(
     lines += _table(
         ["model", "params", "held-out ppl", "top-1 agreement", "ROUGE-L", "tokens/s"],
         [
-            [
-                "teacher",
-                f"{ev['teacher_params']:,}",
-                f"{ev['teacher_ppl']:.2f}",
-                "-",
-                _fmt(ev.get("teacher_rouge_l")),
-                f"{ev['teacher_tokens_per_s']:.0f}",
-            ],
-            [
-                kd["model"]["key"] + " (KD)",
-                f"{ev['student_params']:,}",
-                f"{ev['student_ppl']:.2f}",
-                f"{ev['top1_agreement']:.1%}",
-                _fmt(ev.get("student_rouge_l")),
-                f"{ev['student_tokens_per_s']:.0f}",
-            ],
-            [
-                ce["model"]["key"] + " (CE only)",
-                f"{ce_ev['student_params']:,}",
-                f"{ce_ev['student_ppl']:.2f}",
-                f"{ce_ev['top1_agreement']:.1%}",
-                _fmt(ce_ev.get("student_rouge_l")),
-                f"{ce_ev['student_tokens_per_s']:.0f}",
-            ],
+            _model_row("teacher", ev, "teacher", agreement=None),
+            _model_row(kd["model"]["key"] + " (KD)", ev, "student", ev["top1_agreement"]),
+            _model_row(
+                ce["model"]["key"] + " (CE only)", ce_ev, "student", ce_ev["top1_agreement"]
+            ),
         ],
     )
     lines += [
@@ -278,6 +259,18 @@ def write_demo_report(
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return {"report": str(report), "folder": str(folder), "summary": summary}
+
+
+def _model_row(label: str, ev: dict[str, Any], who: str, agreement: float | None) -> list[str]:
+    """One row of the distillation table from an evaluation's `teacher_*` or `student_*`."""
+    return [
+        label,
+        f"{ev[who + '_params']:,}",
+        f"{ev[who + '_ppl']:.2f}",
+        f"{agreement:.1%}" if agreement is not None else "-",
+        _fmt(ev.get(who + "_rouge_l")),
+        f"{ev[who + '_tokens_per_s']:.0f}",
+    ]
 
 
 def _versus(kd: float, ce: float) -> str:

@@ -6,9 +6,9 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.quant_config import METHODS, QuantConfig
+from models.quant_config import METHODS, QuantConfig, QuantMethod
 
 
 class QuantizeError(RuntimeError):
@@ -21,11 +21,11 @@ class QuantizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # ------------------------------------------------------------------ what
-    method: str = Field(
+    method: QuantMethod = Field(
         "int8",
         description="Backend of `llm4all quantize`: " + ", ".join(METHODS) + " (models/quant.py).",
     )
-    methods: list[str] = Field(
+    methods: list[QuantMethod] = Field(
         default_factory=list,
         description="Methods the pipeline applies to each new student after distillation (one "
         "registered variant each); empty: none. Not part of the run key.",
@@ -44,7 +44,9 @@ class QuantizeConfig(BaseModel):
     int8_threshold: float = Field(
         6.0, ge=0.0, description="int8: LLM.int8 outlier threshold (0: no 16-bit columns)."
     )
-    group_size: int = Field(32, description="torchao-int4: weights per group (32..256).")
+    group_size: Literal[32, 64, 128, 256] = Field(
+        32, description="torchao-int4: weights per group (32, 64, 128 or 256)."
+    )
     skip_modules: list[str] = Field(
         default_factory=lambda: ["lm_head"],
         description="Linear layers kept in full precision, by name suffix (the head: often "
@@ -66,28 +68,6 @@ class QuantizeConfig(BaseModel):
     speed_tokens: int = Field(
         32, ge=1, description="Greedy tokens generated, batch 1, to time generation tokens/s."
     )
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; expected one of {', '.join(METHODS)}")
-        return v
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        bad = [m for m in v if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown methods {bad}; expected some of {', '.join(METHODS)}")
-        return v
-
-    @field_validator("group_size")
-    @classmethod
-    def _group(cls, v: int) -> int:
-        if v not in (32, 64, 128, 256):
-            raise ValueError(f"group_size must be 32, 64, 128 or 256, not {v}")
-        return v
 
     def quant_config(self, method: str | None = None) -> QuantConfig:
         """The backend settings for `method` (default: `self.method`)."""

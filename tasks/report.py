@@ -6,10 +6,16 @@ when (and only when) it runs inside a Prefect flow or task run.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def png_data_uri(png: bytes) -> str:
+    """A PNG as a data URI for a markdown image: the Prefect UI cannot read files on disk."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> None:
@@ -108,7 +114,7 @@ def refresh_markdown(dataset: str, out: dict[str, Any]) -> str:
             f"**Decision: {'promoted' if d['promote'] else 'kept the current version'}** — "
             f"{d['reason']}. Promoted now: `{r['promoted']}`.",
             "",
-            f"![refresh](data:image/png;base64,{refresh_png(d, (r.get('train') or {}).get('history') or [])})",
+            f"![refresh]({png_data_uri(refresh_png(d, (r.get('train') or {}).get('history') or []))})",
         ]
     quant = [q for q in out.get("quantize") or [] if q.get("model")]
     if quant:
@@ -117,9 +123,8 @@ def refresh_markdown(dataset: str, out: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def refresh_png(decision: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """Base64 PNG: the refresh's training loss, and old/new held-out perplexity before/after."""
-    import base64
+def refresh_png(decision: dict[str, Any], history: list[dict[str, Any]]) -> bytes:
+    """A PNG: the refresh's training loss, and old/new held-out perplexity before/after."""
     import io
 
     import matplotlib
@@ -148,7 +153,7 @@ def refresh_png(decision: dict[str, Any], history: list[dict[str, Any]]) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
 def pipeline_markdown(dataset: str, out: dict[str, Any]) -> str:
