@@ -67,15 +67,15 @@ def random_teacher(
     block_size) with its output layer scaled by p["sharpen"]: a random LM is near uniform, this
     gives it preferences, so text sampled from it has something to learn."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    from models.tiny import llama_config
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=p["vocab"], hidden_size=p["hidden"], intermediate_size=p["ffn"],
-        num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-        num_key_value_heads=p["kv_heads"], max_position_embeddings=p["block_size"],
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-        tie_word_embeddings=tie_word_embeddings,
+    cfg = llama_config(
+        p["vocab"], hidden=p["hidden"], ffn=p["ffn"], layers=p["layers"], heads=p["heads"],
+        kv_heads=p["kv_heads"], positions=p["block_size"], bos_token_id=0, eos_token_id=1,
+        pad_token_id=1, tie_word_embeddings=tie_word_embeddings,
     )  # fmt: skip
     teacher = LlamaForCausalLM(cfg).to(device).eval()
     with torch.no_grad():

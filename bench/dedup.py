@@ -59,7 +59,7 @@ def load_articles() -> list[str]:
 
 
 def tokens(text: str) -> list[str]:
-    from tasks.dedup import words_of
+    from tasks.curate.minhash import words_of
 
     return words_of(pa.array([text])).to_pylist()[0]
 
@@ -171,8 +171,8 @@ def worker_ours(inp: Path, out: Path) -> dict:
     """Our near-dup filter end to end: texts -> signatures -> DuckDB banding -> clusters."""
     import duckdb
 
-    from tasks.dedup import dedup
-    from tasks.dedup_config import DedupConfig
+    from tasks.curate.config import DedupConfig
+    from tasks.curate.dedup import dedup
 
     cfg = DedupConfig.model_validate(
         {"near": {"bands": BANDS, "rows": ROWS, "ngram": NGRAM}, "semantic": {"enabled": False}}
@@ -204,7 +204,8 @@ def worker_datasketch(inp: Path, out: Path) -> dict:
     """datasketch MinHash + MinHashLSH with the same shingles, num_perm and bands × rows."""
     from datasketch import MinHash, MinHashLSH
 
-    from tasks.dedup import connected_components, words_of
+    from tasks.curate.lsh import connected_components
+    from tasks.curate.minhash import words_of
 
     t0 = time.perf_counter()
     lsh = MinHashLSH(num_perm=BANDS * ROWS, params=(BANDS, ROWS))

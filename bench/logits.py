@@ -41,9 +41,9 @@ SETTINGS += [("sampled", 24), ("sampled", 32), ("sampled", 50), ("sampled", 100)
 
 
 def held_out_blocks(tokenizer, n_blocks: int, block_size: int) -> torch.Tensor:
-    from flows.cli import _demo_corpus
+    from flows.demo import demo_corpus
 
-    with open(_demo_corpus()) as f:
+    with open(demo_corpus()) as f:
         docs = [json.loads(line)["document"] for line in f][-500:]  # the end of the file
     ids: list[int] = []
     for doc in docs:

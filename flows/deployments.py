@@ -24,19 +24,18 @@ def build_deployments(dataset: str, config_path: str | None = None) -> list[Any]
         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
     )
     params = {"dataset": dataset, "config_path": config_path}
+    plan = [
+        (pipeline_flow, cfg.refresh.pipeline_cron,
+         f"ingest -> curate -> tokens -> logits -> distill for {dataset}"),
+        (refresh_flow, cfg.refresh.cron, f"continual refresh of the {dataset} student"),
+    ]  # fmt: skip
     return [
-        pipeline_flow.to_deployment(
+        flow.to_deployment(
             name=deployment_name(dataset),
-            cron=cfg.refresh.pipeline_cron,
+            cron=cron,
             parameters=params,
             concurrency_limit=one_at_a_time,
-            description=f"ingest -> curate -> tokens -> logits -> distill for {dataset}",
-        ),
-        refresh_flow.to_deployment(
-            name=deployment_name(dataset),
-            cron=cfg.refresh.cron,
-            parameters=params,
-            concurrency_limit=one_at_a_time,
-            description=f"continual refresh of the {dataset} student",
-        ),
+            description=description,
+        )
+        for flow, cron, description in plan
     ]

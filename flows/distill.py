@@ -6,18 +6,14 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import load_config
-from tasks.distill import distill_student
-from warehouse import resolve_home
+from flows.config import run_config
+from tasks.distill.distill import distill_student
 
 
 @flow(name="distill")
 def distill_flow(
-    dataset: str,
-    config_path: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    dataset: str, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Train a student of the teacher on DATASET, evaluate it, register it and gate it."""
-    cfg = load_config(config_path, overrides)
-    home = str(resolve_home(cfg.home))
+    cfg, home = run_config(config_path, overrides)
     return distill_student(dataset, home, cfg.teacher, cfg.distill, cfg.gates).to_dict()

@@ -7,10 +7,9 @@ from typing import Any
 from prefect import flow
 
 from data_quality import GateFailed
-from flows.config import load_config
+from flows.config import run_config
 from tasks.gates import check_gate, gate_pending
-from tasks.ingest import ingest_source
-from warehouse import resolve_home
+from tasks.ingest.ingest import ingest_source
 
 
 @flow(name="ingest")
@@ -21,8 +20,7 @@ def ingest_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read SOURCE into a new version of raw/DATASET and gate it."""
-    cfg = load_config(config_path, overrides)
-    home = str(resolve_home(cfg.home))
+    cfg, home = run_config(config_path, overrides)
     gate_pending("raw", dataset, home, cfg.gates)
     result = ingest_source(source, dataset, home, cfg.ingest)
     out = result.to_dict()

@@ -6,22 +6,18 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import load_config
+from flows.config import run_config
 from tasks.gates import check_gate, gate_pending
-from tasks.logits import cache_teacher_logits
-from tasks.tokenize import tokenize_dataset
-from warehouse import resolve_home
+from tasks.logits.cache import cache_teacher_logits
+from tasks.tokens.tokenize import tokenize_dataset
 
 
 @flow(name="cache-logits")
 def cache_logits_flow(
-    dataset: str,
-    config_path: str | None = None,
-    overrides: dict[str, Any] | None = None,
+    dataset: str, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Tokenize what is new in DATASET, then cache the teacher's distributions over it."""
-    cfg = load_config(config_path, overrides)
-    home = str(resolve_home(cfg.home))
+    cfg, home = run_config(config_path, overrides)
     for stage in ("tokens", "logits"):
         gate_pending(stage, dataset, home, cfg.gates)
     tokens = tokenize_dataset(dataset, home, cfg.teacher, cfg.tokens)

@@ -10,13 +10,13 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import load_config
+from flows.config import Config, load_config
 from flows.curate import curate_flow, make_task_runner
 from flows.distill import distill_flow
 from flows.ingest import ingest_flow
 from flows.logits import cache_logits_flow
 from flows.quantize import quantize_variants
-from tasks.report import pipeline_markdown, publish_markdown
+from tasks.report.markdown import pipeline_markdown, publish_markdown
 
 
 @flow(name="pipeline")
@@ -29,16 +29,23 @@ def pipeline_flow(
     """Run every stage for DATASET on SOURCES (default: refresh.sources of the config)."""
     cfg = load_config(config_path, overrides)
     params = {"config_path": config_path, "overrides": overrides}
+    out = update_data(dataset, sources, cfg, params)
+    out["distill"] = distill_flow(dataset=dataset, **params)
+    out["quantize"] = quantize_variants(out["distill"]["model"]["name"], dataset, cfg)
+    publish_markdown(f"pipeline-{dataset}", pipeline_markdown(dataset, out), "pipeline report")
+    return out
+
+
+def update_data(
+    dataset: str, sources: list[str] | None, cfg: Config, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The data half of the pipeline and of a refresh: ingest SOURCES (default:
+    refresh.sources), curate what is new on the configured task runner, then tokens and
+    logits for it; each stage gated."""
     out: dict[str, Any] = {"dataset": dataset, "ingest": []}
     for source in sources if sources is not None else cfg.refresh.sources:
         out["ingest"].append(ingest_flow(source=source, dataset=dataset, **params))
     runner = make_task_runner(cfg.dedup.runner)
     out["curate"] = curate_flow.with_options(task_runner=runner)(dataset=dataset, **params)
     out |= cache_logits_flow(dataset=dataset, **params)
-    out["distill"] = distill_flow(dataset=dataset, **params)
-    out["quantize"] = quantize_variants(out["distill"]["model"]["name"], dataset, cfg)
-    key = f"pipeline-{dataset}".replace(
-        "_", "-"
-    ).lower()  # artifact keys: lowercase letters, digits, -
-    publish_markdown(key, pipeline_markdown(dataset, out), "pipeline report")
     return out

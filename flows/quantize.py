@@ -8,9 +8,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import Config, load_config
+from flows.config import Config, run_config
 from models.quant_config import QuantError
-from tasks.quantize import quantize_registered
+from tasks.quantize.quantize import quantize_registered
 from warehouse import resolve_home
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,7 @@ def quantize_flow(
 ) -> dict[str, Any]:
     """Quantize MODEL (NAME[:VERSION] or `teacher`) with `quantize.method`, evaluate it on
     DATASET's validation blocks (default: the data MODEL was trained on), register and gate."""
-    cfg = load_config(config_path, overrides)
-    home = str(resolve_home(cfg.home))
+    cfg, home = run_config(config_path, overrides)
     result = quantize_registered(model, home, cfg.teacher, cfg.quantize, cfg.gates, dataset)
     return result.to_dict()
 

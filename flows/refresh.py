@@ -9,12 +9,10 @@ from typing import Any
 from prefect import flow
 
 from flows.config import load_config
-from flows.curate import curate_flow, make_task_runner
-from flows.ingest import ingest_flow
-from flows.logits import cache_logits_flow
+from flows.pipeline import update_data
 from flows.quantize import quantize_variants
-from tasks.refresh import refresh_student_task
-from tasks.report import publish_markdown, refresh_markdown
+from tasks.refresh.refresh import refresh_student_task
+from tasks.report.markdown import publish_markdown, refresh_markdown
 from warehouse import WarehouseBusy, resolve_home
 from warehouse.lock import WriterLock
 
@@ -41,12 +39,7 @@ def refresh_flow(
     except WarehouseBusy as e:
         raise RefreshRunning(f"a refresh is already running: {e}") from None
     try:
-        out: dict[str, Any] = {"dataset": dataset, "ingest": []}
-        for source in sources if sources is not None else cfg.refresh.sources:
-            out["ingest"].append(ingest_flow(source=source, dataset=dataset, **params))
-        runner = make_task_runner(cfg.dedup.runner)
-        out["curate"] = curate_flow.with_options(task_runner=runner)(dataset=dataset, **params)
-        out |= cache_logits_flow(dataset=dataset, **params)
+        out = update_data(dataset, sources, cfg, params)
         result = refresh_student_task(
             dataset, str(home), cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
         )
@@ -55,8 +48,5 @@ def refresh_flow(
         out["quantize"] = quantize_variants(cfg.distill.student_name(dataset), dataset, cfg)
     finally:
         lock.release()
-    key = f"refresh-{dataset}".replace(
-        "_", "-"
-    ).lower()  # artifact keys: lowercase letters, digits, -
-    publish_markdown(key, refresh_markdown(dataset, out), "refresh report")
+    publish_markdown(f"refresh-{dataset}", refresh_markdown(dataset, out), "refresh report")
     return out

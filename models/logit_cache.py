@@ -230,14 +230,6 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return json.loads((root / MANIFEST).read_text())
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    path = root / MANIFEST
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    _fsync_path(tmp)
-    os.replace(tmp, path)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -30,44 +30,30 @@ class QuantError(RuntimeError):
 
 
 class QuantConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    method: QuantMethod = Field(
-        ...,
-        description="int8 (bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NormalFloat), "
-        "torchao-int8 / torchao-int4 (torchao weight-only), dynamic-int8 (torch dynamic "
-        "quantization: int8 weights, activations quantized per batch).",
-    )
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32",
-        description="nf4: dtype the 4-bit weights are dequantized to for the matmul "
-        "(float32 on CPU; bfloat16 is faster on a GPU).",
-    )
-    double_quant: bool = Field(
-        True,
-        description="nf4: quantize the per-block absmax constants too (QLoRA's double "
-        "quantization; ~0.37 bits/parameter saved).",
-    )
-    int8_threshold: float = Field(
-        6.0,
-        ge=0.0,
-        description="int8: LLM.int8 outlier threshold; activation columns above it run in "
-        "16-bit (0 turns the mixed-precision decomposition off).",
-    )
-    group_size: Literal[32, 64, 128, 256] = Field(
-        32,
-        description="torchao-int4: weights per quantization group (32, 64, 128 or 256; "
-        "smaller is more accurate, with more scales to store).",
-    )
-    skip_modules: list[str] = Field(
-        default_factory=lambda: ["lm_head"],
-        description="Linear layers left in full precision, by name (any module whose name "
-        "ends with one of these). The output head stays fp32 by default: it is often tied to "
-        "the input embeddings, which no backend quantizes.",
-    )
-    device: str | None = Field(
-        None, description="cpu, cuda, cuda:1 ...; default: CUDA if present, else CPU."
-    )
+    method: QuantMethod = ...
+    """int8 (bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NormalFloat), torchao-int8 /
+    torchao-int4 (torchao weight-only), dynamic-int8 (torch dynamic quantization: int8 weights,
+    activations quantized per batch)."""
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """nf4: dtype the 4-bit weights are dequantized to for the matmul (float32 on CPU; bfloat16 is
+    faster on a GPU)."""
+    double_quant: bool = True
+    """nf4: quantize the per-block absmax constants too (QLoRA's double quantization; ~0.37
+    bits/parameter saved)."""
+    int8_threshold: float = Field(6.0, ge=0.0)
+    """int8: LLM.int8 outlier threshold; activation columns above it run in 16-bit (0 turns the
+    mixed-precision decomposition off)."""
+    group_size: Literal[32, 64, 128, 256] = 32
+    """torchao-int4: weights per quantization group (32, 64, 128 or 256; smaller is more accurate,
+    with more scales to store)."""
+    skip_modules: list[str] = Field(default_factory=lambda: ["lm_head"])
+    """Linear layers left in full precision, by name (any module whose name ends with one of these).
+    The output head stays fp32 by default: it is often tied to the input embeddings, which no
+    backend quantizes."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ...; default: CUDA if present, else CPU."""
 
     @property
     def bits(self) -> int:

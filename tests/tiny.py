@@ -99,23 +99,18 @@ def make_tiny_llama(
     """A 2-layer Llama-style causal LM with the tokenizer in `path` (made if absent).
     (bitsandbytes' NF4 needs hidden_size >= 64 on a CPU: its blocks hold 64 weights.)"""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from models.tiny import llama_config
 
     if not (path / "tokenizer.json").exists():
         make_tokenizer_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = llama_config(
+        vocab_size or len(tokenizer), hidden=hidden_size, positions=256,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(str(path))
     return path
 
@@ -124,7 +119,9 @@ def make_tiny_sentence_transformer(root: Path) -> str:
     """A tiny random BERT wrapped as a sentence-transformers model, saved to a folder."""
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel, BertTokenizerFast
+
+    from models.tiny import bert_config
 
     hf = root / "hf"
     hf.mkdir()
@@ -132,15 +129,7 @@ def make_tiny_sentence_transformer(root: Path) -> str:
     (hf / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizerFast(vocab_file=str(hf / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(cfg).save_pretrained(hf)
+    BertModel(bert_config(len(vocab))).save_pretrained(hf)
     tok.save_pretrained(hf)
     word = models.Transformer(str(hf), max_seq_length=64)
     pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")

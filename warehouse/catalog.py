@@ -33,6 +33,7 @@ from typing import Any
 
 import duckdb
 
+from warehouse.files import fsync_path
 from warehouse.lock import WriterLock
 from warehouse.names import validate_name, validate_stage
 from warehouse.refs import DatasetRef, VersionInfo, sha256_of_files
@@ -134,9 +135,9 @@ class StagedSnapshot:
                 raise CatalogError(f"staged snapshot {self.dir} has no parquet files")
             rows = sum(pq.ParquetFile(f).metadata.num_rows for f in tables)
         for f in files:
-            _fsync_file(f)
+            fsync_path(f)
         for d in {f.parent for f in files} | {self.dir}:
-            _fsync_dir(d)
+            fsync_path(d)
         return rows, sha256_of_files(files, root=self.dir)
 
 
@@ -389,7 +390,7 @@ class Transaction:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staged.dir, target)  # fails if target exists: never overwrite a snapshot
         self._renames.append((target, staged.dir))
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
         ref = DatasetRef(staged.stage, staged.name, version, str(target), rows, digest)
         self.con.execute(
             "INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
@@ -424,19 +425,3 @@ def _version_info(home: Path, r: tuple[Any, ...]) -> VersionInfo:
         gate_passed=gate,
         meta=json.loads(meta) if meta else {},
     )
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

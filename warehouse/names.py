@@ -28,3 +28,8 @@ def validate_stage(stage: str) -> str:
     if stage not in STAGES:
         raise InvalidName(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return stage
+
+
+def artifact_key(text: str) -> str:
+    """A Prefect artifact key from any text: lowercase letters, digits and '-', at most 100."""
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower())[:100]

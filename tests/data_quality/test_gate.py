@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_quality import GateFailed, GatesConfig, RawGateConfig, gate
-from tasks.ingest import content_sha256, ingest
+from tasks.ingest.ingest import content_sha256, ingest
 from tests.helpers import good_records, write_jsonl
 from warehouse import Catalog
 

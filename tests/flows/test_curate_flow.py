@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from data_quality import gate
 from flows.cli import app
-from tasks.ingest import ingest
+from tasks.ingest.ingest import ingest
 from tests.helpers import write_jsonl
 from warehouse import Catalog
 

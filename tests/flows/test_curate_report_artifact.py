@@ -16,7 +16,7 @@ def test_publish_report_creates_a_markdown_artifact(tmp_path: Path, prefect_harn
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from tasks.curate_report import funnel, plot_scores, publish_report
+    from tasks.curate.report import funnel, plot_scores, publish_report
 
     part = tmp_path / "part-0.parquet"
     pq.write_table(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import _bundled_config, app
-from flows.config import load_config
+from flows.cli import app
+from flows.config import bundled_config, load_config
 from flows.demo import TINY_ROWS
 from warehouse import Catalog
 from warehouse.registry import list_models
@@ -45,7 +45,7 @@ def test_demo_tiny_end_to_end(home: Path, catalog: Catalog, prefect_harness: Non
     assert f"KD student {kd['metrics']['student_ppl']:.1f}" in summary[1]
     assert f"CE-only student {ce['metrics']['student_ppl']:.1f}" in summary[1]
     # every configured quantization method ran on the promoted student and is in the report
-    methods = load_config(_bundled_config("demo.yaml")).quantize.methods
+    methods = load_config(bundled_config("demo.yaml")).quantize.methods
     assert [q["metrics"]["method"] for q in out["quantize"]] == methods
     assert all(q["parent"] == kd["key"] for q in out["quantize"])
     for q in out["quantize"]:

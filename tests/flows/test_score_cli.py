@@ -1,4 +1,4 @@
-"""`llm4all score` through typer's CliRunner: the DESIGN.md output contract."""
+"""`llm4all score` through typer's CliRunner: the output contract (one row per input row, in order)."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_score_errors_follow_exit_codes(tmp_path: Path) -> None:
 
 
 def test_score_fills_quality_reason(tmp_path: Path) -> None:
-    from tests.tasks.test_quality import CLEAN
+    from tests.tasks.curate.test_quality import CLEAN
 
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": CLEAN}, {"text": "Too short."}])
     out = tmp_path / "o.parquet"
@@ -153,7 +153,7 @@ def test_score_fills_factuality_and_mgt_scores(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
     args = ["score", str(src), "-o", str(out), "--filters", "exact,mgt,factuality"]
     # min_tokens=2: these short texts all get a score (the default leaves texts under 16
-    # tokens unscored; tests/tasks/test_curate.py checks that)
+    # tokens unscored; tests/tasks/curate/test_curate.py checks that)
     res = _invoke(
         *args, "--set", f"teacher.path={teacher}", "--set", "dedup.mgt.min_tokens=2", "--json"
     )

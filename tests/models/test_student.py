@@ -8,6 +8,7 @@ import torch
 from models.loading import load_causal_lm
 from models.loading_config import ModelSpec
 from models.student import every_other_layer, student_from_teacher
+from models.tiny import llama_config
 from tests.tiny import make_tiny_llama
 
 
@@ -19,19 +20,10 @@ def test_layer_choice_matches_distilgpt2() -> None:
 
 
 def test_llama_student_runs_with_a_kv_cache(tmp_path: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    teacher = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=50,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=64,
-        )
-    ).eval()
+    cfg = llama_config(50, hidden=16, ffn=32, layers=4, heads=2, kv_heads=1, positions=64)
+    teacher = LlamaForCausalLM(cfg).eval()
     student = student_from_teacher(teacher, [0, 3])
     assert student.config.num_hidden_layers == 2 and len(teacher.model.layers) == 4
     assert [layer.self_attn.layer_idx for layer in student.model.layers] == [0, 1]

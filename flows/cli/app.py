@@ -1,0 +1,166 @@
+"""The Typer app, the options every command shares, and `run_command`: the one way a command
+runs (set up, validate names, do the work, print JSON or text, map errors to exit codes).
+
+Exit codes: 0 success, 1 error (one line; the traceback only with `--debug`), 2 usage error,
+3 a data-quality gate failed. With `--json`, stdout holds exactly one JSON object; logs and
+progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="llm4all",
+    help="Curate data, distil a big teacher LM into a small quantized student, keep it fresh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_GATE = 1, 2, 3
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/).", exists=True)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one config field: section.field=value (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name.")]
+
+
+def say(msg: str = "") -> None:
+    """Human-readable output (never used under --json, where stdout holds one JSON object)."""
+    typer.echo(msg)
+
+
+def err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def usage_error(msg: str) -> typer.Exit:
+    """Print `usage: msg` and return the exit to raise (exit code 2)."""
+    err(f"usage: {msg}")
+    return typer.Exit(EXIT_USAGE)
+
+
+def with_flags(flags: dict[str, Any], sets: list[str] | None) -> list[str]:
+    """Command-line flags as `--set` overrides (flags first, so an explicit --set wins)."""
+    return [f"{k}={v}" for k, v in flags.items() if v is not None] + (sets or [])
+
+
+@dataclass
+class Invocation:
+    """What a command's work gets: the validated config and where it came from."""
+
+    cfg: Any  # flows.config.Config
+    overrides: dict[str, Any]
+    home: Path
+    config_path: str | None
+    debug: bool
+
+    def run_flow(self, target: str, **params: Any) -> Any:
+        """Run the flow `module:function` with this config (logging set up for the terminal)."""
+        from flows.cli.prefect_env import configure_logging
+
+        module, _, name = target.partition(":")
+        flow_fn = getattr(import_module(module), name)
+        configure_logging(self.debug)
+        return flow_fn(**params, config_path=self.config_path, overrides=self.overrides)
+
+
+def run_command(
+    work: Callable[[Invocation], dict[str, Any]],
+    printer: Callable[[dict[str, Any]], None] | None,
+    *,
+    config: Path | str | None,
+    sets: list[str] | None,
+    as_json: bool,
+    debug: bool,
+    names: dict[str, str | None] | None = None,
+    prefect: bool = True,
+) -> None:
+    """The body of every command: load the config (with `--set` overrides), validate the
+    dataset/model names in `names` (kind -> value) before anything slow starts, run `work`,
+    then print its result as one JSON object (`--json`) or through `printer`.
+
+    `prefect=False` for commands that run no flow (`score`, `calibrate`): they stay fast."""
+    with cli_errors(as_json, debug):
+        from flows.config import load_config, parse_overrides
+        from warehouse import resolve_home, validate_name
+
+        overrides = parse_overrides(sets or [])
+        cfg = load_config(config, overrides)
+        home = resolve_home(cfg.home)
+        for kind, value in (names or {}).items():
+            if value is not None:
+                validate_name(value, kind)
+        if prefect:
+            from flows.cli.prefect_env import prefect_env
+
+            prefect_env(home)
+        inv = Invocation(cfg, overrides, home, str(config) if config else None, debug)
+        out = work(inv)
+        if as_json:
+            typer.echo(json.dumps({"ok": True, **out}, default=str))
+        elif printer is not None:
+            printer(out)
+
+
+@contextmanager
+def cli_errors(as_json: bool, debug: bool) -> Iterator[None]:
+    """Map exceptions to the exit-code contract."""
+    from data_quality.gate import GateFailed
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except GateFailed as e:
+        err(f"gate failed: {e}")
+        if as_json:
+            payload = {"ok": False, "error": "gate_failed", "message": str(e)}
+            payload.update(getattr(e, "stage_result", None) or {})
+            payload["gate"] = e.result.to_dict()
+            typer.echo(json.dumps(payload, default=str))
+        raise typer.Exit(EXIT_GATE) from None
+    except Exception as e:
+        if debug:
+            raise
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not is_expected(e):
+            line = f"{type(e).__name__}: {line} (rerun with --debug for the traceback)"
+        err(f"error: {line}")
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": type(e).__name__, "message": str(e)}))
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def is_expected(e: Exception) -> bool:
+    """Errors whose message is the whole story (bad input, busy warehouse, ...)."""
+    from flows.config import ConfigError
+    from models.loading import ModelLoadError
+    from models.logit_cache import LogitCacheError
+    from models.quant_config import QuantError
+    from tasks.curate.config import CurateError, DedupError
+    from tasks.distill.config import DistillError
+    from tasks.ingest.readers import IngestError
+    from tasks.quantize.config import QuantizeError
+    from tasks.tokens.tokenize import TokenizeError
+    from warehouse import CatalogError, InvalidName, WarehouseBusy
+
+    expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy)
+    expected += (ModelLoadError, LogitCacheError, TokenizeError, CurateError, DedupError)
+    expected += (DistillError, QuantError, QuantizeError)
+    return isinstance(e, expected)

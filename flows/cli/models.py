@@ -1,0 +1,80 @@
+"""Model commands: cache-logits, distill, quantize."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli import app as cli
+from flows.cli import printers
+
+
+@cli.app.command("cache-logits")
+def cache_logits(
+    dataset: cli.DatasetOpt,
+    mode: Annotated[str | None, typer.Option(help="sampled | topk")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher: folder, .gguf, pkg:NAME or HF id.")
+    ] = None,
+    config: cli.ConfigOpt = None, set_: cli.SetOpt = None, as_json: cli.JsonOpt = False,
+    debug: cli.DebugOpt = False,
+) -> None:  # fmt: skip
+    """Tokenize new snapshots and cache the teacher's sparse distributions (resumable)."""
+    cli.run_command(
+        lambda inv: inv.run_flow("flows.logits:cache_logits_flow", dataset=dataset),
+        printers.logits, config=config,
+        sets=cli.with_flags({"logits.mode": mode, "teacher.path": teacher}, set_),
+        as_json=as_json, debug=debug, names={"dataset name": dataset},
+    )  # fmt: skip
+
+
+@cli.app.command()
+def distill(
+    dataset: cli.DatasetOpt,
+    mode: Annotated[str | None, typer.Option(help="offline (from the cache) | online")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (distill.max_steps).")] = None,
+    config: cli.ConfigOpt = None, set_: cli.SetOpt = None, as_json: cli.JsonOpt = False,
+    debug: cli.DebugOpt = False,
+) -> None:  # fmt: skip
+    """Train a student of the teacher on a dataset, evaluate, register and gate it."""
+    cli.run_command(
+        lambda inv: inv.run_flow("flows.distill:distill_flow", dataset=dataset),
+        printers.distill, config=config,
+        sets=cli.with_flags({"distill.mode": mode, "distill.max_steps": steps}, set_),
+        as_json=as_json, debug=debug, names={"dataset name": dataset},
+    )  # fmt: skip
+
+
+@cli.app.command()
+def quantize(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="NAME[:VERSION] of a registered model, or teacher.")
+    ],
+    method: Annotated[
+        str | None,
+        typer.Option(help="int8 | nf4 | torchao-int8 | torchao-int4 | dynamic-int8"),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", "-d", help="Evaluate on its validation blocks (default: the model's)."
+        ),
+    ] = None,
+    config: cli.ConfigOpt = None, set_: cli.SetOpt = None, as_json: cli.JsonOpt = False,
+    debug: cli.DebugOpt = False,
+) -> None:  # fmt: skip
+    """Quantize a registered model (or the teacher), evaluate it against fp32, register, gate."""
+    from models.quant_config import METHODS
+
+    if method is not None and method not in METHODS:
+        raise cli.usage_error(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+
+    def work(inv: cli.Invocation) -> dict[str, Any]:
+        return inv.run_flow("flows.quantize:quantize_flow", model=model, dataset=dataset)
+
+    cli.run_command(
+        work, printers.quantize, config=config,
+        sets=cli.with_flags({"quantize.method": method}, set_), as_json=as_json, debug=debug,
+        names={"model name": model.partition(":")[0], "dataset name": dataset},
+    )  # fmt: skip

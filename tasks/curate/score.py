@@ -1,0 +1,171 @@
+"""`llm4all score`: the curation filters on any JSONL/Parquet/CSV file, without the warehouse.
+
+Output: one row per input row, in input order, with the contract's columns (`id, keep, reason,
+exact_dup_of, near_dup_cluster, semantic_dup_of, quality_reason, mgt_score,
+factuality_score`); columns of filters not asked for are null. A row the reader could not parse
+is kept in place with `keep = false` and `reason = 'invalid_row: ...'`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.loading_config import ModelSpec
+from tasks.curate.config import DedupConfig
+from tasks.curate.decide import decide
+from tasks.curate.dedup import dedup
+from tasks.curate.scores import row_scores
+from tasks.curate.shards import ShardMap, connect
+from tasks.ingest.config import IngestConfig
+from tasks.ingest.readers import read_source
+from warehouse.files import atomic_path
+from warehouse.sql import sql_str
+
+SCORE_COLUMNS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("keep", pa.bool_()),
+        ("reason", pa.string()),
+        ("exact_dup_of", pa.string()),
+        ("near_dup_cluster", pa.int64()),
+        ("semantic_dup_of", pa.string()),
+        ("quality_reason", pa.string()),
+        ("mgt_score", pa.float64()),
+        ("factuality_score", pa.float64()),
+    ]
+)
+
+
+@dataclass
+class ScoreResult:
+    input: str
+    output: str
+    rows: int
+    kept: int
+    filters: list[str]
+    invalid_rows: int
+    stats: dict[str, Any]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_file(
+    source: str, output: str, cfg: DedupConfig | None = None, filters: list[str] | None = None,
+    ingest_cfg: IngestConfig | None = None, shard_map: ShardMap | None = None,
+    teacher: ModelSpec | None = None,
+) -> ScoreResult:  # fmt: skip
+    """Score every row of `source` into `output` (one row per input row, same order).
+
+    `teacher` is the default scoring LM of the `mgt` filter.
+    """
+    cfg = cfg or DedupConfig()
+    filters = cfg.filters() if filters is None else filters
+    ingest_cfg = ingest_cfg or IngestConfig()
+    started = time.monotonic()
+    batches = read_source(source, ingest_cfg)
+    with tempfile.TemporaryDirectory(prefix="llm4all-score-") as tmp:
+        scratch = Path(tmp)
+        work = scratch / "work.parquet"
+        schema = pa.schema(
+            [
+                ("doc", pa.int64()),
+                ("id", pa.string()),
+                ("text", pa.string()),
+                ("summary", pa.string()),
+                ("invalid", pa.string()),
+            ]
+        )
+        n = invalid = 0
+        with pq.ParquetWriter(work, schema) as w:
+            for parsed in batches:
+                t = parsed.table
+                rows = [
+                    (line, rid, text, summary, None)
+                    for line, rid, text, summary in zip(
+                        t.column("line").to_pylist(),
+                        t.column("id").to_pylist(),
+                        t.column("text").to_pylist(),
+                        t.column("summary").to_pylist(),
+                        strict=True,
+                    )
+                ]
+                rows += [(q.line, None, None, None, q.reason) for q in parsed.quarantined]
+                rows.sort(key=lambda r: r[0])
+                docs = list(range(n, n + len(rows)))
+                n += len(rows)
+                invalid += len(parsed.quarantined)
+                w.write_table(
+                    pa.table(
+                        [
+                            pa.array(docs, pa.int64()),
+                            pa.array(
+                                [
+                                    str(d) if r[1] is None else r[1]
+                                    for d, r in zip(docs, rows, strict=True)
+                                ],
+                                pa.string(),
+                            ),
+                            pa.array([r[2] for r in rows], pa.string()),
+                            pa.array([r[3] for r in rows], pa.string()),
+                            pa.array([r[4] for r in rows], pa.string()),
+                        ],
+                        schema=schema,
+                    )
+                )
+        decisions, stats = dedup(
+            str(work), scratch / "lake", scratch, cfg, filters, shard_map=shard_map
+        )
+        scores = row_scores(work, scratch, cfg, filters, teacher)
+        con = connect(scratch, cfg.memory_limit)
+        try:
+            exact = "d.exact_dup_of" if "exact" in filters else "NULL::VARCHAR"
+            near = "d.near_dup_cluster" if "near" in filters else "NULL::BIGINT"
+            sem = "d.semantic_dup_of" if "semantic" in filters else "NULL::VARCHAR"
+            quality = "d.quality_reason" if "quality" in filters else "NULL::VARCHAR"
+            final = decide(con, decisions, str(scores), cfg, filters)
+            # The contract's columns; sample_weight only when rows are down-weighted.
+            weight = ", f.sample_weight" if cfg.mgt.action == "downweight" else ""
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(output) as out_tmp:
+                con.execute(
+                    f"""
+                COPY (
+                  SELECT w.id,
+                         CASE WHEN w.invalid IS NOT NULL THEN false ELSE f.keep END AS keep,
+                         CASE WHEN w.invalid IS NOT NULL THEN 'invalid_row: ' || w.invalid
+                              ELSE f.reason END AS reason,
+                         {exact} AS exact_dup_of, {near} AS near_dup_cluster,
+                         {sem} AS semantic_dup_of,
+                         {quality} AS quality_reason, s.mgt_score, s.factuality_score{weight}
+                  FROM read_parquet({sql_str(str(work))}) w
+                  JOIN read_parquet({sql_str(decisions)}) d USING (doc)
+                  JOIN read_parquet({sql_str(str(scores))}) s USING (doc)
+                  JOIN {final} f USING (doc)
+                  ORDER BY w.doc
+                ) TO {sql_str(str(out_tmp))} (FORMAT parquet, COMPRESSION zstd)
+                """
+                )
+                kept = con.execute(
+                    f"SELECT count(*) FILTER (keep) FROM read_parquet({sql_str(str(out_tmp))})"
+                ).fetchall()[0][0]
+        finally:
+            con.close()
+    return ScoreResult(
+        input=source,
+        output=str(output),
+        rows=n,
+        kept=int(kept),
+        filters=filters,
+        invalid_rows=invalid,
+        stats=stats.to_dict(),
+        seconds=round(time.monotonic() - started, 3),
+    )

@@ -1,0 +1,124 @@
+"""Model-based row scores: `mgt_score` (machine-written text) and `factuality_score` (does the
+summary agree with its document). Both are null when not asked for or undefined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.loading_config import ModelSpec
+from tasks.curate.config import CurateError, DedupConfig
+
+SCORES = pa.schema(
+    [("doc", pa.int64()), ("mgt_score", pa.float64()), ("factuality_score", pa.float64())]
+)
+
+
+def row_scores(
+    work: Path, scratch: Path, cfg: DedupConfig, filters: list[str], teacher: ModelSpec | None
+) -> Path:
+    """Per-row `mgt_score` and `factuality_score` (null when not asked for or undefined).
+
+    factuality: entity and number precision of the summary against the text, combined with the
+    LM score when `dedup.factuality.lm` and with an NLI model when `dedup.factuality.nli_model`
+    (null without a summary, or when nothing is checkable). mgt: Fast-DetectGPT with the
+    configured scoring LM (the teacher by default), or Binoculars with `dedup.mgt.performer`;
+    null for texts shorter than `dedup.mgt.min_tokens`.
+    """
+    from tasks.curate.factuality import combine, entity_precision, lm_support_features, nli_scores
+    from tasks.curate.mgt import MgtError, load_scorer, score_texts
+
+    model = tokenizer = performer = None
+    fact_lm = "factuality" in filters and cfg.factuality.lm
+    if "mgt" in filters or fact_lm:
+        try:
+            model, tokenizer, performer = load_scorer(cfg.mgt, teacher)
+        except MgtError as e:
+            raise CurateError(str(e)) from None
+    nli = None
+    if "factuality" in filters and cfg.factuality.nli_model:
+        nli = load_nli(cfg.factuality.nli_model)
+    out = scratch / "scores.parquet"
+    columns = [
+        c for c in ("doc", "text", "summary") if c in pq.ParquetFile(work).schema_arrow.names
+    ]
+    with pq.ParquetWriter(out, SCORES) as writer:
+        for batch in pq.ParquetFile(work).iter_batches(batch_size=2048, columns=columns):
+            texts = batch.column("text").to_pylist()
+            n = len(texts)
+            mgt: list[float | None] = [None] * n
+            fact: list[float | None] = [None] * n
+            if "mgt" in filters and model is not None:
+                todo = [i for i, t in enumerate(texts) if t and t.strip()]
+                got = score_texts(
+                    [texts[i] for i in todo],
+                    model,
+                    tokenizer,
+                    max_tokens=cfg.mgt.max_tokens,
+                    batch_size=cfg.mgt.batch_size,
+                    min_tokens=cfg.mgt.min_tokens,
+                    performer=performer,
+                    progress=len(todo) > 64,
+                )
+                for i, v in zip(todo, got, strict=True):
+                    mgt[i] = None if v != v else v  # NaN (too short to score) -> null
+            if "factuality" in filters and "summary" in batch.schema.names:
+                summaries = batch.column("summary").to_pylist()
+                # A pair needs both sides; an empty document is already `empty_text`.
+                pairs = [
+                    i
+                    for i, (t, m) in enumerate(zip(texts, summaries, strict=True))
+                    if t and t.strip() and m and m.strip()
+                ]
+                docs_sums = [(texts[i], summaries[i]) for i in pairs]
+                lm: list = [None] * len(pairs)
+                if fact_lm:
+                    lm = lm_support_features(
+                        docs_sums,
+                        model,
+                        tokenizer,
+                        max_document_tokens=cfg.factuality.max_document_tokens,
+                        batch_size=cfg.factuality.batch_size,
+                    )
+                entail: list[float | None] = [None] * len(pairs)
+                if nli is not None:
+                    entail = nli_scores(docs_sums, *nli, max_length=cfg.factuality.nli_max_length)
+                for k, i in enumerate(pairs):
+                    fact[i] = combine(
+                        entity_precision(texts[i], summaries[i]).score,
+                        lm[k],
+                        cfg.factuality.weights,
+                        entail[k],
+                    )
+            writer.write_table(
+                pa.table(
+                    [
+                        batch.column("doc"),
+                        pa.array(mgt, pa.float64()),
+                        pa.array(fact, pa.float64()),
+                    ],
+                    schema=SCORES,
+                )
+            )
+    return out
+
+
+def load_nli(name: str) -> tuple[Any, Any]:
+    """(model, tokenizer) of an NLI sequence classifier; a clear error when it is not one."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.curate.factuality import entailment_index
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(name).eval()
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as e:
+        raise CurateError(f"cannot load the NLI model {name}: {str(e).splitlines()[0]}") from e
+    try:
+        entailment_index(model.config)
+    except ValueError as e:
+        raise CurateError(f"{name}: {e}") from None
+    return model, tokenizer

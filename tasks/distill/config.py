@@ -1,0 +1,133 @@
+"""Settings of student distillation (`distill:` in a config file)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DistillError(RuntimeError):
+    """Nothing to train on (no gated tokens, no cache for them) or a mismatched cache.
+
+    Defined here, not in tasks/distill/distill.py, so the CLI can name it without importing torch."""
+
+
+class DistillConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    # ------------------------------------------------------------------ the student
+    keep_layers: int | None = Field(None, ge=1)
+    """Student init: keep this many of the teacher's layers, spread evenly (first and last included,
+    DistilGPT2-style). Default: half of them."""
+    layers: list[int] | None = None
+    """Student init: exactly these teacher layer indices (wins over keep_layers)."""
+    name: str | None = None
+    """Registry name of the student; default `<dataset>-student`."""
+
+    # ------------------------------------------------------------------ the objective
+    mode: Literal["offline", "online"] = "offline"
+    """`offline`: KD targets from the dataset's gated logit cache (no teacher forward while
+    training). `online`: the teacher runs on every batch (full distribution; temperature applies).
+    """
+    kd_loss: Literal["forward_kl", "reverse_kl", "jsd", "tvd"] = "forward_kl"
+    """Divergence to the teacher (models/losses.py). A sampled cache supports forward_kl (unbiased),
+    jsd and tvd (plug-in), not reverse_kl."""
+    kd_weight: float = Field(1.0, ge=0.0)
+    """Weight of the KD term."""
+    ce_weight: float = Field(0.0, ge=0.0)
+    """Weight of cross-entropy on the data's next tokens."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Softening of both distributions (online only; forward KL is scaled by T²). A cache holds the
+    teacher at T=1, so offline needs 1."""
+    jsd_beta: float = Field(0.5, gt=0.0, lt=1.0)
+    """β of the generalized JSD (mixture β·p + (1-β)·q)."""
+    hidden_weight: float = Field(0.0, ge=0.0)
+    """Online only. Weight of the feature-based term: each student layer's output vs its teacher
+    layer's, through a learned projection, scale-free MSE (models/features.py)."""
+    relation_weight: float = Field(0.0, ge=0.0)
+    """Online only. Weight of the relation-based term: MiniLMv2 q/k/v self-relations of the last
+    layer, KL(teacher || student) (models/features.py)."""
+    relation_heads: int | None = Field(None, ge=1)
+    """Relation heads of that term; default the teacher's key/value head count."""
+
+    # ------------------------------------------------------------------ optimisation
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    """`adamw8bit` uses bitsandbytes' 8-bit AdamW (CPU or GPU: ~2 bytes of optimizer state per
+    parameter instead of 8); falls back to AdamW, with a warning, where bitsandbytes cannot run."""
+    lr: float = Field(5e-4, gt=0.0)
+    """Peak learning rate."""
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    """The cosine decays to lr × this at max_steps."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warmup from 0 to lr."""
+    weight_decay: float = Field(0.01, ge=0.0)
+    """AdamW weight decay (2-D weights only)."""
+    max_steps: int = Field(200, ge=1)
+    """Optimizer steps."""
+    batch_blocks: int = Field(4, ge=1)
+    """Blocks per micro-batch."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step."""
+    clip_grad: float | None = Field(1.0, gt=0.0)
+    """Max gradient norm; None: no clipping."""
+
+    # ------------------------------------------------------------------ evaluation, checkpoints
+    keep: Literal["best", "last"] = "best"
+    """Which weights the run returns: those with the lowest held-out loss seen (needs validation
+    blocks; an early stop then returns the best, not the last) or the last step's."""
+    eval_every: int = Field(50, ge=1)
+    """Held-out loss every this many steps."""
+    eval_blocks: int = Field(32, ge=1)
+    """Validation blocks used by the periodic evaluation (a budget)."""
+    early_stop_patience: int = Field(0, ge=0)
+    """Stop after this many evaluations without a better held-out loss; 0: never."""
+    checkpoint_every: int = Field(100, ge=1)
+    """Checkpoint (safetensors + optimizer state) every N steps."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Newest checkpoints kept on disk."""
+    resume: bool = True
+    """Continue from the newest complete checkpoint."""
+
+    # ------------------------------------------------------------------ runtime
+    seed: int = 0
+    """Seed of the batch order and of torch."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ...; default: CUDA if present."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    eval_speed_tokens: int = Field(64, ge=1)
+    """Greedy tokens generated to measure inference tokens/s."""
+    rouge_pairs: int = Field(8, ge=0)
+    """Held-out document-summary pairs whose summaries the student and the teacher generate (greedy)
+    for ROUGE-L against the human summary; 0: skip."""
+    rouge_max_new_tokens: int = Field(48, ge=1)
+    """Longest generated summary, in tokens."""
+
+    @model_validator(mode="after")
+    def _offline_is_t1(self) -> DistillConfig:
+        if self.mode == "offline" and self.temperature != 1.0:
+            raise ValueError(
+                "temperature must be 1 in offline mode: the cache holds the teacher at T=1"
+            )
+        if self.mode == "offline" and (self.hidden_weight or self.relation_weight):
+            raise ValueError(
+                "hidden_weight and relation_weight need mode=online: a logit cache holds no "
+                "hidden states"
+            )
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ValueError("kd_weight and ce_weight cannot both be 0")
+        return self
+
+    def student_name(self, dataset: str) -> str:
+        """The registry name of `dataset`'s student."""
+        return self.name or f"{dataset}-student"
+
+    def config_hash(self) -> str:
+        """What determines the trained weights (not where, how fast or how often we save)."""
+        skip = {"device", "resume", "keep_checkpoints", "checkpoint_every", "name"}
+        skip |= {"eval_speed_tokens", "rouge_pairs", "rouge_max_new_tokens"}
+        payload = self.model_dump(exclude=skip)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,236 @@
+"""How good and how small a student is, next to its teacher, on held-out blocks.
+
+perplexity        exp(mean next-token cross-entropy) over the validation blocks' positions
+                  that carry loss (loss_mask of the predicted token), for student and teacher
+top1_agreement    share of those positions where the student's argmax is the teacher's
+params, bytes     unique parameters (tied weights once) and their bytes in memory
+tokens_per_s      greedy generation speed, batch 1, KV cache on (inference)
+rouge_l           ROUGE-L F1 (Lin 2004) of greedy summaries of held-out document-summary pairs
+                  against the human summaries, for student and teacher (`summary_rouge`)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tasks.distill.data import TokenBlocks
+
+
+@dataclass
+class EvalResult:
+    blocks: int
+    positions: int
+    student_ppl: float
+    teacher_ppl: float
+    ppl_ratio: float  # student / teacher
+    top1_agreement: float
+    student_params: int
+    teacher_params: int
+    param_share: float  # student / teacher
+    student_bytes: int
+    teacher_bytes: int
+    student_tokens_per_s: float
+    teacher_tokens_per_s: float
+    rouge_pairs: int = 0  # held-out pairs summarised (0: no pairs, or not asked)
+    student_rouge_l: float | None = None
+    teacher_rouge_l: float | None = None
+    examples: list[dict[str, str]] = field(default_factory=list)  # a few generated summaries
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters, each shared tensor (tied embeddings) counted once."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    unique = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() * p.element_size() for p in unique)
+
+
+@torch.no_grad()
+def compare_on_blocks(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    blocks: TokenBlocks,
+    indices: np.ndarray,
+    vocab_size: int,
+    batch_blocks: int = 8,
+) -> dict[str, float]:
+    """Held-out perplexity of both models and their top-1 agreement, in one pass."""
+    if len(indices) == 0:
+        raise ValueError("no validation blocks to evaluate on")
+    device = next(student.parameters()).device
+    sums = {"student": 0.0, "teacher": 0.0, "agree": 0.0, "count": 0.0}
+    for model in (student, teacher):
+        model.eval()
+    for lo in range(0, len(indices), batch_blocks):
+        idx = indices[lo : lo + batch_blocks]
+        ids = torch.from_numpy(blocks.input_ids[idx]).to(device)
+        w = torch.from_numpy(blocks.loss_mask[idx][:, 1:].astype(np.float32)).to(device).reshape(-1)
+        labels = ids[:, 1:].reshape(-1)
+        argmax = {}
+        for name, model in (("student", student), ("teacher", teacher)):
+            logits = model(input_ids=ids).logits[:, :-1, :vocab_size].float()
+            logits = logits.reshape(-1, vocab_size)
+            ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+            sums[name] += float((ce * w).sum())
+            argmax[name] = logits.argmax(-1)
+        sums["agree"] += float(((argmax["student"] == argmax["teacher"]).float() * w).sum())
+        sums["count"] += float(w.sum())
+    n = sums["count"]
+    if n == 0:
+        raise ValueError("the validation blocks have no positions that carry loss")
+    return {
+        "student_ppl": math.exp(sums["student"] / n),
+        "teacher_ppl": math.exp(sums["teacher"] / n),
+        "top1_agreement": sums["agree"] / n,
+        "positions": n,
+    }
+
+
+@torch.no_grad()
+def generation_speed(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> float:
+    """Greedy tokens per second for one sequence (KV cache on), after one warm-up token."""
+    model.eval()
+    prompt = prompt.to(next(model.parameters()).device)
+    kwargs = {"do_sample": False, "pad_token_id": 0}
+    model.generate(input_ids=prompt, max_new_tokens=1, min_new_tokens=1, **kwargs)
+    started = time.perf_counter()
+    out = model.generate(
+        input_ids=prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs
+    )
+    seconds = time.perf_counter() - started
+    return (out.shape[1] - prompt.shape[1]) / seconds
+
+
+def evaluate_student(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    blocks: TokenBlocks,
+    vocab_size: int,
+    *,
+    max_blocks: int | None = None,
+    batch_blocks: int = 8,
+    speed_tokens: int = 64,
+) -> EvalResult:
+    """Everything above on the validation blocks (the first `max_blocks` of them)."""
+    val = blocks.split(True)[:max_blocks]
+    scores = compare_on_blocks(student, teacher, blocks, val, vocab_size, batch_blocks)
+    prompt = torch.from_numpy(blocks.input_ids[val[0], :16][None])
+    s_params, t_params = count_params(student), count_params(teacher)
+    return EvalResult(
+        blocks=len(val),
+        positions=int(scores["positions"]),
+        student_ppl=round(scores["student_ppl"], 4),
+        teacher_ppl=round(scores["teacher_ppl"], 4),
+        ppl_ratio=round(scores["student_ppl"] / scores["teacher_ppl"], 4),
+        top1_agreement=round(scores["top1_agreement"], 4),
+        student_params=s_params,
+        teacher_params=t_params,
+        param_share=round(s_params / t_params, 4),
+        student_bytes=model_bytes(student),
+        teacher_bytes=model_bytes(teacher),
+        student_tokens_per_s=round(generation_speed(student, prompt, speed_tokens), 1),
+        teacher_tokens_per_s=round(generation_speed(teacher, prompt, speed_tokens), 1),
+    )
+
+
+# --------------------------------------------------------------------------- ROUGE-L
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """rouge-score's default tokenisation: lower case, runs of [a-z0-9], no stemming."""
+    return [t for t in _NON_ALNUM.split(text.lower()) if t]
+
+
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence (O(len(a)·len(b)) time, O(len(b)) memory)."""
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1: the LCS of the two token sequences over their lengths (P, R, harmonic mean)."""
+    c, r = rouge_tokens(candidate), rouge_tokens(reference)
+    lcs = lcs_length(c, r)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(c), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def summary_prompt(document: str, template: str, tokenizer: Any, max_tokens: int) -> list[int]:
+    """The prompt part of `template` (before {summary}) for `document`, its document cut so
+    the whole prompt fits `max_tokens` tokens (the student's training block length)."""
+    head, _, _ = template.partition("{summary}")
+    before, _, after = head.partition("{document}")
+    pre = tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+    post = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    doc = tokenizer(document, add_special_tokens=False)["input_ids"]
+    # Token ids are joined, not text re-tokenized: decode -> encode is not the identity.
+    return (pre + doc[: max(max_tokens - len(pre) - len(post), 1)] + post)[-max_tokens:]
+
+
+@torch.no_grad()
+def generate_summary(
+    model: torch.nn.Module, tokenizer: Any, prompt: list[int], max_new_tokens: int
+) -> str:
+    """Greedy continuation of the prompt up to EOS or a blank line."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt], device=device)
+    eos = tokenizer.eos_token_id
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+    )
+    text = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
+    return text.split("\n\n")[0].strip()
+
+
+def summary_rouge(
+    models: dict[str, torch.nn.Module],
+    tokenizer: Any,
+    pairs: list[tuple[str, str]],
+    template: str,
+    *,
+    max_prompt_tokens: int,
+    max_new_tokens: int = 48,
+) -> tuple[dict[str, float], list[dict[str, str]]]:
+    """Mean ROUGE-L F1 per model over the (document, reference summary) pairs, and the
+    generations of the first three pairs (to read, beside the numbers)."""
+    scores = {name: 0.0 for name in models}
+    examples: list[dict[str, str]] = []
+    for i, (document, reference) in enumerate(pairs):
+        prompt = summary_prompt(document, template, tokenizer, max_prompt_tokens)
+        example = {"reference": reference}
+        for name, model in models.items():
+            model.eval()
+            generated = generate_summary(model, tokenizer, prompt, max_new_tokens)
+            scores[name] += rouge_l(generated, reference)
+            example[name] = generated
+        if i < 3:
+            examples.append(example)
+    n = max(len(pairs), 1)
+    return {name: round(total / n, 4) for name, total in scores.items()}, examples

@@ -1,0 +1,271 @@
+"""Quantize: a registered model (or the teacher) -> quantized variant -> evaluation against its
+fp32 parent, in one process -> registry (lineage to the parent) -> gate.
+
+The evaluation is the distill stage's: held-out perplexity on the validation token blocks of a
+dataset's gated tokens snapshots (never trained on), here of the parent in fp32 and of its
+quantized copy, so the delta is the quantization's alone. Beside it: the bytes of the quantized
+weights against their fp32 bytes, the bytes on disk, the process's peak RSS, and forward and
+generation tokens/s of both. The key of a run hashes the parent, the backend settings and the
+evaluation data, so a rerun with the same inputs registers nothing (`skipped`).
+
+Public entry points (the pipeline and refresh flows call these):
+    quantize_model(model_arg, catalog, teacher_spec, cfg, gates, dataset=None, method=None,
+                   flow_run_id=None) -> QuantizeResult
+    quantize_registered  (Prefect task: the same, given the warehouse home as a string)
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from data_quality import GateFailed, GatesConfig
+from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
+from models.loading_config import ModelSpec
+from models.quant import (
+    QUANT_FILE,
+    QuantError,
+    available,
+    device_of,
+    disk_bytes,
+    quantize,
+    save,
+    weight_bytes,
+)
+from tasks.distill.data import read_blocks
+from tasks.distill.evaluate import compare_on_blocks, generation_speed, model_bytes
+from tasks.publish import Lineage, done_run, publish, run_key
+from tasks.quantize.config import QuantizeConfig, QuantizeError
+from tasks.runtime import current_flow_run_id
+from warehouse import Catalog, VersionInfo, validate_name
+from warehouse.catalog import CatalogError
+from warehouse.registry import ModelInfo, get_model, list_models
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+TEACHER = "teacher"  # the model argument that names the configured teacher
+
+
+@dataclass
+class QuantizeResult:
+    parent: str  # registry key of the fp32 parent (models/NAME@V), or the teacher's path
+    model: dict[str, Any]  # the registered quantized model (ModelInfo.to_dict())
+    skipped: bool  # the registry already held this exact run
+    metrics: dict[str, Any] | None  # None when skipped (the model's metrics hold them)
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Parent:
+    key: str  # lineage: models/NAME@V, or the teacher's path
+    name: str  # for the default name of the variant
+    spec: ModelSpec  # how to load it, in fp32
+    info: ModelInfo | None  # None for the teacher
+
+
+def resolve_parent(model_arg: str, catalog: Catalog, teacher: ModelSpec) -> Parent:
+    """`teacher`, `NAME` (its promoted version, else its newest) or `NAME:VERSION`."""
+    if model_arg == TEACHER:
+        return Parent(teacher.path, TEACHER, teacher.model_copy(update={"dtype": "float32"}), None)
+    name, _, version = model_arg.partition(":")
+    validate_name(name, "model name")
+    if version and not version.isdigit():
+        raise QuantizeError(f"model {model_arg!r}: the version after ':' must be a number")
+    try:
+        if version:
+            info = get_model(catalog, name, int(version))
+        else:
+            models = list_models(catalog, name)
+            promoted = [m for m in models if m.promoted]
+            info = (promoted or models)[-1] if models else get_model(catalog, name)
+    except CatalogError as e:
+        raise QuantizeError(f"{e}: see `llm4all status`, or quantize `teacher`") from None
+    if (Path(info.path) / QUANT_FILE).exists():
+        raise QuantizeError(f"{info.key} is already quantized: quantize its fp32 parent")
+    spec = ModelSpec(path=info.path, dtype="float32")
+    return Parent(info.key, name, spec, info)
+
+
+def eval_tokens(catalog: Catalog, dataset: str) -> list[VersionInfo]:
+    tokens = [v for v in catalog.versions("tokens", dataset) if v.gate_passed]
+    if not tokens:
+        raise QuantizeError(f"no tokens snapshot of {dataset!r} has passed its gate")
+    return tokens
+
+
+def _dataset_of(parent: Parent, dataset: str | None) -> str:
+    if dataset:
+        return validate_name(dataset)
+    for key in parent.info.tokens if parent.info else []:
+        stage, _, rest = key.partition("/")
+        if stage == "tokens" and "@" in rest:
+            return rest.partition("@")[0]
+    raise QuantizeError(
+        f"no dataset to evaluate {parent.key} on: pass --dataset (its validation blocks)"
+    )
+
+
+def quantize_model(
+    model_arg: str, catalog: Catalog, teacher_spec: ModelSpec, cfg: QuantizeConfig | None = None,
+    gates: GatesConfig | None = None,
+    *, dataset: str | None = None, method: str | None = None, flow_run_id: str | None = None,
+) -> QuantizeResult:  # fmt: skip
+    """Quantize `model_arg` (`teacher`, NAME or NAME:VERSION) with `method` (default
+    cfg.method), evaluate it against its fp32 parent on `dataset`'s validation blocks (default:
+    the dataset the parent was trained on), register it as `<parent>-<method>` with the parent
+    as lineage, and gate it.
+
+    Raises QuantizeError (nothing to do), QuantError (backend unavailable: one line) or
+    GateFailed (after recording it in the registry; the CLI exits 3).
+    """
+
+    cfg = cfg or QuantizeConfig()
+    gates = gates or GatesConfig()
+    method = method or cfg.method
+    qcfg = cfg.quant_config(method)
+    started = time.monotonic()
+    parent = resolve_parent(model_arg, catalog, teacher_spec)
+    dataset = _dataset_of(parent, dataset)
+    name = cfg.name if cfg.name and method == cfg.method else f"{parent.name}-{method}"
+    validate_name(name, "model name")
+    tokens = eval_tokens(catalog, dataset)
+    key = run_key({
+        "parent": parent.key,
+        "parent_created": str(parent.info.created_at) if parent.info else None,
+        "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
+        "config": cfg.model_copy(update={"method": method}).config_hash(),
+    })  # fmt: skip
+    if done := done_run(catalog, name, key):
+        log.info("%s already holds this run (%s): nothing to do", done.key, key)
+        return QuantizeResult(parent.key, done.to_dict(), True, None, 0.0)
+
+    blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
+    val = blocks.split(True)[: cfg.eval_blocks]
+    if len(val) == 0:
+        raise QuantizeError(f"the tokens snapshots of {dataset!r} have no validation blocks")
+    device = device_of(qcfg)
+    reason = available(method, device)
+    if reason:  # before loading anything: one line, not a traceback from deep inside
+        raise QuantError(reason)
+    fp32 = load_causal_lm(parent.spec, device)
+    vocab = model_vocab_size(fp32)
+    t0 = time.monotonic()
+    quantized = quantize(fp32, qcfg)
+    quantize_s = time.monotonic() - t0
+    wb = weight_bytes(quantized)
+    if wb["layers"] == 0:
+        raise QuantizeError(f"{method} quantized no layer of {parent.key}")
+    work = catalog.home / "work" / "quantize" / key
+    final = work / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    save(quantized, qcfg, final)  # before any forward: what is evaluated is what is saved
+    on_disk = disk_bytes(final)
+    scores = compare_on_blocks(quantized, fp32, blocks, val, vocab, cfg.batch_blocks)
+    ppl, parent_ppl = scores["student_ppl"], scores["teacher_ppl"]
+    speed = {
+        tag: _speeds(model, blocks, val, cfg)
+        for tag, model in (("parent", fp32), ("quantized", quantized))
+    }
+    load_tokenizer(parent.spec).save_pretrained(str(final))
+    fp32_bytes = model_bytes(fp32)
+    metrics = {
+        "method": method,
+        "bits": qcfg.bits,
+        "backend": qcfg.backend,
+        "device": device,
+        "dataset": dataset,
+        "eval_blocks": len(val),
+        "positions": int(scores["positions"]),
+        "parent_ppl": round(parent_ppl, 4),
+        "ppl": round(ppl, 4),
+        "ppl_delta_pct": round(100 * (ppl / parent_ppl - 1), 4),
+        "top1_agreement": round(scores["top1_agreement"], 4),
+        "quantized_layers": wb["layers"],
+        "weight_bytes": wb["quantized_bytes"],
+        "weight_bytes_fp32": wb["fp32_bytes"],
+        "weight_bytes_ratio": round(wb["quantized_bytes"] / wb["fp32_bytes"], 4),
+        "disk_bytes": on_disk,
+        "fp32_bytes": fp32_bytes,
+        "disk_bytes_ratio": round(on_disk / fp32_bytes, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "parent_fwd_tokens_per_s": speed["parent"]["fwd"],
+        "fwd_tokens_per_s": speed["quantized"]["fwd"],
+        "fwd_speedup": round(speed["quantized"]["fwd"] / speed["parent"]["fwd"], 3),
+        "parent_gen_tokens_per_s": speed["parent"]["gen"],
+        "gen_tokens_per_s": speed["quantized"]["gen"],
+        "gen_speedup": round(speed["quantized"]["gen"] / speed["parent"]["gen"], 3),
+        "quantize_s": round(quantize_s, 3),
+        "run_key": key,
+    }
+    lineage = Lineage(
+        teacher=parent.info.teacher if parent.info else teacher_spec.path,
+        tokens=parent.info.tokens if parent.info else [v.ref.key for v in tokens],
+        logits=parent.info.logits if parent.info else [],
+        config_hash=cfg.model_copy(update={"method": method}).config_hash(),
+        parent=parent.key,
+        flow_run_id=flow_run_id,
+    )
+    seconds = round(time.monotonic() - started, 3)
+    try:
+        info = publish(catalog, name, final, lineage, metrics, gate="quantized", gates=gates,
+                       work=work)  # fmt: skip
+    except GateFailed as e:
+        failed = get_model(catalog, name).to_dict()  # the version just registered
+        e.stage_result = {"parent": parent.key, "model": failed, "metrics": metrics}
+        raise
+    return QuantizeResult(parent.key, info.to_dict(), False, metrics, seconds)
+
+
+def _speeds(model: torch.nn.Module, blocks: Any, val: Any, cfg: QuantizeConfig) -> dict[str, float]:
+    """Forward tokens/s on `speed_blocks` validation blocks (after a warm-up pass) and greedy
+    generation tokens/s, batch 1."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.from_numpy(blocks.input_ids[val[: cfg.speed_blocks]]).to(device)
+    with torch.inference_mode():
+        model(input_ids=ids[:1])
+        t = time.perf_counter()
+        model(input_ids=ids)
+        fwd = ids.numel() / (time.perf_counter() - t)
+    prompt = torch.from_numpy(blocks.input_ids[val[0], :16][None])
+    gen = generation_speed(model, prompt, cfg.speed_tokens)
+    return {"fwd": round(fwd, 1), "gen": round(gen, 1)}
+
+
+@task(name="quantize-model", cache_policy=NO_CACHE)
+def quantize_registered(
+    model_arg: str,
+    home: str,
+    teacher: ModelSpec,
+    cfg: QuantizeConfig,
+    gates: GatesConfig,
+    dataset: str | None = None,
+    method: str | None = None,
+) -> QuantizeResult:
+    """Quantize, evaluate, register and gate a registered model or the teacher (see
+    `quantize_model`); e.g. once per `cfg.methods` entry after a student is distilled."""
+    return quantize_model(
+        model_arg,
+        Catalog(Path(home)),
+        teacher,
+        cfg,
+        gates,
+        dataset=dataset,
+        method=method,
+        flow_run_id=current_flow_run_id(),
+    )

@@ -1,0 +1,292 @@
+"""Continual learning: continue the promoted student on new data, with replay, and promote the
+result only if it learned the new data without forgetting the old.
+
+    current  = the promoted version of the student (registry)
+    old      = the tokens snapshots it was trained on; new = the gated ones added since
+    train    = re-warm the LR to its peak, re-decay it (Ibrahim et al. 2024), each batch a
+               `replay_share` of old training blocks and the rest new ones
+    judge    = perplexity on the old and the new held-out blocks, before and after
+    promote  = new-set perplexity fell (by > min_new_gain) AND old-set perplexity grew by at
+               most max_old_regression; then the student gate runs as after `distill`
+    otherwise the candidate is registered with gate_passed = false and the reason, and the
+    current version stays promoted.
+
+The run works in `<home>/work/refresh/<dataset>/<run key>/` (resumable, like distill); the key
+covers the parent version, the data and the configs, so a rerun after success does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from data_quality import GatesConfig
+from models.loading import load_causal_lm, model_vocab_size
+from models.loading_config import ModelSpec
+from tasks.distill.config import DistillConfig, DistillError
+from tasks.distill.data import CacheReader, TokenBlocks, read_blocks
+from tasks.distill.distill import nonfinite_weights, save_student, training_data
+from tasks.distill.evaluate import evaluate_student
+from tasks.distill.train import held_out_loss, train_student
+from tasks.publish import Lineage, done_run, publish, run_key
+from tasks.refresh.config import RefreshConfig
+from tasks.runtime import current_flow_run_id
+from warehouse import Catalog, validate_name
+from warehouse.registry import ModelInfo, get_model, list_models, set_model_gate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RefreshDecision:
+    promote: bool
+    reason: str
+    old_ppl_before: float
+    old_ppl_after: float
+    new_ppl_before: float
+    new_ppl_after: float
+
+    @property
+    def old_regression(self) -> float:
+        return self.old_ppl_after / self.old_ppl_before - 1
+
+    @property
+    def new_gain(self) -> float:
+        return 1 - self.new_ppl_after / self.new_ppl_before
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["old_regression"] = round(self.old_regression, 5)
+        d["new_gain"] = round(self.new_gain, 5)
+        return d
+
+
+@dataclass
+class RefreshResult:
+    dataset: str
+    parent: str | None  # the version that was continued
+    model: dict[str, Any] | None  # the candidate (None when there was nothing to do)
+    promoted: str | None  # the promoted version after this run
+    skipped: str | None  # why nothing was trained, if so
+    decision: dict[str, Any] | None
+    train: dict[str, Any] | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def decide(
+    before: tuple[float, float], after: tuple[float, float], cfg: RefreshConfig
+) -> RefreshDecision:
+    """The promotion rule on (old, new) held-out perplexities before and after training."""
+    (old_b, new_b), (old_a, new_a) = before, after
+    d = RefreshDecision(False, "", old_b, old_a, new_b, new_a)
+    if not all(math.isfinite(x) for x in (*before, *after)):
+        d.reason = "a perplexity is not finite"
+    elif d.new_gain <= cfg.min_new_gain:
+        d.reason = (
+            f"no gain on the new data: perplexity {new_b:.3f} -> {new_a:.3f} "
+            f"(needs a fall of more than {cfg.min_new_gain:.1%})"
+        )
+    elif d.old_regression > cfg.max_old_regression:
+        d.reason = (
+            f"forgot the old data: perplexity {old_b:.3f} -> {old_a:.3f} "
+            f"(+{d.old_regression:.2%} > {cfg.max_old_regression:.1%})"
+        )
+    else:
+        d.promote = True
+        d.reason = (
+            f"new-data perplexity {new_b:.3f} -> {new_a:.3f} (-{d.new_gain:.2%}), old-data "
+            f"{old_b:.3f} -> {old_a:.3f} ({d.old_regression:+.2%})"
+        )
+    return d
+
+
+def spread(indices: np.ndarray, n: int) -> np.ndarray:
+    """At most `n` of `indices`, evenly spaced: every snapshot gets a say, not only the first."""
+    if len(indices) <= n:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, n).round().astype(int)]
+
+
+def promoted_model(catalog: Catalog, name: str) -> ModelInfo:
+    current = [m for m in list_models(catalog, name) if m.promoted]
+    if not current:
+        raise DistillError(f"no promoted version of {name!r}: run `llm4all distill` first")
+    return current[-1]
+
+
+def perplexity(
+    model: Any, blocks: TokenBlocks, indices: np.ndarray, vocab: int, batch: int
+) -> float:
+    loss = held_out_loss(model, blocks, indices, vocab, batch)
+    return math.exp(loss) if loss is not None else math.nan
+
+
+def refresh_student(
+    dataset: str, catalog: Catalog, teacher_spec: ModelSpec, dcfg: DistillConfig | None = None,
+    rcfg: RefreshConfig | None = None, gates: GatesConfig | None = None,
+    *, flow_run_id: str | None = None, progress: bool = True,
+) -> RefreshResult:  # fmt: skip
+    """Continue the promoted student of `dataset` on its new tokens snapshots (see above).
+
+    Raises GateFailed when a candidate that the rule would promote fails the student gate."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dcfg, rcfg, gates = dcfg or DistillConfig(), rcfg or RefreshConfig(), gates or GatesConfig()
+    validate_name(dataset)
+    started = time.monotonic()
+    name = dcfg.student_name(dataset)
+    current = promoted_model(catalog, name)
+    tokens, caches = training_data(catalog, dataset, teacher_spec, dcfg)
+    seen = set(current.tokens)
+    new = [i for i, v in enumerate(tokens) if v.ref.key not in seen]
+    if not new:
+        why = f"no tokens snapshot of {dataset!r} newer than {current.key}'s data"
+        log.info("refresh: %s", why)
+        return RefreshResult(dataset, current.key, None, current.key, why, None, None, 0.0)
+    tcfg = dcfg.model_copy(
+        update={
+            "max_steps": rcfg.steps,
+            "warmup_steps": rcfg.warmup_steps,
+            "lr": rcfg.lr or dcfg.lr,
+            "early_stop_patience": 0,
+        }
+    )
+    payload = {
+        "parent": current.key,
+        "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
+        "logits": [(v.ref.key, v.ref.sha256) for v in caches],
+        "distill": tcfg.config_hash(),
+        "refresh": rcfg.model_dump(exclude={"sources", "cron", "pipeline_cron"}),
+    }
+    key = run_key(payload)
+    if done := done_run(catalog, name, key):
+        log.info("%s already holds this refresh (%s)", done.key, key)
+        promoted = promoted_model(catalog, name).key
+        return RefreshResult(
+            dataset, current.key, done.to_dict(), promoted, "done before",
+            done.metrics.get("refresh"), None, 0.0,
+        )  # fmt: skip
+
+    device = tcfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_causal_lm(teacher_spec, device)
+    vocab = model_vocab_size(teacher)
+    student = AutoModelForCausalLM.from_pretrained(current.path, dtype=torch.float32).to(device)
+    blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
+    is_new = np.isin(blocks.source, new)
+    train_all, val_all = blocks.split(False), blocks.split(True)
+    new_train, old_train = train_all[is_new[train_all]], train_all[~is_new[train_all]]
+    new_val = spread(val_all[is_new[val_all]], tcfg.eval_blocks)
+    old_val = spread(val_all[~is_new[val_all]], tcfg.eval_blocks)
+    if len(new_train) == 0:
+        raise DistillError("the new tokens snapshots hold no training blocks")
+    if len(new_val) == 0 or len(old_val) == 0:
+        raise DistillError(
+            f"cannot judge a refresh without held-out blocks in both the old ({len(old_val)}) "
+            f"and the new data ({len(new_val)}): raise tokens.validation_share or add more data"
+        )
+
+    def old_and_new_ppl() -> tuple[float, float]:
+        b = tcfg.batch_blocks
+        return (
+            perplexity(student, blocks, old_val, vocab, b),
+            perplexity(student, blocks, new_val, vocab, b),
+        )
+
+    before = old_and_new_ppl()
+    work = catalog.home / "work" / "refresh" / dataset / key
+    train = train_student(
+        student,
+        blocks,
+        tcfg,
+        vocab_size=vocab,
+        out_dir=work,
+        caches=[CacheReader(Path(c.ref.path)) for c in caches] if caches else None,
+        teacher=teacher if tcfg.mode == "online" else None,
+        layers=current.metrics.get("layers"),
+        train_pool=new_train,
+        # keep-best judges on both sets: on the new one alone it could keep a step that forgot
+        val_pool=np.concatenate([old_val, new_val]),
+        replay_pool=old_train,
+        replay_share=rcfg.replay_share,
+        progress=progress,
+    )
+    student.eval()
+    after = old_and_new_ppl()
+    decision = decide(before, after, rcfg)
+    verdict = "promote" if decision.promote else "keep the current version"
+    log.info("refresh of %s: %s — %s", current.key, verdict, decision.reason)
+    evaluation = evaluate_student(
+        student,
+        teacher,
+        blocks,
+        vocab,
+        batch_blocks=tcfg.batch_blocks,
+        speed_tokens=tcfg.eval_speed_tokens,
+    )
+    final = save_student(student, teacher_spec, work / "final")
+    metrics = {
+        **evaluation.to_dict(),
+        "layers": current.metrics.get("layers"),
+        "train_steps": train.steps,
+        "train_tokens": train.tokens,
+        "final_loss": train.final_loss,
+        "mode": tcfg.mode,
+        "kd_loss": tcfg.kd_loss,
+        "run_key": key,
+        "refresh": decision.to_dict(),
+        "new_tokens": [tokens[i].ref.key for i in new],
+    }
+    lineage = Lineage(
+        teacher=teacher_spec.path,
+        tokens=[v.ref.key for v in tokens],
+        logits=[v.ref.key for v in caches],
+        config_hash=tcfg.config_hash(),
+        parent=current.key,
+        flow_run_id=flow_run_id,
+    )
+    # promote: the student gate decides (a pass promotes it); keep: recorded as not passed
+    info = publish(
+        catalog, name, final, lineage, metrics, gate="student" if decision.promote else None,
+        gates=gates, work=work / "checkpoints",
+        gate_run={"bad_weights": nonfinite_weights(student)},
+    )  # fmt: skip
+    if not decision.promote:
+        set_model_gate(catalog, info.name, info.version, False, {"refresh": decision.to_dict()})
+        info = get_model(catalog, name, info.version)
+    return RefreshResult(
+        dataset,
+        current.key,
+        info.to_dict(),
+        promoted_model(catalog, name).key,
+        None,
+        decision.to_dict(),
+        train.to_dict(),
+        round(time.monotonic() - started, 3),
+    )
+
+
+@task(name="refresh-student", cache_policy=NO_CACHE)
+def refresh_student_task(
+    dataset: str,
+    home: str,
+    teacher: ModelSpec,
+    dcfg: DistillConfig,
+    rcfg: RefreshConfig,
+    gates: GatesConfig,
+) -> RefreshResult:
+    """Continue the promoted student on the new data; promote or keep (see `refresh_student`)."""
+    return refresh_student(
+        dataset, Catalog(Path(home)), teacher, dcfg, rcfg, gates, flow_run_id=current_flow_run_id()
+    )

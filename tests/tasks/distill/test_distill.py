@@ -1,0 +1,106 @@
+"""Distil end to end on a tiny teacher: train, evaluate, register, gate; reruns do nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_quality import GateFailed, GatesConfig, gate
+from models.loading_config import ModelSpec
+from tasks.distill.config import DistillConfig
+from tasks.distill.distill import DistillError, distill
+from tasks.ingest.ingest import ingest
+from tasks.logits.cache import cache_logits
+from tasks.logits.config import LogitCacheConfig
+from tasks.tokens.config import TokensConfig
+from tasks.tokens.tokenize import tokenize
+from tests.helpers import news_docs, write_jsonl
+from tests.tiny import make_tiny_llama
+from warehouse import Catalog
+from warehouse.registry import get_model, list_models
+
+
+def _data(catalog: Catalog, tmp_path: Path, spec: ModelSpec, cache: bool = True) -> None:
+    r = ingest(str(write_jsonl(tmp_path / "in.jsonl", news_docs(60))), "news", catalog, progress=False)  # fmt: skip
+    gate("raw", r.ref, catalog)
+    tcfg = TokensConfig(block_size=16, validation_share=0.2)
+    for ref in tokenize("news", catalog, spec, tcfg, progress=False).refs:
+        gate("tokens", ref, catalog)
+    if cache:
+        lcfg = LogitCacheConfig(mode="sampled", samples=16, shard_blocks=4)
+        for ref in cache_logits("news", catalog, spec, lcfg, progress=False).refs:
+            gate("logits", ref, catalog)
+
+
+def _gates(ratio: float) -> GatesConfig:
+    return GatesConfig.model_validate({"student": {"max_ppl_ratio": ratio}})
+
+
+CFG = DistillConfig(
+    max_steps=4, batch_blocks=2, eval_every=2, checkpoint_every=2, eval_speed_tokens=4
+)
+
+
+def test_distill_registers_a_loadable_gated_student(catalog: Catalog, tmp_path: Path) -> None:
+    spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
+    _data(catalog, tmp_path, spec)
+    out = distill("news", catalog, spec, CFG, _gates(100.0), progress=False)
+    m = out.model
+    assert m["key"] == "models/news-student@1" and m["gate_passed"] and m["promoted"]
+    assert m["tokens"] == ["tokens/news@1"] and m["logits"] == ["logits/news@1"]
+    assert m["teacher"] == spec.path and m["metrics"]["layers"] == [0]  # 1 of 2 layers
+    assert out.evaluation["param_share"] < 1 and out.train["steps"] == 4
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(m["path"])
+    assert (path / "model.safetensors").exists() and path.parent.name == "news-student"
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    assert model.config.num_hidden_layers == 1
+    assert AutoTokenizer.from_pretrained(str(path)).eos_token == "<eos>"
+    again = distill("news", catalog, spec, CFG, _gates(100.0), progress=False)
+    assert again.skipped and len(list_models(catalog)) == 1
+
+
+def test_a_student_failing_its_gate_is_registered_but_not_promoted(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
+    _data(catalog, tmp_path, spec)
+    with pytest.raises(GateFailed, match="ppl_ratio"):
+        distill("news", catalog, spec, CFG, _gates(0.01), progress=False)
+    m = get_model(catalog, "news-student")
+    assert m.gate_passed is False and not m.promoted
+    cfg = CFG.model_copy(update={"max_steps": 2})
+    out = distill("news", catalog, spec, cfg, _gates(100.0), progress=False)
+    assert out.model["version"] == 2 and out.model["promoted"]
+    assert [m.promoted for m in list_models(catalog)] == [False, True]
+
+
+def test_offline_needs_a_cache_online_does_not(catalog: Catalog, tmp_path: Path) -> None:
+    spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
+    with pytest.raises(DistillError, match="no tokens"):
+        distill("news", catalog, spec, CFG, progress=False)
+    _data(catalog, tmp_path, spec, cache=False)
+    with pytest.raises(DistillError, match="cache-logits"):
+        distill("news", catalog, spec, CFG, progress=False)
+    online = CFG.model_copy(update={"mode": "online", "name": "online"})
+    out = distill("news", catalog, spec, online, _gates(100.0), progress=False)
+    assert out.model["logits"] == [] and out.model["name"] == "online"
+
+
+def test_rouge_l_of_held_out_summaries_is_measured(catalog: Catalog, tmp_path: Path) -> None:
+    spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
+    docs = [d | {"summary": d["text"].split(".")[0]} for d in news_docs(60)]
+    r = ingest(str(write_jsonl(tmp_path / "pairs.jsonl", docs)), "pairs", catalog, progress=False)
+    gate("raw", r.ref, catalog)
+    tcfg = TokensConfig(block_size=32, validation_share=0.3)
+    for ref in tokenize("pairs", catalog, spec, tcfg, progress=False).refs:
+        gate("tokens", ref, catalog)
+    cfg = CFG.model_copy(update={"mode": "online", "rouge_pairs": 3, "rouge_max_new_tokens": 4})
+    out = distill("pairs", catalog, spec, cfg, _gates(100.0), progress=False)
+    ev = out.evaluation
+    assert ev is not None and ev["rouge_pairs"] == 3
+    assert 0.0 <= ev["student_rouge_l"] <= 1.0 and 0.0 <= ev["teacher_rouge_l"] <= 1.0
+    assert len(ev["examples"]) == 3 and ev["examples"][0]["reference"]
+    assert out.model["metrics"]["student_rouge_l"] == ev["student_rouge_l"]

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.loading import load_causal_lm, model_vocab_size
+from models.loading_config import ModelSpec
+from models.student import student_from_teacher
+from tasks.distill.data import TokenBlocks
+from tasks.distill.evaluate import compare_on_blocks, count_params, evaluate_student, model_bytes
+from tests.tiny import make_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("eval") / "teacher")
+
+
+@pytest.fixture(scope="module")
+def teacher(teacher_dir: Path) -> torch.nn.Module:
+    return load_causal_lm(ModelSpec(path=str(teacher_dir)), "cpu")
+
+
+def _blocks(vocab: int) -> TokenBlocks:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, vocab, size=(6, 12))
+    mask = np.ones((6, 12), np.uint8)
+    mask[:, :5] = 0  # a prompt: no loss on predicting tokens 0..4
+    return TokenBlocks(
+        ids, mask, np.array([False, False, True, True, True, False]), np.zeros(6, int),
+        np.arange(6), ["tokens/x@1"],
+    )  # fmt: skip
+
+
+def test_teacher_against_itself_agrees_everywhere(teacher: torch.nn.Module) -> None:
+    vocab = model_vocab_size(teacher)
+    blocks = _blocks(vocab)
+    r = evaluate_student(teacher, teacher, blocks, vocab, speed_tokens=4)
+    assert r.ppl_ratio == 1.0 and r.top1_agreement == 1.0 and r.param_share == 1.0
+    assert r.blocks == 3 and r.positions == 3 * 7  # targets 5..11 of each validation block
+    assert r.student_tokens_per_s > 0
+
+
+def test_perplexity_respects_the_loss_mask(teacher: torch.nn.Module) -> None:
+    vocab = model_vocab_size(teacher)
+    blocks = _blocks(vocab)
+    student = student_from_teacher(teacher, [1])
+    val = blocks.split(True)
+    got = compare_on_blocks(student, teacher, blocks, val, vocab, batch_blocks=2)
+    nll = []
+    with torch.no_grad():
+        for b in val:
+            logp = torch.log_softmax(
+                student(input_ids=torch.tensor(blocks.input_ids[[b]])).logits[0], -1
+            )
+            nll += [-logp[t, blocks.input_ids[b, t + 1]].item() for t in range(4, 11)]
+    assert got["student_ppl"] == pytest.approx(math.exp(np.mean(nll)), rel=1e-5)
+    assert 0.0 <= got["top1_agreement"] <= 1.0
+
+
+def test_size_counts_tied_weights_once(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+               num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    untied = LlamaForCausalLM(LlamaConfig(**cfg, tie_word_embeddings=False))
+    tied = LlamaForCausalLM(LlamaConfig(**cfg, tie_word_embeddings=True))
+    assert count_params(untied) - count_params(tied) == 50 * 16
+    assert model_bytes(tied) == 4 * count_params(tied)
+
+
+def test_no_validation_blocks_is_an_error(teacher: torch.nn.Module) -> None:
+    vocab = model_vocab_size(teacher)
+    blocks = _blocks(vocab)
+    with pytest.raises(ValueError, match="validation"):
+        compare_on_blocks(teacher, teacher, blocks, np.array([], int), vocab)
+
+
+def test_rouge_l_matches_the_worked_examples_of_lin_2004() -> None:
+    from tasks.distill.evaluate import lcs_length, rouge_l, rouge_tokens
+
+    ref = "police killed the gunman"
+    assert rouge_l("police kill the gunman", ref) == pytest.approx(0.75)  # LCS 3 of 4 and 4
+    assert rouge_l("the gunman kill police", ref) == pytest.approx(0.5)  # LCS "the gunman"
+    assert rouge_l(ref, ref) == 1.0 and rouge_l("", ref) == 0.0 and rouge_l("x", "") == 0.0
+    assert rouge_tokens("U.S. troops, 2,000 of them!") == ["u", "s", "troops", "2", "000", "of", "them"]  # fmt: skip
+    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4  # CLRS's example
+
+
+def test_summary_prompt_fits_the_block_and_keeps_the_template(
+    teacher: torch.nn.Module, teacher_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from tasks.distill.evaluate import summary_prompt, summary_rouge
+
+    tok = AutoTokenizer.from_pretrained(str(teacher_dir))
+    doc = " ".join(["the market rose today"] * 40)
+    prompt = summary_prompt(doc, "{document}\n\nSummary: {summary}", tok, max_tokens=24)
+    tail = tok("\n\nSummary: ", add_special_tokens=False)["input_ids"]
+    assert len(prompt) == 24 and prompt[-len(tail) :] == tail
+    scores, examples = summary_rouge(
+        {"a": teacher}, tok, [(doc, "the market rose")] * 2, "{document}\n\nSummary: {summary}",
+        max_prompt_tokens=24, max_new_tokens=3,
+    )  # fmt: skip
+    assert 0.0 <= scores["a"] <= 1.0 and set(examples[0]) == {"reference", "a"}

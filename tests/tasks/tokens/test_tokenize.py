@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.loading import load_tokenizer
+from models.loading_config import ModelSpec
+from tasks.ingest.ingest import ingest
+from tasks.tokens.config import TokensConfig
+from tasks.tokens.tokenize import TokenizeError, is_validation, render, tokenize
+from tests.helpers import news_docs, write_jsonl
+from tests.tiny import make_tiny_llama
+from warehouse import Catalog
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    return ModelSpec(path=str(make_tiny_llama(tmp_path_factory.mktemp("tiny") / "teacher")))
+
+
+def _docs(n: int, prefix: str = "") -> list[dict]:
+    return news_docs(n, prefix)
+
+
+def _ingest_and_pass(catalog: Catalog, path: Path, records: list[dict], name: str = "news") -> None:
+    r = ingest(str(write_jsonl(path, records)), name, catalog, progress=False)
+    with catalog.writing():
+        catalog.set_gate(r.ref, True, None)
+
+
+def test_pairs_train_on_the_summary_only(teacher: ModelSpec) -> None:
+    tok = load_tokenizer(teacher)
+    cfg = TokensConfig(template="{document} . summary : {summary}")
+    ids, mask = render("the police said", "court news", tok, cfg)
+    assert ids[-1] == tok.eos_token_id and len(ids) == len(mask)
+    n_summary = len(tok("court news", add_special_tokens=False)["input_ids"])
+    assert mask == [0] * (len(ids) - n_summary - 1) + [1] * (n_summary + 1)
+    ids_lm, mask_lm = render("the police said", "court news", tok, TokensConfig(pairs="lm"))
+    assert mask_lm == [1] * len(ids_lm) and ids_lm == [*tok("the police said")["input_ids"], 2]
+
+
+def test_blocks_are_full_separated_by_eos_and_padded_at_the_end(
+    tmp_path: Path, catalog: Catalog, teacher: ModelSpec
+) -> None:
+    _ingest_and_pass(catalog, tmp_path / "a.jsonl", _docs(40))
+    cfg = TokensConfig(block_size=16, validation_share=0.25)
+    (ref,) = tokenize("news", catalog, teacher, cfg, progress=False).refs
+    table = ref.read()
+    ids = np.stack(table.column("input_ids").to_numpy(zero_copy_only=False))
+    mask = np.stack(table.column("loss_mask").to_numpy(zero_copy_only=False))
+    assert ids.shape[1] == 16
+    meta = catalog.get("tokens", "news", 1).meta
+    assert meta["documents"] == 40 and meta["train_documents"] + meta["validation_documents"] == 40
+    # Every document contributes its tokens + EOS; only the padding of the last block per
+    # split carries no loss.
+    assert (ids == 2).sum() >= 40 and mask.sum() == meta["tokens"]
+    assert set(table.column("split").to_pylist()) == {"train", "validation"}
+    assert 0 < meta["validation_documents"] < 40
+
+
+def test_splits_are_stable_and_reruns_skip_done_versions(
+    tmp_path: Path, catalog: Catalog, teacher: ModelSpec
+) -> None:
+    _ingest_and_pass(catalog, tmp_path / "a.jsonl", _docs(30))
+    first = tokenize("news", catalog, teacher, TokensConfig(block_size=16), progress=False)
+    again = tokenize("news", catalog, teacher, TokensConfig(block_size=16), progress=False)
+    assert len(first.refs) == 1 and again.refs == [] and again.skipped == ["raw/news@1"]
+    _ingest_and_pass(catalog, tmp_path / "b.jsonl", _docs(30) + _docs(10, "new"))
+    more = tokenize("news", catalog, teacher, TokensConfig(block_size=16), progress=False)
+    (ref,) = more.refs
+    assert catalog.get("tokens", "news", 2).parent == "raw/news@2"
+    docs = {d for ds in ref.read().column("doc_ids").to_pylist() for d in ds}
+    assert docs <= {f"new{i}" for i in range(10)}  # only the delta is tokenized
+    assert is_validation("00000000" + "f" * 56, 0.05) and not is_validation("ff" * 32, 0.05)
+
+
+def test_nothing_gated_means_nothing_to_tokenize(
+    tmp_path: Path, catalog: Catalog, teacher: ModelSpec
+) -> None:
+    with pytest.raises(TokenizeError, match="passed its gate"):
+        tokenize("news", catalog, teacher, progress=False)
+    ingest(str(write_jsonl(tmp_path / "a.jsonl", _docs(3))), "news", catalog, progress=False)
+    with pytest.raises(TokenizeError, match="passed its gate"):  # ingested but not gated
+        tokenize("news", catalog, teacher, progress=False)
