@@ -24,14 +24,10 @@ def prefect_env(home: Path) -> None:
             os.environ["PREFECT_API_URL"] = server["api_url"]
 
 
-def ui_server_file(home: Path) -> Path:
-    return home / "prefect" / "ui-server.json"
-
-
 def ui_server(home: Path) -> dict[str, Any] | None:
     """The running `llm4all ui` server of this home ({pid, api_url, url}), if any."""
     try:
-        info = json.loads(ui_server_file(home).read_text())
+        info = json.loads((home / "prefect" / "ui-server.json").read_text())
         os.kill(int(info["pid"]), 0)
         return info
     except (OSError, ValueError, KeyError):

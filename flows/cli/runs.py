@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -99,16 +100,13 @@ def ui(
     """The Prefect UI for this warehouse's runs (Ctrl-C stops it)."""
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
-        from flows.cli.prefect_env import ui_server_file
-
         env = dict(os.environ)  # with the PREFECT_HOME that prefect_env chose
         env.pop("PREFECT_API_URL", None)
         url = f"http://{host}:{port}"
         cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host,
                "--port", str(port)]  # fmt: skip
         proc = subprocess.Popen(cmd, env=env)
-        info_path = ui_server_file(inv.home)
-        info_path.parent.mkdir(parents=True, exist_ok=True)
+        info_path = Path(env["PREFECT_HOME"]) / "ui-server.json"
         info_path.write_text(json.dumps({"pid": proc.pid, "api_url": f"{url}/api", "url": url}))
         cli.err(f"Prefect UI: {url}  (llm4all commands run from this folder report to it)")
         try:
