@@ -133,7 +133,7 @@ def run(profile: str, steps: int | None = None, device: str = "cpu") -> dict[str
     )
     n_layers = int(teacher.config.num_hidden_layers)
     init = trainable(student_from_teacher(teacher, every_other_layer(n_layers, n_layers // 2)))
-    val = blocks.split(True)
+    val = blocks.test()
     print(f"profile {profile} on {device}: teacher {count_params(teacher):,} params, "
           f"student {count_params(init):,}; {n_train} train / {len(val)} held-out blocks of "
           f"{ids.shape[1]}; {p['steps']} steps x {p['batch_blocks']} blocks")  # fmt: skip

@@ -141,7 +141,9 @@ def tokens_suite(
                 gxe.ExpectColumnValuesToBeBetween(
                     column="max_id", max_value=int(meta["vocab_size"]) - 1
                 ),
-                gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "validation"]),
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="split", value_set=["train", "selection", "test", "validation"]
+                ),
                 gxe.ExpectColumnValuesToBeUnique(column="block"),
             ],
             id_column="block",

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 
 from models.logit_cache import LogitCacheError, SparseTargets, concat, read_manifest, read_shard
 
+SPLIT_CODES = {"train": 0, "selection": 1, "test": 2}
+
 
 @dataclass
 class TokenBlocks:
@@ -23,7 +25,7 @@ class TokenBlocks:
 
     input_ids: np.ndarray  # (B, L) int64
     loss_mask: np.ndarray  # (B, L) uint8
-    validation: np.ndarray  # (B,) bool
+    split: np.ndarray  # (B,) int8: SPLIT_CODES
     source: np.ndarray  # (B,) index into `keys`/`caches`
     local: np.ndarray  # (B,) block index inside its snapshot (and its cache)
     keys: list[str] = field(default_factory=list)  # tokens snapshot keys
@@ -32,17 +34,39 @@ class TokenBlocks:
     def block_size(self) -> int:
         return int(self.input_ids.shape[1])
 
-    def split(self, validation: bool) -> np.ndarray:
-        """Indices of the training (or validation) blocks that carry loss. A block with no
-        next-token target under loss (a stretch of an article whose summary is masked as
-        prompt, say) adds nothing to a loss but its compute, so it is left out."""
+    def indices(self, split: str) -> np.ndarray:
+        """Indices of the blocks of `split` (train, selection, test) that carry loss. A block
+        with no next-token target under loss (a stretch of an article whose summary is masked
+        as prompt, say) adds nothing to a loss but its compute, so it is left out."""
         has_target = self.loss_mask[:, 1:].any(axis=1)
-        return np.flatnonzero((self.validation == validation) & has_target)
+        return np.flatnonzero((self.split == SPLIT_CODES[split]) & has_target)
+
+    def train(self) -> np.ndarray:
+        return self.indices("train")
+
+    def selection(self) -> np.ndarray:
+        """Held-out blocks that choose: keep-best, early stopping, a refresh's keep-best."""
+        return self.indices("selection")
+
+    def test(self) -> np.ndarray:
+        """Held-out blocks no choice has seen: every reported figure is computed on these."""
+        return self.indices("test")
+
+
+def split_codes(splits: list[str]) -> np.ndarray:
+    """The split of each block. Snapshots tokenized before the selection/test split have one
+    `validation` split: its blocks alternate, even ones selection and odd ones test."""
+    codes = np.array([SPLIT_CODES.get(s, -1) for s in splits], np.int8)
+    legacy = np.flatnonzero(np.asarray(splits) == "validation")
+    codes[legacy] = np.where(np.arange(legacy.size) % 2 == 0, 1, 2)
+    if (codes < 0).any():
+        raise ValueError(f"unknown split in tokens: {sorted(set(splits) - set(SPLIT_CODES))}")
+    return codes
 
 
 def read_blocks(snapshots: list[tuple[str, list[Path]]]) -> TokenBlocks:
     """Blocks of the tokens snapshots given as (key, parquet files), in file order."""
-    ids, masks, val, src, local = [], [], [], [], []
+    ids, masks, splits, src, local = [], [], [], [], []
     for s, (_, files) in enumerate(snapshots):
         table = pq.read_table(
             [str(f) for f in files], columns=["input_ids", "loss_mask", "split"], partitioning=None
@@ -61,7 +85,7 @@ def read_blocks(snapshots: list[tuple[str, list[Path]]]) -> TokenBlocks:
                 n, length
             )
         )
-        val.append(np.asarray(table.column("split").to_pylist()) == "validation")
+        splits.append(split_codes(table.column("split").to_pylist()))
         src.append(np.full(n, s))
         local.append(np.arange(n))
     if not ids:
@@ -71,7 +95,7 @@ def read_blocks(snapshots: list[tuple[str, list[Path]]]) -> TokenBlocks:
     return TokenBlocks(
         np.concatenate(ids),
         np.concatenate(masks),
-        np.concatenate(val),
+        np.concatenate(splits),
         np.concatenate(src),
         np.concatenate(local),
         [k for k, _ in snapshots],

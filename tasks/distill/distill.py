@@ -24,7 +24,7 @@ from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
 from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill.config import DistillConfig, DistillError
-from tasks.distill.data import CacheReader, read_blocks
+from tasks.distill.data import SPLIT_CODES, CacheReader, read_blocks, split_codes
 from tasks.distill.evaluate import evaluate_student, summary_rouge
 from tasks.distill.train import train_student
 from tasks.publish import Lineage, done_run, publish, run_key
@@ -76,8 +76,8 @@ def training_data(
 def held_out_pairs(
     catalog: Catalog, tokens: list[VersionInfo], limit: int
 ) -> tuple[list[tuple[str, str]], str | None]:
-    """Up to `limit` (document, summary) pairs of the tokens snapshots' validation documents
-    (never trained on), and the template they were rendered with; ([], None) without pairs."""
+    """Up to `limit` (document, summary) pairs of the tokens snapshots' test documents (never
+    trained or selected on), and the template they were rendered with; ([], None) without."""
     import duckdb
     import pyarrow.parquet as pq
 
@@ -88,10 +88,9 @@ def held_out_pairs(
         if limit <= len(pairs) or config.get("pairs", "summarize") != "summarize":
             continue
         blocks = pq.read_table(v.ref.files(), columns=["split", "doc_ids"], partitioning=None)
-        ids = sorted(
-            {d for s, docs in zip(*blocks.to_pydict().values(), strict=True)
-             if s == "validation" for d in docs}
-        )  # fmt: skip
+        test = split_codes(blocks.column("split").to_pylist()) == SPLIT_CODES["test"]
+        ids = sorted({d for t, docs in zip(test, blocks.column("doc_ids").to_pylist(), strict=True)
+                      if t for d in docs})  # fmt: skip
         stage, _, rest = str(v.meta.get("source", "")).partition("/")
         name, _, version = rest.partition("@")
         if not ids or not version:

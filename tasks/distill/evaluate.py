@@ -68,7 +68,7 @@ def compare_on_blocks(
 ) -> dict[str, float]:
     """Held-out perplexity of both models and their top-1 agreement, in one pass."""
     if len(indices) == 0:
-        raise ValueError("no validation blocks to evaluate on")
+        raise ValueError("no held-out (validation) blocks to evaluate on")
     device = next(student.parameters()).device
     sums = {"student": 0.0, "teacher": 0.0, "agree": 0.0, "count": 0.0}
     for model in (student, teacher):
@@ -123,8 +123,9 @@ def evaluate_student(
     batch_blocks: int = 8,
     speed_tokens: int = 64,
 ) -> EvalResult:
-    """Everything above on the validation blocks (the first `max_blocks` of them)."""
-    val = blocks.split(True)[:max_blocks]
+    """Everything above on the test blocks (the first `max_blocks` of them): blocks that no
+    choice during training (keep-best, early stopping) has seen."""
+    val = blocks.test()[:max_blocks]
     scores = compare_on_blocks(student, teacher, blocks, val, vocab_size, batch_blocks)
     prompt = torch.from_numpy(blocks.input_ids[val[0], :16][None])
     s_params, t_params = count_params(student), count_params(teacher)

@@ -281,7 +281,7 @@ def train_student(
 
     `layers[i]` is the teacher layer student layer i was copied from (needed by the feature
     terms, hidden_weight and relation_weight). The pools are block indices: by default all
-    training / validation blocks; a refresh trains on the new blocks and mixes in
+    training / selection blocks; a refresh trains on the new blocks and mixes in
     `replay_share` of `replay_pool` (earlier data) per batch."""
     from accelerate import Accelerator
 
@@ -301,13 +301,14 @@ def train_student(
         if teacher is not None:
             teacher.to(device)
     rank, world = accelerator.process_index, accelerator.num_processes
-    train_pool = blocks.split(False) if train_pool is None else train_pool
-    # held-out blocks: the first eval_blocks validation blocks, or exactly the pool given
-    val_pool = blocks.split(True)[: cfg.eval_blocks] if val_pool is None else val_pool
+    train_pool = blocks.train() if train_pool is None else train_pool
+    # blocks that choose (keep-best, early stop): the first eval_blocks selection blocks, or
+    # exactly the pool given; never the test blocks reported after training
+    val_pool = blocks.selection()[: cfg.eval_blocks] if val_pool is None else val_pool
     if len(train_pool) == 0:
         raise ValueError("no training blocks")
     if len(val_pool) == 0:
-        log.warning("no validation blocks: no periodic evaluation, no early stop, last weights")
+        log.warning("no selection blocks: no periodic evaluation, no early stop, last weights")
     features = None
     if use_features:
         assert teacher is not None and layers is not None

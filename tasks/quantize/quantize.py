@@ -1,7 +1,7 @@
 """Quantize: a registered model (or the teacher) -> quantized variant -> evaluation against its
 fp32 parent, in one process -> registry (lineage to the parent) -> gate.
 
-The evaluation is the distill stage's: held-out perplexity on the validation token blocks of a
+The evaluation is the distill stage's: held-out perplexity on the test token blocks of a
 dataset's gated tokens snapshots (never trained on), here of the parent in fp32 and of its
 quantized copy, so the delta is the quantization's alone. Beside it: the bytes of the quantized
 weights against their fp32 bytes, the bytes on disk, the process's peak RSS, and forward and
@@ -125,7 +125,7 @@ def quantize_model(
     *, dataset: str | None = None, method: str | None = None, flow_run_id: str | None = None,
 ) -> QuantizeResult:  # fmt: skip
     """Quantize `model_arg` (`teacher`, NAME or NAME:VERSION) with `method` (default
-    cfg.method), evaluate it against its fp32 parent on `dataset`'s validation blocks (default:
+    cfg.method), evaluate it against its fp32 parent on `dataset`'s test blocks (default:
     the dataset the parent was trained on), register it as `<parent>-<method>` with the parent
     as lineage, and gate it.
 
@@ -154,9 +154,11 @@ def quantize_model(
         return QuantizeResult(parent.key, done.to_dict(), True, None, 0.0)
 
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
-    val = blocks.split(True)[: cfg.eval_blocks]
+    val = blocks.test()[: cfg.eval_blocks]
     if len(val) == 0:
-        raise QuantizeError(f"the tokens snapshots of {dataset!r} have no validation blocks")
+        raise QuantizeError(
+            f"the tokens snapshots of {dataset!r} have no test blocks (held-out documents not used for selection)"
+        )
     device = device_of(qcfg)
     reason = available(method, device)
     if reason:  # before loading anything: one line, not a traceback from deep inside
@@ -231,7 +233,7 @@ def quantize_model(
 
 
 def _speeds(model: torch.nn.Module, blocks: Any, val: Any, cfg: QuantizeConfig) -> dict[str, float]:
-    """Forward tokens/s on `speed_blocks` validation blocks (after a warm-up pass) and greedy
+    """Forward tokens/s on `speed_blocks` test blocks (after a warm-up pass) and greedy
     generation tokens/s, batch 1."""
     import torch
 

@@ -185,23 +185,31 @@ def refresh_student(
     student = AutoModelForCausalLM.from_pretrained(current.path, dtype=torch.float32).to(device)
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
     is_new = np.isin(blocks.source, new)
-    train_all, val_all = blocks.split(False), blocks.split(True)
+    train_all = blocks.train()
     new_train, old_train = train_all[is_new[train_all]], train_all[~is_new[train_all]]
-    new_val = spread(val_all[is_new[val_all]], tcfg.eval_blocks)
-    old_val = spread(val_all[~is_new[val_all]], tcfg.eval_blocks)
     if len(new_train) == 0:
         raise DistillError("the new tokens snapshots hold no training blocks")
-    if len(new_val) == 0 or len(old_val) == 0:
-        raise DistillError(
-            f"cannot judge a refresh without held-out blocks in both the old ({len(old_val)}) "
-            f"and the new data ({len(new_val)}): raise tokens.validation_share or add more data"
-        )
+    # Selection blocks choose the step to keep; test blocks judge old vs new for the decision
+    # (a decision on the blocks the kept step was chosen on would flatter the candidate).
+    held = {}
+    for split in ("selection", "test"):
+        idx = blocks.indices(split)
+        held[split] = {
+            "old": spread(idx[~is_new[idx]], tcfg.eval_blocks),
+            "new": spread(idx[is_new[idx]], tcfg.eval_blocks),
+        }
+        for age, chosen in held[split].items():
+            if len(chosen) == 0:
+                raise DistillError(
+                    f"cannot judge a refresh without {split} blocks in the {age} data: raise "
+                    "tokens.validation_share (or selection_share), or add more data"
+                )
 
     def old_and_new_ppl() -> tuple[float, float]:
         b = tcfg.batch_blocks
         return (
-            perplexity(student, blocks, old_val, vocab, b),
-            perplexity(student, blocks, new_val, vocab, b),
+            perplexity(student, blocks, held["test"]["old"], vocab, b),
+            perplexity(student, blocks, held["test"]["new"], vocab, b),
         )
 
     before = old_and_new_ppl()
@@ -217,7 +225,7 @@ def refresh_student(
         layers=current.metrics.get("layers"),
         train_pool=new_train,
         # keep-best judges on both sets: on the new one alone it could keep a step that forgot
-        val_pool=np.concatenate([old_val, new_val]),
+        val_pool=np.concatenate([held["selection"]["old"], held["selection"]["new"]]),
         replay_pool=old_train,
         replay_share=rcfg.replay_share,
         progress=progress,

@@ -13,8 +13,11 @@ class TokensConfig(BaseModel):
     block_size: int = Field(256, ge=8)
     """Tokens per packed training block."""
     validation_share: float = Field(0.05, ge=0.0, lt=1.0)
-    """Share of documents held out, chosen by content hash: a document never changes split when data
-    is added."""
+    """Share of documents held out of training, chosen by content hash: a document never changes
+    split when data is added."""
+    selection_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of the held-out documents used for selection (keep-best, early stopping, a
+    refresh's keep-best); the rest are the test split every reported figure is computed on."""
     source_stage: Literal["auto", "curated", "raw"] = "auto"
     """Which snapshots to tokenize: curated (kept rows only) when the dataset has any, else raw
     (auto); or force one."""

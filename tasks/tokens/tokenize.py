@@ -3,8 +3,9 @@
 Each document becomes tokens + EOS; documents are concatenated and cut into blocks of
 `block_size` (the last one padded with EOS under loss mask 0). A pair is rendered with the
 config's template, and with `mask_prompt` only its summary tokens (and the EOS) carry loss.
-Documents go to train or validation by their content hash, so adding data never moves a
-document between splits. A kept row that curate down-weighted (`sample_weight` < 1, machine-like
+Documents go to train, selection or test by their content hash (`split_of`), so adding data
+never moves a document between splits; selection blocks choose (keep-best, early stop), test
+blocks are what every reported figure is computed on, and the two never share a document. A kept row that curate down-weighted (`sample_weight` < 1, machine-like
 text) is included with probability = its weight, decided by other bits of its content hash.
 One tokens version is made per source version (they are deltas),
 and a source version that already has one is skipped: reruns do nothing.
@@ -51,9 +52,17 @@ def tokens_schema(block_size: int) -> pa.Schema:
     )
 
 
-def is_validation(content_sha256: str, share: float) -> bool:
-    """A stable split: the first 32 bits of the content hash against the share."""
-    return int(content_sha256[:8], 16) / 2**32 < share
+SPLITS = ("train", "selection", "test")
+
+
+def split_of(content_sha256: str, cfg: TokensConfig) -> str:
+    """A document's split, stable as data grows: held out when the content hash's bits 0..31
+    fall under `validation_share`; a held-out document is for `selection` (keep-best, early
+    stopping, a refresh's keep-best) when bits 64..95 fall under `selection_share`, else for
+    `test` (every figure reported). Bits 32..63 decide down-weighted rows (`included`)."""
+    if int(content_sha256[:8], 16) / 2**32 >= cfg.validation_share:
+        return "train"
+    return "selection" if int(content_sha256[16:24], 16) / 2**32 < cfg.selection_share else "test"
 
 
 def source_stage(catalog: Catalog, dataset: str, cfg: TokensConfig) -> str:
@@ -210,9 +219,9 @@ def _tokenize_version(
 ) -> DatasetRef:
     schema = tokens_schema(cfg.block_size)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    packers = {s: _Packer(cfg.block_size, pad) for s in ("train", "validation")}
-    counts = {"documents": 0, "train_documents": 0, "validation_documents": 0, "tokens": 0}
-    counts |= {"train_blocks": 0, "validation_blocks": 0, "loss_tokens": 0}
+    packers = {s: _Packer(cfg.block_size, pad) for s in SPLITS}
+    counts = {"documents": 0, "tokens": 0, "loss_tokens": 0}
+    counts |= {f"{s}_{unit}": 0 for s in SPLITS for unit in ("documents", "blocks")}
     counts |= {"downweighted_out": 0}  # kept rows left out by their sample_weight
     with catalog.writing():
         staged = catalog.stage_snapshot("tokens", src.name)
@@ -220,7 +229,7 @@ def _tokenize_version(
 
         def emit(split: str, block: tuple) -> None:
             ids, mask, docs = block
-            rows["block"].append(counts["train_blocks"] + counts["validation_blocks"])
+            rows["block"].append(sum(counts[f"{s}_blocks"] for s in SPLITS))
             rows["split"].append(split)
             rows["input_ids"].append(ids)
             rows["loss_mask"].append(mask)
@@ -231,7 +240,7 @@ def _tokenize_version(
         bar = tqdm(unit=" docs", desc=f"tokenize {src.key}", disable=not progress)
         with pq.ParquetWriter(staged.dir / "part-0.parquet", schema, compression="zstd") as out:
             for doc_id, text, summary, digest in _documents(src, cfg.max_documents, counts):
-                split = "validation" if is_validation(digest, cfg.validation_share) else "train"
+                split = split_of(digest, cfg)
                 ids, mask = render(text, summary, tokenizer, cfg)
                 counts["documents"] += 1
                 counts[f"{split}_documents"] += 1
@@ -262,13 +271,10 @@ def _tokenize_version(
         with catalog.transaction() as tx:
             ref = tx.publish(staged, parent=src.key, flow_run_id=flow_run_id, meta=meta)
     log.info(
-        "tokens %s: %d documents -> %d train + %d validation blocks of %d",
-        ref.key,
-        counts["documents"],
-        counts["train_blocks"],
-        counts["validation_blocks"],
-        cfg.block_size,
-    )
+        "tokens %s: %d documents -> %d train + %d selection + %d test blocks of %d",
+        ref.key, counts["documents"], counts["train_blocks"], counts["selection_blocks"],
+        counts["test_blocks"], cfg.block_size,
+    )  # fmt: skip
     return ref
 
 

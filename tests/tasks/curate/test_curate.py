@@ -271,7 +271,8 @@ def test_curate_downweight_report_and_tokens(tmp_path: Path, teacher) -> None:
 def test_included_is_deterministic_and_matches_the_weight() -> None:
     import hashlib
 
-    from tasks.tokens.tokenize import included, is_validation
+    from tasks.tokens.config import TokensConfig
+    from tasks.tokens.tokenize import included, split_of
 
     hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4000)]
     assert all(included(h, None) and included(h, 1.0) for h in hashes[:10])
@@ -279,7 +280,8 @@ def test_included_is_deterministic_and_matches_the_weight() -> None:
     share = sum(included(h, 0.3) for h in hashes) / len(hashes)
     assert 0.27 < share < 0.33
     # independent of the train/validation split (other bits of the hash)
-    val = [h for h in hashes if is_validation(h, 0.3)]
+    cfg = TokensConfig(validation_share=0.3)
+    val = [h for h in hashes if split_of(h, cfg) != "train"]
     assert 0.25 < sum(included(h, 0.3) for h in val) / len(val) < 0.35
 
 

@@ -31,7 +31,7 @@ def _blocks(vocab: int) -> TokenBlocks:
     mask = np.ones((6, 12), np.uint8)
     mask[:, :5] = 0  # a prompt: no loss on predicting tokens 0..4
     return TokenBlocks(
-        ids, mask, np.array([False, False, True, True, True, False]), np.zeros(6, int),
+        ids, mask, np.array([0, 0, 2, 2, 2, 0], np.int8), np.zeros(6, int),
         np.arange(6), ["tokens/x@1"],
     )  # fmt: skip
 
@@ -49,7 +49,7 @@ def test_perplexity_respects_the_loss_mask(teacher: torch.nn.Module) -> None:
     vocab = model_vocab_size(teacher)
     blocks = _blocks(vocab)
     student = student_from_teacher(teacher, [1])
-    val = blocks.split(True)
+    val = blocks.test()
     got = compare_on_blocks(student, teacher, blocks, val, vocab, batch_blocks=2)
     nll = []
     with torch.no_grad():

@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     catalog = Catalog(root / "home")
     r = ingest(str(write_jsonl(root / "in.jsonl", news_docs(80))), "news", catalog, progress=False)
     gate("raw", r.ref, catalog)
-    tcfg = TokensConfig(block_size=16, validation_share=0.2)
+    tcfg = TokensConfig(block_size=16, validation_share=0.3)
     (tokens,) = tokenize("news", catalog, spec, tcfg, progress=False).refs
     gate("tokens", tokens, catalog)
     caches = {}
@@ -80,7 +80,7 @@ def _cfg(**kw) -> DistillConfig:
 
 def test_blocks_have_both_splits_and_the_cache_lines_up_with_them(world: dict) -> None:
     blocks: TokenBlocks = world["blocks"]
-    assert len(blocks.split(False)) > 4 and len(blocks.split(True)) > 0
+    assert len(blocks.train()) > 4 and len(blocks.selection()) > 0 and len(blocks.test()) > 0
     reader = CacheReader(world["caches"]["topk"])
     teacher = load_causal_lm(world["spec"], "cpu")
     b = 4  # second shard (3 blocks per shard)
@@ -112,7 +112,7 @@ def test_offline_exact_cache_loss_equals_online_loss(world: dict) -> None:
     """With a top-k cache holding every id, the offline KD loss is the online one (fp16)."""
     blocks: TokenBlocks = world["blocks"]
     teacher, student, vocab = _models(world)
-    idx = blocks.split(False)[:2]
+    idx = blocks.train()[:2]
     batch = make_batch(blocks, idx, None)
     with torch.no_grad():
         t_logits = teacher(input_ids=batch.input_ids).logits.reshape(-1, vocab)
@@ -136,7 +136,7 @@ def test_offline_training_moves_the_student_towards_the_teacher(
 ) -> None:
     blocks: TokenBlocks = world["blocks"]
     teacher, student, vocab = _models(world)
-    val = blocks.split(True)
+    val = blocks.test()
     cfg = _cfg(max_steps=30, lr=3e-3, eval_every=10, checkpoint_every=30)
 
     def kd_to_teacher() -> float:
@@ -177,7 +177,7 @@ def test_online_training_runs_the_teacher_in_the_loop(world: dict, tmp_path: Pat
 def test_ce_only_needs_neither_teacher_nor_cache(world: dict, tmp_path: Path) -> None:
     blocks: TokenBlocks = world["blocks"]
     _, student, vocab = _models(world)
-    val = blocks.split(True)
+    val = blocks.selection()  # what best_val_loss is measured on
     before = held_out_loss(student, blocks, val, vocab)
     cfg = _cfg(kd_weight=0.0, ce_weight=1.0, max_steps=20, lr=3e-3, eval_every=20)
     result = train_student(student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path, progress=False)
@@ -292,7 +292,7 @@ def test_keep_best_returns_the_weights_of_the_lowest_held_out_loss(
     vals = [r["val_loss"] for r in result.history]
     best_step = vals.index(min(vals)) + 1
     assert best_step < 12 and result.kept_step == best_step  # the last was not the best
-    now = held_out_loss(student, blocks, blocks.split(True)[: cfg.eval_blocks], vocab)
+    now = held_out_loss(student, blocks, blocks.selection()[: cfg.eval_blocks], vocab)
     assert now == pytest.approx(min(vals), rel=1e-5)
 
 
@@ -307,3 +307,38 @@ def test_adamw8bit_keeps_one_byte_per_state_value_on_cpu() -> None:
     opt.step()
     state = opt.state[model[0].weight]
     assert state["state1"].dtype == torch.uint8 and state["state2"].dtype == torch.uint8
+
+
+def test_reported_figures_use_blocks_the_selection_never_saw(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep-best and early stopping look at selection blocks only; the evaluation that is
+    reported (and registered) looks at test blocks only."""
+    import tasks.distill.evaluate as eval_mod
+    import tasks.distill.train as train_mod
+    from tasks.distill.evaluate import evaluate_student
+
+    blocks: TokenBlocks = world["blocks"]
+    seen: dict[str, set[int]] = {"selection": set(), "reported": set()}
+    real_loss, real_compare = train_mod.held_out_loss, eval_mod.compare_on_blocks
+
+    def spy_loss(model, b, idx, *args, **kw):  # type: ignore[no-untyped-def]
+        seen["selection"].update(int(i) for i in idx)
+        return real_loss(model, b, idx, *args, **kw)
+
+    def spy_compare(student, teacher, b, idx, *args, **kw):  # type: ignore[no-untyped-def]
+        seen["reported"].update(int(i) for i in idx)
+        return real_compare(student, teacher, b, idx, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "held_out_loss", spy_loss)
+    monkeypatch.setattr(eval_mod, "compare_on_blocks", spy_compare)
+    teacher, student, vocab = _models(world)
+    caches = [CacheReader(world["caches"]["topk"])]
+    cfg = _cfg(max_steps=6, eval_every=2)
+    train_student(student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path, caches=caches,
+                  progress=False)  # fmt: skip
+    evaluate_student(student, teacher, blocks, vocab, speed_tokens=2)
+    assert seen["selection"] and seen["reported"]
+    assert seen["selection"] <= set(blocks.selection().tolist())
+    assert seen["reported"] == set(blocks.test().tolist())
+    assert not seen["selection"] & seen["reported"]

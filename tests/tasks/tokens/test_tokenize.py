@@ -9,7 +9,7 @@ from models.loading import load_tokenizer
 from models.loading_config import ModelSpec
 from tasks.ingest.ingest import ingest
 from tasks.tokens.config import TokensConfig
-from tasks.tokens.tokenize import TokenizeError, is_validation, render, tokenize
+from tasks.tokens.tokenize import TokenizeError, render, split_of, tokenize
 from tests.helpers import news_docs, write_jsonl
 from tests.tiny import make_tiny_llama
 from warehouse import Catalog
@@ -52,12 +52,17 @@ def test_blocks_are_full_separated_by_eos_and_padded_at_the_end(
     mask = np.stack(table.column("loss_mask").to_numpy(zero_copy_only=False))
     assert ids.shape[1] == 16
     meta = catalog.get("tokens", "news", 1).meta
-    assert meta["documents"] == 40 and meta["train_documents"] + meta["validation_documents"] == 40
+    held_out = meta["selection_documents"] + meta["test_documents"]
+    assert meta["documents"] == 40 and meta["train_documents"] + held_out == 40
     # Every document contributes its tokens + EOS; only the padding of the last block per
     # split carries no loss.
     assert (ids == 2).sum() >= 40 and mask.sum() == meta["tokens"]
-    assert set(table.column("split").to_pylist()) == {"train", "validation"}
-    assert 0 < meta["validation_documents"] < 40
+    assert set(table.column("split").to_pylist()) == {"train", "selection", "test"}
+    assert 0 < held_out < 40
+    # selection and test never share a document: blocks are packed per split
+    splits = table.column("split").to_pylist()
+    docs = {s: {d for sp, ds in zip(splits, table.column("doc_ids").to_pylist(), strict=True) if sp == s for d in ds} for s in ("selection", "test")}  # fmt: skip
+    assert docs["selection"] and docs["test"] and not docs["selection"] & docs["test"]
 
 
 def test_splits_are_stable_and_reruns_skip_done_versions(
@@ -73,7 +78,10 @@ def test_splits_are_stable_and_reruns_skip_done_versions(
     assert catalog.get("tokens", "news", 2).parent == "raw/news@2"
     docs = {d for ds in ref.read().column("doc_ids").to_pylist() for d in ds}
     assert docs <= {f"new{i}" for i in range(10)}  # only the delta is tokenized
-    assert is_validation("00000000" + "f" * 56, 0.05) and not is_validation("ff" * 32, 0.05)
+    cfg = TokensConfig(validation_share=0.05, selection_share=0.5)
+    assert split_of("ff" * 32, cfg) == "train"
+    assert split_of("00000000" + "f" * 56, cfg) == "test"
+    assert split_of("00000000" + "f" * 8 + "0" * 48, cfg) == "selection"
 
 
 def test_nothing_gated_means_nothing_to_tokenize(
