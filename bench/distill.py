@@ -9,7 +9,7 @@ one run:
   (b) online full KD     forward KL to the teacher's full distribution, teacher in the loop
   (c) top-k cache KD     forward KL from a top-k cache (k ids + the tail as one bucket)
   (d) sampled cache KD   forward KL from a sampled cache (counts/S, unbiased)
--> held-out perplexity (validation blocks never trained on) and seconds per optimizer step,
+-> held-out perplexity (test blocks never trained on) and seconds per optimizer step,
 so offline (c, d) against online (b). The caches are built once before training; their cost
 is the logit cache's (bench/logits.py).
 
@@ -126,7 +126,7 @@ def run(profile: str, steps: int | None = None, device: str = "cpu") -> dict[str
     blocks = TokenBlocks(
         input_ids=ids,
         loss_mask=np.ones_like(ids, dtype=np.uint8),
-        validation=np.arange(len(ids)) >= n_train,
+        split=np.where(np.arange(len(ids)) >= n_train, 2, 0).astype(np.int8),  # train | test
         source=np.zeros(len(ids), int),
         local=np.arange(len(ids)),
         keys=["bench"],

@@ -158,7 +158,7 @@ def run(profile: str, seed: int = 0, device: str = "cpu", **overrides: Any) -> d
     blocks = TokenBlocks(
         input_ids=np.concatenate([old_ids, new_ids]),
         loss_mask=np.ones((2 * n, p["block_size"]), np.uint8),
-        validation=np.concatenate([is_val, is_val]),
+        split=np.where(np.concatenate([is_val, is_val]), 2, 0).astype(np.int8),  # train | test
         source=np.repeat([0, 1], n),
         local=np.concatenate([np.arange(n), np.arange(n)]),
         keys=["old", "new"],
