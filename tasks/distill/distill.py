@@ -181,7 +181,10 @@ def distill(
             max_new_tokens=cfg.rouge_max_new_tokens,
         )
         evaluation.rouge_pairs = len(pairs)
-        evaluation.student_rouge_l, evaluation.teacher_rouge_l = rouge["student"], rouge["teacher"]
+        evaluation.student_rouge_l = rouge["student"]["rouge_l"]
+        evaluation.teacher_rouge_l = rouge["teacher"]["rouge_l"]
+        evaluation.student_empty_summaries = rouge["student"]["empty"]
+        evaluation.teacher_empty_summaries = rouge["teacher"]["empty"]
         evaluation.examples = examples
     final = save_student(student, teacher_spec, work / "final")
     metrics = {
