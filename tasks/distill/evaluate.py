@@ -168,14 +168,10 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 def summary_prompt(document: str, template: str, tokenizer: Any, max_tokens: int) -> list[int]:
     """The prompt part of `template` (before {summary}) for `document`, its document cut so
-    the whole prompt fits `max_tokens` tokens. The pieces are tokenized apart and joined as
-    ids, as tasks/tokens/tokenize.render does (decode -> encode is not the identity)."""
-    head, _, _ = template.partition("{summary}")
-    before, _, after = head.partition("{document}")
-    pre = tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
-    post = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    doc = tokenizer(document, add_special_tokens=False)["input_ids"]
-    return (pre + doc[: max(max_tokens - len(pre) - len(post), 1)] + post)[-max_tokens:]
+    the whole prompt fits `max_tokens` tokens (tasks/tokens/tokenize.prompt_ids)."""
+    from tasks.tokens.tokenize import prompt_ids
+
+    return prompt_ids(document, template, tokenizer, max_tokens)
 
 
 def summary_text(tokenizer: Any, tokens: list[int]) -> str:
