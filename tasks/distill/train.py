@@ -143,7 +143,8 @@ def _batch_loss(
         total = total + cfg.ce_weight * ce
         parts["ce"] = float(ce.detach())
     t_logits = None
-    if teacher is not None and batch.targets is None and cfg.kd_weight > 0:  # online KD
+    online = teacher is not None and (features is None or batch.targets is None)
+    if online and cfg.kd_weight > 0:  # the teacher's full distribution
         with torch.no_grad():
             t_logits = teacher(input_ids=batch.input_ids).logits[..., :vocab_size]
     elif teacher is not None and features is not None:  # offline KD: the teacher for features
