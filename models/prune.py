@@ -267,6 +267,9 @@ def prune_width(model: PreTrainedModel, imp: Importance, plan: WidthPlan) -> Pre
     per = plan.heads_per_kv or group
     if d > cfg.hidden_size or m > cfg.intermediate_size or kv > n_kv or per > group:
         raise ValueError(f"{plan} is not smaller than the teacher")
+    if d % (kv * per):
+        # transformers refuses to save (or load) such a config, whatever head_dim says
+        raise ValueError(f"hidden size {d} is not a multiple of the {kv * per} attention heads")
     keep_d = torch.from_numpy(_top(imp.hidden, d))
 
     new_cfg = copy.deepcopy(cfg)

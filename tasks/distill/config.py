@@ -39,7 +39,8 @@ class StudentConfig(BaseModel):
     (angular distance, Gromov et al. 2024); `influence` keeps the layers of highest block
     influence (1 - cos(in, out), ShortGPT)."""
     hidden_size: int | None = Field(None, ge=1)
-    """width: hidden (embedding) channels kept; default all."""
+    """width: hidden (embedding) channels kept, a multiple of the attention heads kept; default
+    all."""
     kv_heads: int | None = Field(None, ge=1)
     """width: key/value head groups kept (with their query heads); default all."""
     heads_per_kv: int | None = Field(None, ge=1)

@@ -72,11 +72,14 @@ def make_student(
         layers=layers if len(layers) < n else None,
         intermediate_size=sc.intermediate_size,
     )
-    if plan.intermediate_size is None:
-        plan.intermediate_size = intermediate_for(teacher.config, plan, budget)
-    if student_params(teacher.config, plan) > budget:
-        raise DistillError(f"{plan} has more than {sc.share:.0%} of the teacher's parameters")
-    student = prune_width(teacher, imp, plan)
+    try:
+        if plan.intermediate_size is None:
+            plan.intermediate_size = intermediate_for(teacher.config, plan, budget)
+        if student_params(teacher.config, plan) > budget:
+            raise DistillError(f"{plan} has more than {sc.share:.0%} of the teacher's parameters")
+        student = prune_width(teacher, imp, plan)
+    except ValueError as e:  # a plan the teacher cannot be cut to: a config error, said plainly
+        raise DistillError(f"distill.student: {e}") from e
     sizes = {k: v for k, v in vars(plan).items() if v is not None and k != "layers"}
     log.info("width pruning: %s, teacher layers %s", sizes, layers)
     return student, layers, info | {"layers": layers, **sizes}
