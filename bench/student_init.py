@@ -42,10 +42,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "depth: drop a span (Gromov)": {"kind": "depth", "keep_layers": 11, "method": "span"},
     "depth: block influence (ShortGPT)": {"kind": "depth", "keep_layers": 11, "method": "influence"},
     "width: 2 of 3 KV groups": {"kind": "width", "kv_heads": 2},
-    "width: hidden 512, 2 KV groups": {"kind": "width", "hidden_size": 512, "kv_heads": 2},
-    "width: hidden 384": {"kind": "width", "hidden_size": 384},
-    "mixed: 24 layers, hidden 480": {"kind": "width", "keep_layers": 24, "hidden_size": 480},
+    "width: hidden 504, 2 KV groups": {"kind": "width", "hidden_size": 504, "kv_heads": 2},
+    "width: hidden 432": {"kind": "width", "hidden_size": 432},
+    "mixed: 24 layers, hidden 468": {"kind": "width", "keep_layers": 24, "hidden_size": 468},
 }  # fmt: skip
+# (a hidden size must be a multiple of the attention heads kept, 9 or 6 here: transformers
+# will not save another)
 
 
 def prepare(work: Path) -> dict[str, Any]:

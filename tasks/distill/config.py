@@ -16,7 +16,8 @@ class DistillError(RuntimeError):
 
 
 # Weights of the feature terms when the student has lost layers and the config leaves them
-# unset (None): from the sweep in bench/features.py (results in bench/results/features_cpu.txt).
+# unset (None). Not yet chosen by a sweep (issue #18 asks for one, against response-only KD):
+# 1.0 each, the scale-free terms' natural unit.
 AUTO_HIDDEN_WEIGHT = 1.0
 AUTO_RELATION_WEIGHT = 1.0
 
