@@ -50,9 +50,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 # will not save another)
 
 
-def prepare(work: Path) -> dict[str, Any]:
+def prepare(work: Path, cache: bool = True) -> dict[str, Any]:
     """Token blocks (calibration = training text, held out), the teacher's top-32 cache over the
-    training blocks, saved under `work`."""
+    training blocks (when `cache`: training needs it, inits do not), saved under `work`."""
     import numpy as np
     import torch
 
@@ -79,7 +79,8 @@ def prepare(work: Path) -> dict[str, Any]:
     train, held = blocks(0, TRAIN_BLOCKS), blocks(500, HELD_OUT_BLOCKS)
     np.save(work / "train.npy", train)
     np.save(work / "held.npy", held)
-    write_cache(work / "cache", teacher, train, "topk", {"k": 32, "samples": 0})
+    if cache:
+        write_cache(work / "cache", teacher, train, "topk", {"k": 32, "samples": 0})
     ppl = _ppl(teacher, torch.from_numpy(held))
     return {"teacher_ppl": ppl, "teacher_params": _params(teacher)}
 
@@ -166,7 +167,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llm4all-bench-init-"))
     try:
         base = measure(f"from bench.student_init import prepare\nfrom pathlib import Path\n"
-                       f"result.update(prepare(Path({str(work)!r})))")  # fmt: skip
+                       f"result.update(prepare(Path({str(work)!r}), cache={args.steps > 0}))")  # fmt: skip
         rows = [{"student": "teacher (30 layers)", "params": base["teacher_params"],
                  "share": 1.0, "held-out ppl at init": base["teacher_ppl"]}]  # fmt: skip
         todo = {n: s for n, s in CANDIDATES.items() if not args.only or n in args.only}
