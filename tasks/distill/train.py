@@ -295,7 +295,9 @@ def train_student(
     # One process: a thin wrapper. Under `accelerate launch`: one process per GPU, the model
     # wrapped for gradient all-reduce, checkpoints written by the main process only.
     accelerator = Accelerator(cpu=device.type == "cpu")
-    if accelerator.device != device:
+    if accelerator.device.type != device.type or (
+        device.type != "cpu" and accelerator.device != device
+    ):  # (a multi-CPU launch says cpu:0 for cpu)
         device = accelerator.device
         student.to(device)
         if teacher is not None:
@@ -364,6 +366,8 @@ def train_student(
                 accelerator.backward(loss / cfg.grad_accum)
             step_loss += float(loss.detach()) / cfg.grad_accum
             tokens += batch.tokens * world
+        if world > 1:  # the loss of the global batch: the mean over the ranks' shares
+            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step}")
         if cfg.clip_grad is not None:
