@@ -38,6 +38,7 @@ from models.losses import (
     masked_mean,
     sparse_batch,
     sparse_kd_loss,
+    to_device,
 )
 from tasks.distill.checkpoint import (
     BEST,
@@ -87,8 +88,8 @@ def make_batch(
     caches: list[CacheReader] | None,
     device: torch.device | str = "cpu",
 ) -> Batch:
-    ids = torch.from_numpy(blocks.input_ids[indices]).to(device)
-    mask = torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)).to(device)
+    ids = to_device(torch.from_numpy(blocks.input_ids[indices]), device)  # pinned on CUDA
+    mask = to_device(torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)), device)
     targets = None
     if caches is not None:
         from models.logit_cache import concat
