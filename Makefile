@@ -21,6 +21,7 @@ help:
 	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
+	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -81,6 +82,13 @@ bench-quant: $(VENV)/.demo-assets
 .PHONY: bench-refresh
 bench-refresh: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.refresh
+
+# On a CUDA machine: teacher forward vs caching overhead, ours vs the previous sparsifiers, and
+# student steps/s over a 600-step distillation (10x the CPU demo's 60): see docs/scale.md. Runs
+# with that machine's own CUDA torch (PYTHON=...), not .venv's CPU wheel.
+.PHONY: bench-gpu
+bench-gpu:
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.gpu_logits --train-steps 600 | tee bench/results/gpu_logits_cuda.txt
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

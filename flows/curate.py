@@ -2,7 +2,7 @@
 (markdown + score histograms, a Prefect artifact) -> curated gate.
 
 Signature and embedding shards run as mapped Prefect tasks on the configured task runner
-(`dedup.runner`: threads, dask or ray); everything else is `tasks.curate.curate.curate_next`.
+(`dedup.runner`: threads or dask); everything else is `tasks.curate.curate.curate_next`.
 """
 
 from __future__ import annotations
@@ -68,31 +68,23 @@ def make_task_runner(rc: RunnerConfig) -> Any:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner(max_workers=rc.workers)
-    if rc.kind == "dask":
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError:
-            raise RuntimeError(
-                "dedup.runner.kind=dask needs prefect-dask: pip install 'llm4all[scale]'"
-            ) from None
-        if rc.address:
-            return DaskTaskRunner(address=rc.address)
-        return DaskTaskRunner(
-            cluster_class="distributed.LocalCluster",
-            cluster_kwargs={
-                "n_workers": rc.workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-            },
-        )
     try:
-        from prefect_ray import RayTaskRunner
+        from prefect_dask import DaskTaskRunner
     except ImportError:
         raise RuntimeError(
-            "dedup.runner.kind=ray needs prefect-ray: pip install 'llm4all[scale]'"
+            "dedup.runner.kind=dask needs prefect-dask: pip install 'llm4all[scale]'"
         ) from None
-    return RayTaskRunner(address=rc.address) if rc.address else RayTaskRunner()
+    if rc.address:  # a running cluster (`dask scheduler` + `dask worker`s): see docs/scale.md
+        return DaskTaskRunner(address=rc.address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": rc.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
 
 
 def run_curate(

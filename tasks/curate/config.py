@@ -112,12 +112,12 @@ class SemanticConfig(BaseModel):
 class RunnerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    kind: Literal["threads", "dask", "ray"] = "threads"
-    """Prefect task runner for signature and embedding shards: threads (default), dask
-    (prefect-dask: a LocalCluster, or the scheduler at `address`), ray (prefect-ray: the cluster at
-    `address`, or a local one)."""
+    kind: Literal["threads", "dask"] = "threads"
+    """Prefect task runner for signature and embedding shards: threads (default) or dask
+    (prefect-dask: a LocalCluster, or the scheduler at `address`). Shards travel by path: with a
+    scheduler on other hosts, every worker must mount the warehouse home at the same path."""
     address: str | None = None
-    """Dask scheduler or Ray cluster address; none: start a local one."""
+    """Dask scheduler address (`tcp://host:8786`); none: start a LocalCluster."""
     workers: int = Field(2, ge=1)
     """Threads, or LocalCluster worker processes."""
     shard_rows: int = Field(5_000, ge=1)

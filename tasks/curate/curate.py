@@ -30,7 +30,7 @@ from tasks.curate.dedup import dedup
 from tasks.curate.minhash import MinHashParams, MinHashShardResult, minhash_shard
 from tasks.curate.scores import row_scores
 from tasks.curate.semantic import EmbedShardResult, embed_shard
-from tasks.curate.shards import Prior, Shard, ShardMap, connect
+from tasks.curate.shards import Prior, Shard, ShardMap, connect, require_readable
 from warehouse import Catalog, DatasetRef, validate_name
 from warehouse.sql import sql_list, sql_str
 
@@ -197,12 +197,14 @@ def curate_next(
 @task(name="compute-minhash-signatures", cache_policy=NO_CACHE)
 def compute_minhash_signatures(shard: Shard, params: MinHashParams) -> MinHashShardResult:
     """Signatures and LSH band rows of one shard (see `minhash_shard`)."""
+    require_readable(shard)
     return minhash_shard(shard, params)
 
 
 @task(name="compute-embeddings", cache_policy=NO_CACHE)
 def compute_embeddings(shard: Shard, cfg: SemanticConfig) -> EmbedShardResult:
     """Sentence embeddings of one shard (see `embed_shard`)."""
+    require_readable(shard)
     return embed_shard(shard, cfg)
 
 

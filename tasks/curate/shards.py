@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.curate.config import DedupError
 from warehouse.sql import sql_list, sql_str
 
 MINHASH_DIR = "_minhash"  # beside a curated snapshot's data files: signatures and band rows
@@ -72,6 +73,24 @@ class Shard:
 
 ShardMap = Callable[[str, list[Shard], Any], list[Any]]
 """How shards get run: `shard_map(kind, shards, params)` with kind "minhash" or "embed"."""
+
+
+class ShardNotReadable(DedupError):
+    """A worker cannot see a shard file: the warehouse home is not on a shared filesystem."""
+
+
+def require_readable(shard: Shard) -> None:
+    """Shards travel by path: the flow writes them under the warehouse home (`lake/.tmp/`) and
+    a worker reads them there, and writes its outputs there too. A Dask worker on another host
+    therefore needs the home on a filesystem it mounts at the same path (NFS, Lustre, a cloud
+    file share); this says so plainly instead of failing deep inside pyarrow."""
+    if not os.path.isfile(shard.path):
+        import socket
+
+        raise ShardNotReadable(
+            f"shard {shard.path} is not readable on worker host {socket.gethostname()}: every "
+            "worker must mount the warehouse home at the same path (a shared filesystem)"
+        )
 
 
 def connect(scratch: Path, memory_limit: str = "1GB") -> Any:

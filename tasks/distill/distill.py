@@ -5,6 +5,9 @@ gated logit cache of the same teacher (the newest one is used). The run works in
 `<home>/work/distill/<dataset>/<run key>/`, where the key hashes the config, the teacher and
 the data, so a rerun after a kill resumes from the newest checkpoint, and a rerun after a
 success registers nothing new (the registry already holds that model).
+
+Under `accelerate launch` every process trains its share of each batch (tasks/distill/train.py);
+only the main one evaluates, saves, registers and gates the student.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from tasks.distill.data import SPLIT_CODES, CacheReader, read_blocks, split_code
 from tasks.distill.evaluate import evaluate_student, summary_rouge
 from tasks.distill.train import train_student
 from tasks.publish import Lineage, done_run, publish, run_key
-from tasks.runtime import current_flow_run_id
+from tasks.runtime import current_flow_run_id, launch_rank
 from warehouse import Catalog, VersionInfo, validate_name
 
 log = logging.getLogger(__name__)
@@ -137,7 +140,7 @@ def distill(
         log.info("%s already holds this run (%s): nothing to do", done.key, key)
         return DistillResult(dataset, done.to_dict(), True, None, None, 0.0)
 
-    teacher = load_causal_lm(teacher_spec, cfg.device)
+    teacher = load_causal_lm(teacher_spec, rank_device(cfg.device))
     vocab = model_vocab_size(teacher)
     for c in caches:
         if int(c.meta.get("vocab_size", vocab)) != vocab:
@@ -160,6 +163,8 @@ def distill(
         layers=layers,
         progress=progress,
     )
+    if launch_rank() > 0:  # `accelerate launch`: the main process evaluates, saves, registers
+        return DistillResult(dataset, {}, False, train.to_dict(), None, 0.0)
     student.eval()
     evaluation = evaluate_student(
         student,
@@ -218,6 +223,19 @@ def distill(
         evaluation.to_dict(),
         round(time.monotonic() - started, 3),
     )
+
+
+def rank_device(device: str | None) -> str | None:
+    """Under a multi-GPU launch each process loads the teacher onto its own GPU (LOCAL_RANK)
+    rather than all onto the first; otherwise `device` as configured."""
+    import os
+
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or (device or "cuda") != "cuda" or not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(local)}"
 
 
 def save_student(model: Any, tokenizer_of: ModelSpec, folder: Path) -> Path:

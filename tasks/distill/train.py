@@ -38,6 +38,7 @@ from models.losses import (
     masked_mean,
     sparse_batch,
     sparse_kd_loss,
+    to_device,
 )
 from tasks.distill.checkpoint import (
     BEST,
@@ -87,8 +88,8 @@ def make_batch(
     caches: list[CacheReader] | None,
     device: torch.device | str = "cpu",
 ) -> Batch:
-    ids = torch.from_numpy(blocks.input_ids[indices]).to(device)
-    mask = torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)).to(device)
+    ids = to_device(torch.from_numpy(blocks.input_ids[indices]), device)  # pinned on CUDA
+    mask = to_device(torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)), device)
     targets = None
     if caches is not None:
         from models.logit_cache import concat
@@ -295,7 +296,9 @@ def train_student(
     # One process: a thin wrapper. Under `accelerate launch`: one process per GPU, the model
     # wrapped for gradient all-reduce, checkpoints written by the main process only.
     accelerator = Accelerator(cpu=device.type == "cpu")
-    if accelerator.device != device:
+    if accelerator.device.type != device.type or (
+        device.type != "cpu" and accelerator.device != device
+    ):  # (a multi-CPU launch says cpu:0 for cpu)
         device = accelerator.device
         student.to(device)
         if teacher is not None:
@@ -365,6 +368,8 @@ def train_student(
                 accelerator.backward(loss / cfg.grad_accum)
             step_loss += float(loss.detach()) / cfg.grad_accum
             tokens += batch.tokens * world
+        if world > 1:  # the loss of the global batch: the mean over the ranks' shares
+            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step}")
         if cfg.clip_grad is not None:

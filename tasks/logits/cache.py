@@ -203,6 +203,8 @@ def _fill_shards(
     """Compute and write every shard not yet complete; return each shard's marker."""
     import torch
 
+    from models.losses import to_device
+
     n_shards = math.ceil(len(blocks) / cfg.shard_blocks)
     device = next(model.parameters()).device
     done_before = sum(shard_complete(work, s) for s in range(n_shards))
@@ -225,7 +227,7 @@ def _fill_shards(
             continue
         parts = []
         for b in range(lo, hi, cfg.batch_blocks):
-            batch = torch.from_numpy(blocks[b : min(b + cfg.batch_blocks, hi)]).to(device)
+            batch = to_device(torch.from_numpy(blocks[b : min(b + cfg.batch_blocks, hi)]), device)
             with torch.inference_mode():
                 logits = model(input_ids=batch).logits[..., :vocab].flatten(0, 1)
             if cfg.mode == "topk":
