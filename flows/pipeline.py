@@ -10,12 +10,13 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import Config, load_config
+from flows.config import Config
 from flows.curate import curate_flow, make_task_runner
 from flows.distill import distill_flow
 from flows.ingest import ingest_flow
 from flows.logits import cache_logits_flow
 from flows.quantize import quantize_variants
+from flows.runtime import dataset_run
 from tasks.report.markdown import pipeline_markdown, publish_markdown
 
 
@@ -27,11 +28,13 @@ def pipeline_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every stage for DATASET on SOURCES (default: refresh.sources of the config)."""
-    cfg = load_config(config_path, overrides)
-    params = {"config_path": config_path, "overrides": overrides}
-    out = update_data(dataset, sources, cfg, params)
-    out["distill"] = distill_flow(dataset=dataset, **params)
-    out["quantize"] = quantize_variants(out["distill"]["model"]["name"], dataset, cfg)
+    with dataset_run("pipeline", dataset, config_path, overrides) as run:
+        cfg = run.cfg
+        params = {"config_path": config_path, "overrides": overrides}
+        out = update_data(dataset, sources, cfg, params)
+        out["distill"] = distill_flow(dataset=dataset, **params)
+        out["quantize"] = quantize_variants(out["distill"]["model"]["name"], dataset, cfg)
+        run.remember(replace=True)
     publish_markdown(f"pipeline-{dataset}", pipeline_markdown(dataset, out), "pipeline report")
     return out
 

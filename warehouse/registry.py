@@ -196,6 +196,15 @@ def _set_gate(
         )
         if still and (current is None or version > current):
             tx.execute("UPDATE models SET promoted = (version = ?) WHERE name = ?", [version, name])
+        elif not still:  # passed, but what it continued is no longer the promoted version
+            note = {
+                "not_promoted": f"its parent {requires_promoted} is no longer the promoted "
+                f"version (models/{name}@{current} is)"
+            }
+            tx.execute(
+                "UPDATE models SET gate_report = ? WHERE name = ? AND version = ?",
+                [json.dumps(note), name, version],
+            )
     elif current == version:  # a promoted version that now fails: fall back to the newest pass
         tx.execute(
             "UPDATE models SET promoted = coalesce(version = (SELECT max(version) FROM models "

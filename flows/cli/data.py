@@ -76,6 +76,7 @@ def curate(
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         names = _filters(filters, inv.cfg)
+        inv.connect()
         from flows.cli.prefect_env import configure_logging
         from flows.curate import run_curate
 
