@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipeline import update_data
+from flows.pipeline import log_stages, update_data
 from flows.quantize import quantize_variants
 from flows.runtime import dataset_run
 from tasks.refresh.refresh import refresh_student_task
@@ -32,8 +32,10 @@ def refresh_flow(
             dataset, run.home, cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
         )
         out["refresh"] = result.to_dict()
+        log_stages({"refresh": out["refresh"]})
         # the promoted version, new or not: variants already made of it are skipped
         out["quantize"] = quantize_variants(cfg.distill.student_name(dataset), dataset, cfg)
+        log_stages({"quantize": out["quantize"]})
         run.remember(replace=True)
     publish_markdown(f"refresh-{dataset}", refresh_markdown(dataset, out), "refresh report")
     return out

@@ -76,6 +76,11 @@ def curate(
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         names = _filters(filters, inv.cfg)
+        from tasks.curate.pending import nothing_to_curate
+        from warehouse import Catalog
+
+        if nothing_to_curate(Catalog(inv.home), dataset):  # no flow run for nothing
+            return {"dataset": dataset, "filters": names, "versions": [], "rows": 0, "kept": 0}
         inv.connect()
         from flows.cli.prefect_env import configure_logging
         from flows.curate import run_curate

@@ -77,6 +77,8 @@ def logits(out: dict[str, Any]) -> None:
         say(f"tokens {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} blocks")
     if tok["skipped"]:
         say(f"already tokenized: {', '.join(tok['skipped'])}")
+    for key, left in (tok.get("over_budget") or {}).items():
+        say(f"over tokens.max_documents: {left:,} documents of {key} left for the next run")
     for r in lg["refs"]:
         say(f"logits {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} positions")
     if lg["refs"]:
