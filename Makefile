@@ -21,6 +21,7 @@ help:
 	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
+	@echo "make stress - 3 pipeline + 3 refresh triggers of one served dataset at once (~5 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -81,6 +82,12 @@ bench-quant: $(VENV)/.demo-assets
 .PHONY: bench-refresh
 bench-refresh: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.refresh
+
+# Three pipeline and three refresh triggers of one served tiny dataset at once: all complete,
+# one after the other in trigger order, nothing lost (bench/stress.py).
+.PHONY: stress
+stress: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.stress
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -114,8 +114,10 @@ def follow(flow_run_id: UUID, echo: Callable[[str], None], poll_s: float = 2.0) 
             while batch := client.read_logs(
                 log_filter=logs_of, offset=seen, limit=200, sort=LogSort.TIMESTAMP_ASC
             ):
-                for entry in batch:
-                    echo(f"[{run.name}] {entry.timestamp:%H:%M:%S} {entry.message}")
+                for entry in batch:  # first lines: a traceback belongs in the UI, not here
+                    lines = entry.message.strip().splitlines() or [""]
+                    more = " (...)" if len(lines) > 1 else ""
+                    echo(f"[{run.name}] {entry.timestamp:%H:%M:%S} {lines[0]}{more}")
                 seen += len(batch)
             if final:
                 if last_pass:

@@ -16,7 +16,9 @@ from uuid import UUID
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from flows.cli import app
 from tests.helpers import news_docs, write_jsonl
 from tests.tiny import make_tiny_llama
 
@@ -89,8 +91,8 @@ def test_serve_and_run_against_a_real_server(
 
     source = write_jsonl(tmp_path / "news.jsonl", news_docs(24))
     cfg = _config(tmp_path, source)
-    first = _llm4all(home, "pipeline", "-d", "news_feed", "-c", str(cfg), "--json")
-    assert first.returncode == 0, first.stderr  # builds the dataset and records its settings
+    first = CliRunner().invoke(app, ["pipeline", "-d", "news_feed", "-c", str(cfg), "--json"])
+    assert first.exit_code == 0, first.output  # builds the dataset and records its settings
 
     # Not served yet: refused at once, with one line (not "started" and a run that never goes).
     unknown = _llm4all(home, "run", "pipeline", "-d", "nope")
