@@ -16,8 +16,6 @@ from typing import Any
 from uuid import UUID
 
 from flows.config import Config
-from flows.pipeline import pipeline_flow
-from flows.refresh import refresh_flow
 
 # A served deployment's runner polls the server every PREFECT_RUNNER_POLL_FREQUENCY (10 s);
 # one that has not polled for this long is taken to be gone.
@@ -56,6 +54,9 @@ def build_deployments(
     """The two RunnerDeployments of DATASET (not yet served), scheduled per `cfg`. Their runs
     get `config_path`/`overrides` as parameters: None (the default) means the dataset's
     recorded settings, resolved when each run starts."""
+    from flows.pipeline import pipeline_flow  # the flows (and torch): not for `llm4all run`
+    from flows.refresh import refresh_flow
+
     params = {"dataset": dataset, "config_path": config_path, "overrides": overrides}
     plan = [
         (pipeline_flow, cfg.refresh.pipeline_cron,

@@ -211,9 +211,11 @@ def status(
             d["versions"].append(v.to_dict())
             if v.gate_passed:
                 d["rows"] += v.ref.rows
+        names = sorted({d["name"] for d in datasets.values()})
         return {
             "home": str(inv.home),
             "datasets": list(datasets.values()),
+            "settings": {n: s for n in names if (s := catalog.settings(n)) is not None},
             "ingest_runs": catalog.ingest_runs()[-20:],
             "models": [m.to_dict() for m in list_models(catalog)],
         }

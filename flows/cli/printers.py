@@ -181,6 +181,10 @@ def status(out: dict[str, Any]) -> None:
         if decision:
             verdict = "promoted" if decision["promote"] else "kept the parent"
             say(f"    refresh: {verdict}: {decision['reason']}")
+    for name, s in (out.get("settings") or {}).items():
+        source = s["config_path"] or "the defaults"
+        say(f"settings of {name}: {source} + {len(s['overrides'])} override(s), recorded "
+            f"{str(s['recorded_at'])[:19]}")  # fmt: skip
     runs = out["ingest_runs"]
     if runs:
         say("recent ingest runs (rows in = accepted + already present + quarantined):")

@@ -61,7 +61,7 @@ TIMINGS = ("_per_s", "seconds", "s_per_step", "peak_rss_mb", "quantize_s", "spee
 def _config(tmp: Path) -> Path:
     cfg = {
         "teacher": {"path": str(make_tiny_llama(tmp / "teacher"))},
-        "dedup": {"semantic": {"enabled": False}},
+        "dedup": {"semantic": {"enabled": False}, "quality": {"enabled": False}},
         "tokens": {"block_size": 16, "validation_share": 0.25},
         "logits": {"samples": 8, "shard_blocks": 2, "batch_blocks": 1},
         "distill": {"max_steps": 8, "batch_blocks": 2, "eval_every": 2, "checkpoint_every": 2,
