@@ -151,7 +151,8 @@ def _build_docs(ctx: Any, docs: Path) -> str | None:
 
     shutil.rmtree(docs, ignore_errors=True)  # this gate's latest run only
     try:
-        ctx.build_data_docs(site_names=[DOCS_SITE])
+        results = ctx.validation_results_store.list_keys()  # the pages of this gate only
+        ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=results)
     except Exception as e:
         log.warning("could not render the Data Docs of this gate: %s", e)
         return None

@@ -46,6 +46,7 @@ def test_status_of_an_empty_warehouse(home: Path) -> None:
         "ok": True,
         "home": str(home.resolve()),
         "datasets": [],
+        "settings": {},
         "ingest_runs": [],
         "models": [],
     }
