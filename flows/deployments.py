@@ -88,7 +88,8 @@ def trigger(flow_name: str, dataset: str, parameters: dict[str, Any]) -> Any:
                 f"`llm4all serve -d {dataset}`"
             ) from None
         served = deployment.last_polled
-        if served is None or time.time() - served.timestamp() > RUNNER_SILENT_S:
+        stopped = deployment.paused  # `serve` pauses its deployments when it stops
+        if stopped or served is None or time.time() - served.timestamp() > RUNNER_SILENT_S:
             when = "never" if served is None else f"last at {served:%Y-%m-%d %H:%M:%S} UTC"
             raise NotServed(
                 f"no runner serves {name} (polled {when}): start `llm4all serve -d {dataset}`, "
