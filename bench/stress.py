@@ -131,7 +131,7 @@ def _stress(home: Path, files: Path) -> int:
     runs = []
     t0 = time.monotonic()
     for flow, i in plan:  # as fast as the API takes them
-        src = write_jsonl(files / f"{flow}-{i}.jsonl", news_docs(12, prefix=f"{flow}{i}x"))
+        src = write_jsonl(files / f"{flow}-{i}.jsonl", news_docs(30, prefix=f"{flow}{i}x"))
         runs.append((flow, trigger(flow, DATASET, {"sources": [str(src)]})))
     print(f"triggered {len(runs)} runs in {time.monotonic() - t0:.1f} s")
     finals = [follow(UUID(str(r.id)), echo=lambda _: None) for _, r in runs]
@@ -159,7 +159,7 @@ def _stress(home: Path, files: Path) -> int:
     catalog = Catalog(home)
     raw = catalog.versions("raw", DATASET)
     rows = sum(v.ref.rows for v in raw if v.gate_passed)
-    expected = 40 + 12 * len(plan)
+    expected = 40 + 30 * len(plan)
     ids = [r["id"] for v in raw for r in v.ref.read(columns=["id"]).to_pylist()]
     print(f"raw rows {rows} (expected {expected}), distinct ids {len(set(ids))}")
     ok &= rows == expected and len(set(ids)) == len(ids) == expected
