@@ -22,6 +22,7 @@ help:
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
+	@echo "make stress - 3 pipeline + 3 refresh triggers of one served dataset at once (~5 min)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -89,6 +90,12 @@ bench-refresh: $(VENV)/.demo-assets
 .PHONY: bench-gpu
 bench-gpu:
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.gpu_logits --train-steps 600 | tee bench/results/gpu_logits_cuda.txt
+
+# Three pipeline and three refresh triggers of one served tiny dataset at once: all complete,
+# one after the other in trigger order, nothing lost (bench/stress.py).
+.PHONY: stress
+stress: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.stress
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

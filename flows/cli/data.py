@@ -76,6 +76,12 @@ def curate(
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         names = _filters(filters, inv.cfg)
+        from tasks.curate.pending import nothing_to_curate
+        from warehouse import Catalog
+
+        if nothing_to_curate(Catalog(inv.home), dataset):  # no flow run for nothing
+            return {"dataset": dataset, "filters": names, "versions": [], "rows": 0, "kept": 0}
+        inv.connect()
         from flows.cli.prefect_env import configure_logging
         from flows.curate import run_curate
 
@@ -205,9 +211,11 @@ def status(
             d["versions"].append(v.to_dict())
             if v.gate_passed:
                 d["rows"] += v.ref.rows
+        names = sorted({d["name"] for d in datasets.values()})
         return {
             "home": str(inv.home),
             "datasets": list(datasets.values()),
+            "settings": {n: s for n in names if (s := catalog.settings(n)) is not None},
             "ingest_runs": catalog.ingest_runs()[-20:],
             "models": [m.to_dict() for m in list_models(catalog)],
         }

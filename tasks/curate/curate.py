@@ -28,6 +28,7 @@ from tasks.curate.config import DedupConfig, SemanticConfig
 from tasks.curate.decide import decide
 from tasks.curate.dedup import dedup
 from tasks.curate.minhash import MinHashParams, MinHashShardResult, minhash_shard
+from tasks.curate.pending import pending_raw_versions
 from tasks.curate.scores import row_scores
 from tasks.curate.semantic import EmbedShardResult, embed_shard
 from tasks.curate.shards import Prior, Shard, ShardMap, connect, require_readable
@@ -55,20 +56,6 @@ class CurateResult:
         d = asdict(self)
         d["ref"] = self.ref.to_dict() if self.ref else None
         return d
-
-
-def pending_raw_versions(catalog: Catalog, dataset: str) -> list[DatasetRef]:
-    """Raw versions that passed their gate and have no curated version (passed or pending)."""
-    done = {
-        v.meta.get("raw_version")
-        for v in catalog.versions("curated", dataset)
-        if v.gate_passed is not False
-    }
-    return [
-        v.ref
-        for v in catalog.versions("raw", dataset)
-        if v.gate_passed and v.ref.version not in done
-    ]
 
 
 def curate_next(

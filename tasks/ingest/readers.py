@@ -214,20 +214,15 @@ def _parse_jsonl_slow(block: bytes, lines_before: int, cfg: IngestConfig) -> Par
             continue
         try:
             obj = json.loads(raw.decode("utf-8"))
+            reason, record = _check_record(obj, cfg)
         except UnicodeDecodeError as e:
             reason = f"invalid UTF-8 at byte {e.start}"
-            bad.append(Quarantined(lineno, reason, _excerpt(raw, cfg.excerpt_chars)))
-            continue
         except json.JSONDecodeError as e:
-            bad.append(
-                Quarantined(
-                    lineno,
-                    f"malformed JSON: {e.msg} (column {e.colno})",
-                    _excerpt(raw, cfg.excerpt_chars),
-                )
-            )
-            continue
-        reason, record = _check_record(obj, cfg)
+            reason = f"malformed JSON: {e.msg} (column {e.colno})"
+        except (RecursionError, MemoryError, ValueError, TypeError) as e:
+            # one hostile line (100,000 nested brackets, say) is that line's problem only
+            first = str(e).splitlines()[0] if str(e) else ""
+            reason = f"unparseable line: {type(e).__name__}: {first}"[:200]
         if reason:
             bad.append(Quarantined(lineno, reason, _excerpt(raw, cfg.excerpt_chars)))
             continue
@@ -287,8 +282,13 @@ def read_csv(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
     with _open_bytes(path) as fb:
         # surrogateescape keeps undecodable bytes visible as lone surrogates, per row.
         f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
+        # strict: a quote left open at the end of the file (or a stray one) is an error for that
+        # record, not a row holding the rest of the file; the reader carries on after it.
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            raise IngestError(f"{path}: the header row is not valid CSV ({e})") from None
         if header is None:
             return
         if cfg.text_field not in header:
@@ -301,7 +301,18 @@ def read_csv(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
         bad: list[Quarantined] = []
         blank = 0
         line = reader.line_num
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                start, line = line + 1, reader.line_num
+                why = str(e)
+                if "unexpected end of data" in why:
+                    why = "a quoted field is never closed (unexpected end of data)"
+                bad.append(Quarantined(start, f"malformed CSV: {why}", ""))
+                continue
             start, line = line + 1, reader.line_num  # a quoted field may span several lines
             joined = delimiter.join(record)
             if len(record) != len(header):
