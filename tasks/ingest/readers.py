@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.ingest.config import IngestConfig
+from warehouse import arrow
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,7 @@ def _parse_jsonl_block(block: bytes, lines_before: int, path: str, cfg: IngestCo
     table = _parse_jsonl_fast(block, cfg)
     if table is not None:
         first = lines_before + 1
-        lines = pa.array(range(first, first + table.num_rows), pa.int64())
+        lines = arrow.numeric(np.arange(first, first + table.num_rows, dtype=np.int64))
         return Parsed(_as_parsed(table, lines, cfg))
     return _parse_jsonl_slow(block, lines_before, cfg)
 
@@ -275,7 +277,7 @@ def _arrow_batches(batches: Any, cfg: IngestConfig) -> Iterator[Parsed]:
     done = 0
     for batch in batches:
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        lines = pa.array(range(done + 1, done + 1 + table.num_rows), pa.int64())
+        lines = arrow.numeric(np.arange(done + 1, done + 1 + table.num_rows, dtype=np.int64))
         done += table.num_rows
         yield Parsed(_as_parsed(table, lines, cfg))
 
