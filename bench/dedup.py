@@ -213,6 +213,19 @@ def warm_up_ours(folder: Path) -> None:
         sys.exit(f"llm4all score failed:\n{r['stderr'][-3000:]}")
 
 
+def startup(root: Path, runs: int = 5) -> dict[str, Any]:
+    """Whole-process time of `score --filters exact,near` on a 2-row file (the fixed cost a
+    user pays on every call): the best of `runs` (wall, and the CPU of that run)."""
+    src = root / "startup.jsonl"
+    src.write_text('{"id": "a", "text": "a tiny file"}\n{"id": "b", "text": "of two rows"}\n')
+    cmd = [PY, "-m", "flows.cli", "score", str(src), "-o", str(root / "startup.parquet")]
+    best = min(
+        (run_process([*cmd, "--filters", "exact,near"], cwd=ROOT) for _ in range(runs)),
+        key=lambda r: r["wall_s"],
+    )
+    return {k: best[k] for k in ("rc", "wall_s", "cpu_s", "peak_rss_mb", "load_before")}
+
+
 def bench_corpus(folder: Path, tools: list[str], threshold: float, repeat: int) -> list[dict]:
     """Run every tool on one corpus, then evaluate (after the runs: see `ensure_corpus`)."""
     import pyarrow.parquet as pq
@@ -298,7 +311,14 @@ def run(
     ]
     print("\n".join(head), flush=True)
     warm_up_ours(root)
-    report: dict[str, Any] = {"threshold": threshold, "corpora": []}
+    st = startup(root)
+    head.append(
+        f"start-up, `score --filters exact,near` on a 2-row file (best of 5): wall "
+        f"{st['wall_s']:.2f} s, CPU {st['cpu_s']:.2f} s, peak {st['peak_rss_mb']:.0f} MB "
+        f"(load {st['load_before']:.1f})"
+    )
+    print(head[-1], flush=True)
+    report: dict[str, Any] = {"threshold": threshold, "startup": st, "corpora": []}
     lines = list(head)
     for docs in sizes:
         kind = "real" if docs <= 20_000 else "scale"
@@ -351,7 +371,7 @@ def main() -> None:
         print(json.dumps(res))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sizes = [400] if args.quick else [int(s) for s in args.sizes.split(",") if s]
+    sizes = [400] if args.quick else [int(s) for s in args.sizes.split(",") if s]  # "": start-up
     report = run(sizes, args.threshold, repeat=args.repeat)
     if args.results and not args.quick:
         results = ROOT / "bench" / "results"

@@ -157,7 +157,8 @@ def sketch(texts: pa.Array | pa.ChunkedArray | list[str], params: SketchParams) 
     offsets, truncated, chars = kernels.sketch_utf8(
         data, toff, valid, cls, low, params.ngram, params.max_shingles, a, b, sh, sig, exact
     )
-    return Sketch(sh[: offsets[-1]].copy(), offsets, sig, truncated, exact, chars)
+    # a view: the untouched tail of `sh` never becomes resident, and no copy faults in pages
+    return Sketch(sh[: offsets[-1]], offsets, sig, truncated, exact, chars)
 
 
 def is_default_exact(c: ExactConfig) -> bool:
