@@ -107,7 +107,11 @@ def _score(
         batch: tuple[pa.Array, pa.Array, list],
     ) -> tuple[Sketch, np.ndarray, np.ndarray | None]:
         s = sketch(batch[1], params)
-        bk = band_keys(s.sig, bands, rows) if near_on else np.zeros((len(s), 0), np.uint64)
+        if near_on:
+            bk = band_keys(s.sig, bands, rows)
+        else:  # exact only: nothing of the sets goes to the store
+            bk = np.zeros((len(s), 0), np.uint64)
+            s.shingles, s.offsets = s.shingles[:0], np.zeros_like(s.offsets)
         return s, bk, exact_keys_generic(batch[1], cfg.exact) if generic_exact else None
 
     with tempfile.TemporaryDirectory(prefix="llm4all-score-") as tmp:
