@@ -14,12 +14,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from data_quality.gate_config import GatesConfig
 from data_quality.suites import SUITES, Check
-from warehouse import Catalog, DatasetRef
 from warehouse.names import artifact_key
+
+if TYPE_CHECKING:
+    from warehouse import Catalog, DatasetRef
 
 log = logging.getLogger(__name__)
 

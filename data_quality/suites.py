@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from data_quality.gate_config import GatesConfig
-from warehouse import Catalog, DatasetRef
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # duckdb and the catalog load when a suite runs: the config imports this
     import pandas as pd
+
+    from warehouse import Catalog, DatasetRef
 
 
 @dataclass
@@ -30,7 +29,7 @@ class Check:
 
 
 SuiteBuilder = Callable[
-    [DatasetRef | None, Catalog, GatesConfig, dict[str, Any] | None], list[Check]
+    ["DatasetRef | None", "Catalog", GatesConfig, "dict[str, Any] | None"], list[Check]
 ]
 
 
@@ -39,6 +38,7 @@ def raw_suite(
 ) -> list[Check]:
     """Raw snapshot: ids unique, text non-empty and within length bounds, content unique;
     the ingest run that made it: quarantined share below the maximum."""
+    import duckdb
     import great_expectations.expectations as gxe
 
     c = cfg.raw
@@ -308,6 +308,7 @@ def curated_suite(
     """Curated snapshot: every row has a consistent decision; no two kept rows (across the
     dataset's curated versions) share an exact-dedup hash; the kept share lies in range; no
     near-duplicate cluster holds an implausible share of the rows."""
+    import duckdb
     import great_expectations.expectations as gxe
     import pandas as pd
 

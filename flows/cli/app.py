@@ -9,6 +9,8 @@ progress bars go to stderr.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -132,24 +134,43 @@ def run_command(
             printer(out)
 
 
+def plain_logging(debug: bool) -> None:
+    """Logs on stderr without Prefect (commands that run no flow: `score`, `calibrate`): our
+    packages at INFO (DEBUG with --debug), third parties only when they warn."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for ours in ("warehouse", "data_quality", "tasks", "models", "flows"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _gate_failed(e: Exception) -> Any:
+    """`e` as a GateFailed, or None. A gate failure can only come from a loaded gate module, so
+    a command that never gated anything does not import it."""
+    gate = sys.modules.get("data_quality.gate")
+    return e if gate is not None and isinstance(e, gate.GateFailed) else None
+
+
 @contextmanager
 def cli_errors(as_json: bool, debug: bool) -> Iterator[None]:
     """Map exceptions to the exit-code contract."""
-    from data_quality.gate import GateFailed
-
     try:
         yield
     except typer.Exit:
         raise
-    except GateFailed as e:
-        err(f"gate failed: {e}")
-        if as_json:
-            payload = {"ok": False, "error": "gate_failed", "message": str(e)}
-            payload.update(getattr(e, "stage_result", None) or {})
-            payload["gate"] = e.result.to_dict()
-            typer.echo(json.dumps(payload, default=str))
-        raise typer.Exit(EXIT_GATE) from None
     except Exception as e:
+        failed = _gate_failed(e)
+        if failed is not None:
+            err(f"gate failed: {failed}")
+            if as_json:
+                payload = {"ok": False, "error": "gate_failed", "message": str(failed)}
+                payload.update(getattr(failed, "stage_result", None) or {})
+                payload["gate"] = failed.result.to_dict()
+                typer.echo(json.dumps(payload, default=str))
+            raise typer.Exit(EXIT_GATE) from None
         if debug:
             raise
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
