@@ -2,7 +2,7 @@
 (markdown + score histograms, a Prefect artifact) -> curated gate.
 
 Signature and embedding shards run as mapped Prefect tasks on the configured task runner
-(`dedup.runner`: threads, dask or ray); everything else is `tasks.curate.curate.curate_next`.
+(`dedup.runner`: threads or dask); everything else is `tasks.curate.curate.curate_next`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 from prefect import flow
 
 from data_quality import GateFailed
-from flows.config import load_config, run_config
+from flows.config import run_config
+from flows.runtime import dataset_run
 from tasks.curate.config import RunnerConfig, parse_filters
 from tasks.curate.curate import curate_next, prefect_map
 from tasks.curate.report import report_curation
@@ -28,7 +29,13 @@ def curate_flow(
     filters: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Curate every raw version of DATASET not yet curated, oldest first, gating each."""
-    cfg, home = run_config(config_path, overrides)
+    with dataset_run("curate", dataset, config_path, overrides, lock=False) as run:
+        out = _curate(dataset, run.cfg, run.home, filters)
+        run.remember()
+    return out
+
+
+def _curate(dataset: str, cfg: Any, home: str, filters: str | None) -> dict[str, Any]:
     names = parse_filters(filters, cfg.dedup)
     gate_pending("curated", dataset, home, cfg.gates)
     catalog = Catalog(Path(home))
@@ -68,31 +75,23 @@ def make_task_runner(rc: RunnerConfig) -> Any:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner(max_workers=rc.workers)
-    if rc.kind == "dask":
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError:
-            raise RuntimeError(
-                "dedup.runner.kind=dask needs prefect-dask: pip install 'llm4all[scale]'"
-            ) from None
-        if rc.address:
-            return DaskTaskRunner(address=rc.address)
-        return DaskTaskRunner(
-            cluster_class="distributed.LocalCluster",
-            cluster_kwargs={
-                "n_workers": rc.workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-            },
-        )
     try:
-        from prefect_ray import RayTaskRunner
+        from prefect_dask import DaskTaskRunner
     except ImportError:
         raise RuntimeError(
-            "dedup.runner.kind=ray needs prefect-ray: pip install 'llm4all[scale]'"
+            "dedup.runner.kind=dask needs prefect-dask: pip install 'llm4all[scale]'"
         ) from None
-    return RayTaskRunner(address=rc.address) if rc.address else RayTaskRunner()
+    if rc.address:  # a running cluster (`dask scheduler` + `dask worker`s): see docs/scale.md
+        return DaskTaskRunner(address=rc.address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": rc.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
 
 
 def run_curate(
@@ -100,7 +99,7 @@ def run_curate(
     filters: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Run `curate_flow` on the task runner its config names."""
-    cfg = load_config(config_path, overrides)
+    cfg, _ = run_config(config_path, overrides, dataset)
     runner = make_task_runner(cfg.dedup.runner)
     return curate_flow.with_options(task_runner=runner)(
         dataset=dataset, config_path=config_path, overrides=overrides, filters=filters

@@ -100,12 +100,33 @@ class SparseTargets:
 
 
 # --------------------------------------------------------------------------- computing
+# Both formats are computed on the logits' device and in their dtype (bf16 on a GPU) without a
+# full-vocabulary fp32 softmax: the normaliser is a max and a sum of exps accumulated in fp32;
+# top-k runs on the logits themselves (softmax is monotone) and only the k winners become
+# probabilities; sampling inverts the cumulative distribution at S uniform draws (one cumsum
+# and a binary search per draw) instead of torch.multinomial. On a CPU the logits are fp32 and
+# every step is exact; on a GPU each exp is rounded to bf16 before the fp32 sum, an error
+# (<= 2^-9 of each probability) far below that of the bf16 logits themselves.
+
+
+def log_normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """(P,) fp32 log of the softmax denominator of (P, V) logits, in one max and one exp-sum
+    pass over them (no fp32 copy of bf16 logits)."""
+    import torch
+
+    if logits.dtype in (torch.float32, torch.float64):
+        return torch.logsumexp(logits, dim=-1).float()
+    top = logits.amax(dim=-1, keepdim=True)
+    total = (logits - top).exp_().sum(dim=-1, dtype=torch.float32)
+    return top.squeeze(-1).float() + total.log()
+
+
 def topk_targets(logits: torch.Tensor, k: int, vocab_size: int) -> SparseTargets:
     """The k most likely ids per position of (P, V) logits, and the mass of the rest."""
     import torch
 
-    probs = torch.softmax(logits.float(), dim=-1)
-    top_p, top_i = probs.topk(k, dim=-1)
+    top_l, top_i = logits.topk(k, dim=-1)
+    top_p = torch.exp(top_l.float() - log_normaliser(logits)[:, None])
     tail = (1.0 - top_p.sum(-1)).clamp_min(0.0)
     return SparseTargets(
         "topk",
@@ -115,26 +136,51 @@ def topk_targets(logits: torch.Tensor, k: int, vocab_size: int) -> SparseTargets
     )
 
 
+def sample_ids(logits: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """(P, S) ids drawn independently from softmax(logits) by inverse-CDF sampling: u ~ U(0, 1)
+    scaled by each row's total, then the first id whose cumulative mass exceeds it. A given
+    generator state gives the same draws; an id of zero probability is never drawn."""
+    import torch
+
+    mass = (logits - logits.amax(dim=-1, keepdim=True)).exp_()  # one (P, V) buffer, in place
+    if mass.dtype == torch.float32:
+        cdf = mass.cumsum_(dim=-1)
+    else:  # bf16/fp16 terms, accumulated in fp32
+        cdf = torch.cumsum(mass, dim=-1, dtype=torch.float32)
+    u = torch.rand(
+        (logits.shape[0], samples), generator=generator, device=logits.device, dtype=torch.float32
+    )
+    total = cdf[:, -1:]
+    # strictly below the total, so the id found always has mass (u * total may round up to it)
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True)
+
+
+def count_ids(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(P, S) draws -> each row's distinct ids in ascending order and their counts, rows back
+    to back, and the number of distinct ids per row. A sort of S values per row, no global one."""
+    import torch
+
+    d = draws.sort(dim=-1).values
+    first = torch.ones_like(d, dtype=torch.bool)
+    first[:, 1:] = d[:, 1:] != d[:, :-1]  # a new id starts here (every row starts one)
+    starts = first.flatten().nonzero().squeeze(1)
+    ends = torch.cat([starts[1:], starts.new_tensor([d.numel()])])
+    return d.flatten()[starts], ends - starts, first.sum(dim=-1)
+
+
 def sampled_targets(
     logits: torch.Tensor, samples: int, vocab_size: int, generator: torch.Generator
 ) -> SparseTargets:
     """S draws per position from softmax(logits); distinct ids with their counts."""
-    import torch
-
     if not 1 <= samples <= 255:
         raise ValueError("samples must be in 1..255 (counts are stored as uint8)")
-    probs = torch.softmax(logits.float(), dim=-1)
-    draws = torch.multinomial(probs, samples, replacement=True, generator=generator)  # (P, S)
-    positions = draws.shape[0]
-    # One unique over (row, id) keys gives every row's distinct ids, grouped by row, in order.
-    keys = torch.arange(positions, device=draws.device)[:, None] * vocab_size + draws
-    unique, counts = torch.unique(keys.flatten(), return_counts=True)
-    rows = unique // vocab_size
+    ids, counts, lengths = count_ids(sample_ids(logits, samples, generator))
     return SparseTargets(
         "sampled",
-        ids=(unique % vocab_size).cpu().numpy().astype(id_dtype(vocab_size)),
+        ids=ids.cpu().numpy().astype(id_dtype(vocab_size)),
         values=counts.cpu().numpy().astype(np.uint8),
-        lengths=torch.bincount(rows, minlength=positions).cpu().numpy().astype(np.uint8),
+        lengths=lengths.cpu().numpy().astype(np.uint8),
         samples=samples,
     )
 
@@ -153,6 +199,9 @@ def slice_positions(t: SparseTargets, lo: int, hi: int) -> SparseTargets:
 
 def concat(parts: list[SparseTargets]) -> SparseTargets:
     first = parts[0]
+    kinds = {(p.mode, p.samples) for p in parts}
+    if len(kinds) > 1:  # counts over different S cannot share one normaliser
+        raise LogitCacheError(f"cannot mix targets of different kinds: {sorted(kinds, key=str)}")
     if first.mode == "topk":
         return SparseTargets(
             "topk",

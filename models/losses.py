@@ -163,13 +163,22 @@ class SparseBatch:
     rest: torch.Tensor
 
     def to(self, device: torch.device | str) -> SparseBatch:
+        """On `device`; to a GPU through pinned host memory, so the copies run asynchronously."""
         return SparseBatch(
             self.mode,
-            self.ids.to(device),
-            self.probs.to(device),
-            self.valid.to(device),
-            self.rest.to(device),
+            to_device(self.ids, device),
+            to_device(self.probs, device),
+            to_device(self.valid, device),
+            to_device(self.rest, device),
         )
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host tensor on `device`: pinned + non-blocking to CUDA, a plain move elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def sparse_batch(targets: SparseTargets) -> SparseBatch:

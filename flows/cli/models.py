@@ -37,10 +37,27 @@ def distill(
     config: cli.ConfigOpt = None, set_: cli.SetOpt = None, as_json: cli.JsonOpt = False,
     debug: cli.DebugOpt = False,
 ) -> None:  # fmt: skip
-    """Train a student of the teacher on a dataset, evaluate, register and gate it."""
+    """Train a student of the teacher on a dataset, evaluate, register and gate it.
+
+    Several processes: `accelerate launch [--multi_gpu] --num_processes N -m flows.cli distill`."""
+
+    def work(inv: cli.Invocation) -> dict[str, Any]:
+        from tasks.runtime import launch_rank
+
+        if launch_rank() == 0:
+            return inv.run_flow("flows.distill:distill_flow", dataset=dataset)
+        # Another process of a multi-process launch: it trains its share of every batch beside
+        # the main one's flow run (no flow of its own), and prints nothing: the main process
+        # evaluates, registers, gates and reports.
+        from tasks.distill.distill import distill as train_share
+        from warehouse import Catalog
+
+        cfg = inv.cfg
+        train_share(dataset, Catalog(inv.home), cfg.teacher, cfg.distill, cfg.gates, progress=False)
+        raise typer.Exit(0)
+
     cli.run_command(
-        lambda inv: inv.run_flow("flows.distill:distill_flow", dataset=dataset),
-        printers.distill, config=config,
+        work, printers.distill, config=config,
         sets=cli.with_flags({"distill.mode": mode, "distill.max_steps": steps}, set_),
         as_json=as_json, debug=debug, names={"dataset name": dataset},
     )  # fmt: skip

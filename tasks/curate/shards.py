@@ -19,9 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.curate.config import DedupError
 from warehouse.sql import sql_list, sql_str
 
-MINHASH_DIR = "_minhash"  # beside a curated snapshot's data files: signatures and band rows
+MINHASH_DIR = "_minhash"  # beside a curated snapshot's data files: signatures, shingle sets
 EMBED_DIR = "_embeddings"  # beside a curated snapshot's data files: sentence embeddings
 PARAMS_FILE = "params.json"  # the settings a folder of signatures or embeddings was made with
 
@@ -43,6 +44,8 @@ class DedupStats:
     near_dups: int = 0
     semantic_dups: int = 0
     kept: int = 0
+    near_bands: int = 0  # the LSH layout used (bands x rows of the signature)
+    near_rows: int = 0
     candidate_pairs: int = 0
     verified_pairs: int = 0
     near_clusters: int = 0
@@ -72,6 +75,24 @@ class Shard:
 
 ShardMap = Callable[[str, list[Shard], Any], list[Any]]
 """How shards get run: `shard_map(kind, shards, params)` with kind "minhash" or "embed"."""
+
+
+class ShardNotReadable(DedupError):
+    """A worker cannot see a shard file: the warehouse home is not on a shared filesystem."""
+
+
+def require_readable(shard: Shard) -> None:
+    """Shards travel by path: the flow writes them under the warehouse home (`lake/.tmp/`) and
+    a worker reads them there, and writes its outputs there too. A Dask worker on another host
+    therefore needs the home on a filesystem it mounts at the same path (NFS, Lustre, a cloud
+    file share); this says so plainly instead of failing deep inside pyarrow."""
+    if not os.path.isfile(shard.path):
+        import socket
+
+        raise ShardNotReadable(
+            f"shard {shard.path} is not readable on worker host {socket.gethostname()}: every "
+            "worker must mount the warehouse home at the same path (a shared filesystem)"
+        )
 
 
 def connect(scratch: Path, memory_limit: str = "1GB") -> Any:
@@ -125,13 +146,17 @@ def write_shards(con: Any, query: str, out_dir: Path, prefix: str, shard_rows: i
     return shards
 
 
-def prior_shards(con: Any, prior: Prior, scratch: Path, kind: str, shard_rows: int) -> list[Shard]:
-    """The kept rows of an earlier snapshot as shards, for recomputing its signatures or
-    embeddings (only when the settings they were made with have changed)."""
+def prior_shards(
+    con: Any, prior: Prior, scratch: Path, kind: str, shard_rows: int, where: str = "keep"
+) -> list[Shard]:
+    """Rows of an earlier snapshot (its kept rows by default; `where` is a SQL condition on its
+    columns) as shards, for recomputing its signatures or embeddings (only when the settings
+    they were made with have changed)."""
     name = prior.key.replace("/", "_").replace("@", "_")
     shards = write_shards(
         con,
-        f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(prior.files)}) WHERE keep",
+        f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(prior.files)}) WHERE {where} "
+        "ORDER BY doc_key",
         scratch / f"prior-{kind}-in-{name}",
         "prior",
         shard_rows,

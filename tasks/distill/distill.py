@@ -5,6 +5,9 @@ gated logit cache of the same teacher (the newest one is used). The run works in
 `<home>/work/distill/<dataset>/<run key>/`, where the key hashes the config, the teacher and
 the data, so a rerun after a kill resumes from the newest checkpoint, and a rerun after a
 success registers nothing new (the registry already holds that model).
+
+Under `accelerate launch` every process trains its share of each batch (tasks/distill/train.py);
+only the main one evaluates, saves, registers and gates the student.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from tasks.distill.students import make_student
 from tasks.distill.train import train_student
 from tasks.logits.summaries import SUMMARIES, read_summary_blocks
 from tasks.publish import Lineage, done_run, publish, run_key
-from tasks.runtime import current_flow_run_id
+from tasks.runtime import current_flow_run_id, launch_rank
 from warehouse import Catalog, VersionInfo, validate_name
 
 log = logging.getLogger(__name__)
@@ -52,27 +55,38 @@ class DistillResult:
 def training_data(
     catalog: Catalog, dataset: str, teacher: ModelSpec, cfg: DistillConfig
 ) -> tuple[list[VersionInfo], list[VersionInfo]]:
-    """(gated tokens versions, their newest gated logit caches; [] online)."""
-    tokens = [v for v in catalog.versions("tokens", dataset) if v.gate_passed]
+    """(gated tokens versions not superseded by curation, their gated logit caches from the
+    teacher; [] online). The caches of one run all hold the same kind of targets (mode and
+    draws or k): the newest kind that covers every tokens version."""
+    from tasks.tokens.tokenize import trainable_tokens
+
+    tokens = trainable_tokens(catalog, dataset)
     if not tokens:
         raise DistillError(f"no tokens snapshot of {dataset!r} has passed its gate")
     if cfg.mode == "online":
         return tokens, []
-    caches = []
-    for t in tokens:
-        found = [
-            v
-            for v in catalog.versions("logits", dataset)
-            if v.gate_passed and v.meta.get("tokens") == t.ref.key
-            and v.meta.get("teacher") == teacher.path
-        ]  # fmt: skip
-        if not found:
-            raise DistillError(
-                f"no gated logit cache of {t.ref.key} from {teacher.path}: run "
-                f"`llm4all cache-logits --dataset {dataset}` first, or set distill.mode=online"
-            )
-        caches.append(found[-1])
-    return tokens, caches
+    by_kind: dict[str, dict[str, VersionInfo]] = {}
+    for v in catalog.versions("logits", dataset):
+        if v.gate_passed and v.meta.get("teacher") == teacher.path:
+            by_kind.setdefault(cache_kind(v.meta), {})[str(v.meta.get("tokens"))] = v
+    complete = [k for k in by_kind if all(t.ref.key in by_kind[k] for t in tokens)]
+    if not complete:
+        best = max(by_kind, key=lambda k: sum(t.ref.key in by_kind[k] for t in tokens), default="")
+        missing = next(t for t in tokens if t.ref.key not in by_kind.get(best, {}))
+        raise DistillError(
+            f"no gated logit cache of {missing.ref.key} from {teacher.path}"
+            + (f" with the others' kind of targets ({best})" if by_kind else "")
+            + f": run `llm4all cache-logits --dataset {dataset}` first, or set "
+            "distill.mode=online"
+        )
+    kind = max(complete, key=lambda k: max(c.ref.version for c in by_kind[k].values()))
+    return tokens, [by_kind[kind][t.ref.key] for t in tokens]
+
+
+def cache_kind(meta: dict[str, Any]) -> str:
+    """What makes two caches' targets mixable: the mode, and S draws or k ids."""
+    params = meta.get("params") or {}
+    return f"{params.get('mode')}/{params.get('samples', params.get('k'))}"
 
 
 def held_out_pairs(
@@ -174,7 +188,7 @@ def distill(
         log.info("%s already holds this run (%s): nothing to do", done.key, key)
         return DistillResult(dataset, done.to_dict(), True, None, None, 0.0)
 
-    teacher = load_causal_lm(teacher_spec, cfg.device)
+    teacher = load_causal_lm(teacher_spec, rank_device(cfg.device))
     vocab = model_vocab_size(teacher)
     for c in caches:
         if int(c.meta.get("vocab_size", vocab)) != vocab:
@@ -203,6 +217,8 @@ def distill(
         replay_share=cfg.summary_share or 0.0,
         progress=progress,
     )
+    if launch_rank() > 0:  # `accelerate launch`: the main process evaluates, saves, registers
+        return DistillResult(dataset, {}, False, train.to_dict(), None, 0.0)
     student.eval()
     evaluation = evaluate_student(
         student,
@@ -270,6 +286,19 @@ def distill(
     )
 
 
+def rank_device(device: str | None) -> str | None:
+    """Under a multi-GPU launch each process loads the teacher onto its own GPU (LOCAL_RANK)
+    rather than all onto the first; otherwise `device` as configured."""
+    import os
+
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or (device or "cuda") != "cuda" or not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(local)}"
+
+
 def save_student(model: Any, tokenizer_of: ModelSpec, folder: Path) -> Path:
     """`model` (safetensors) and the tokenizer of `tokenizer_of` into `folder`, replacing it."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -285,7 +314,7 @@ def nonfinite_weights(model: Any) -> int:
     return sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
 
 
-@task(name="distill-student", cache_policy=NO_CACHE)
+@task(name="distill-student", task_run_name="distill {dataset}", cache_policy=NO_CACHE)
 def distill_student(
     dataset: str, home: str, teacher: ModelSpec, cfg: DistillConfig, gates: GatesConfig
 ) -> DistillResult:

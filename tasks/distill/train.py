@@ -39,6 +39,7 @@ from models.losses import (
     masked_mean,
     sparse_batch,
     sparse_kd_loss,
+    to_device,
 )
 from tasks.distill.checkpoint import (
     BEST,
@@ -88,8 +89,8 @@ def make_batch(
     caches: list[CacheReader] | None,
     device: torch.device | str = "cpu",
 ) -> Batch:
-    ids = torch.from_numpy(blocks.input_ids[indices]).to(device)
-    mask = torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)).to(device)
+    ids = to_device(torch.from_numpy(blocks.input_ids[indices]), device)  # pinned on CUDA
+    mask = to_device(torch.from_numpy(blocks.loss_mask[indices].astype(np.float32)), device)
     targets = None
     if caches is not None:
         from models.logit_cache import concat
@@ -302,7 +303,9 @@ def train_student(
     # One process: a thin wrapper. Under `accelerate launch`: one process per GPU, the model
     # wrapped for gradient all-reduce, checkpoints written by the main process only.
     accelerator = Accelerator(cpu=device.type == "cpu")
-    if accelerator.device != device:
+    if accelerator.device.type != device.type or (
+        device.type != "cpu" and accelerator.device != device
+    ):  # (a multi-CPU launch says cpu:0 for cpu)
         device = accelerator.device
         student.to(device)
         if teacher is not None:
@@ -346,6 +349,7 @@ def train_student(
     if teacher is not None:
         teacher.eval()
     start_step, tokens, last_loss = state["step"], 0, None
+    tokens_before = int(state.get("tokens", 0))  # a resumed run reports the whole run's count
     stopped_early = bool(state.get("stopped_early"))  # a finished run resumed: nothing to do
     started = time.monotonic()
     bar = tqdm(
@@ -373,6 +377,8 @@ def train_student(
                 accelerator.backward(loss / cfg.grad_accum)
             step_loss += float(loss.detach()) / cfg.grad_accum
             tokens += batch.tokens * world
+        if world > 1:  # the loss of the global batch: the mean over the ranks' shares
+            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=device), "mean"))
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step}")
         if cfg.clip_grad is not None:
@@ -385,6 +391,8 @@ def train_student(
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
         record: dict[str, Any] = {"step": step, "loss": round(step_loss, 5), **parts}
+        log.info("step %d/%d: loss %.4f, %.0f tokens/s", step, cfg.max_steps, step_loss,
+                 tokens / max(elapsed, 1e-9))  # fmt: skip
         main = accelerator.is_main_process
         if len(val_pool) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             val = held_out_loss(student, blocks, val_pool, vocab_size, cfg.batch_blocks)
@@ -399,6 +407,7 @@ def train_student(
             if cfg.early_stop_patience and state["bad_evals"] >= cfg.early_stop_patience:
                 stopped_early = True
         state["history"].append(record)
+        state["tokens"], state["last_loss"] = tokens_before + tokens, step_loss
         state["step"], state["stopped_early"] = step, stopped_early
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped_early:
             if main:
@@ -424,11 +433,11 @@ def train_student(
     done = step - start_step
     return TrainResult(
         steps=step,
-        tokens=tokens,
+        tokens=tokens_before + tokens,
         seconds=round(seconds, 3),
         tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else 0.0,
         s_per_step=round(seconds / done, 4) if done else 0.0,
-        final_loss=last_loss,
+        final_loss=last_loss if last_loss is not None else state.get("last_loss"),
         best_val_loss=state["best"],
         kept_step=kept_step,
         stopped_early=stopped_early,
