@@ -14,7 +14,21 @@ from tasks.ablation.curation import factuality_threshold, filter_report
 from tasks.ablation.effect import mean_sd, verdict
 
 NAMES = ["Paris", "London", "Madrid", "Oslo", "Berlin", "Vienna", "Rome", "Lisbon"]
-WORDS = "the city said police court state year people market week team season world".split()
+WORDS = [
+    "the",
+    "city",
+    "said",
+    "police",
+    "court",
+    "state",
+    "year",
+    "people",
+    "market",
+    "week",
+    "team",
+    "season",
+    "world",
+]
 
 
 def source(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -146,3 +160,10 @@ def test_verdict_applies_the_issue_bars() -> None:
     assert v["cheaper"] and v["cost_ratio"] == 0.7
     v = verdict(raw, cur | {"ppl_mean": 18.5, "cost_tokens": 900})
     assert not v["ppl_better"] and not v["cheaper"]
+
+
+def test_json_output_is_strict() -> None:
+    from bench.curation_effect import strict
+
+    out = strict({"a": [1.0, float("nan")], "b": {"c": math.inf}, "d": "x"})
+    assert out == {"a": [1.0, None], "b": {"c": None}, "d": "x"}
