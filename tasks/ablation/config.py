@@ -1,7 +1,6 @@
-"""Settings of the curation ablation (`ablation:` in a config file): a noisy corpus with known
-noise, two students trained the same way on its raw and its curated rows, and what each one
-costs and learns (tasks/ablation/effect.py; `python -m bench.curation_effect`,
-`llm4all demo --ablation`)."""
+"""Settings of the curation ablation: a noisy corpus with known noise, two students trained the
+same way on its raw and its curated rows, and what each one costs and learns
+(tasks/ablation/effect.py; run by `python -m bench.curation_effect`, whose profiles set them)."""
 
 from __future__ import annotations
 
