@@ -18,7 +18,7 @@ help:
 	@echo "make bench  - benchmarks (ours vs a reference, side by side)"
 	@echo "make bench-dedup - llm4all score vs datasketch at 20k/200k, and 1M docs (~15 min; corpora once ~15 min more)"
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
-	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
+	@echo "make bench-student-init - depth vs width pruning at equal size (~1 h)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
@@ -69,7 +69,8 @@ bench-dedup: $(VENV)/.demo-assets
 bench-filters: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.filters
 
-# Held-out perplexity of student inits (which 11 of SmolLM2's 30 layers), ~3 min.
+# Depth vs width pruning of SmolLM2 at equal parameter count: held-out perplexity at init, then
+# after a few KD steps (~1 h on 2 shared cores; `python -m bench.student_init --steps 0`: inits).
 .PHONY: bench-student-init
 bench-student-init: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.student_init | tee bench/results/student_init_cpu.txt

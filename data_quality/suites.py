@@ -225,38 +225,40 @@ def logits_suite(
         return [_compat(catalog, "logits", run["dataset"], run, columns, None, same)]
     root = Path(ref.path)
     manifest = read_manifest(root)
-    per = manifest["shard_blocks"]
-    rows = []
-    for index in range(-(-manifest["blocks"] // per)):  # every shard the blocks need
-        expected = min(per, manifest["blocks"] - index * per) * manifest["block_size"]
-        row = {"shard": index, "positions": 0, "expected_positions": expected, "max_id": 0}
-        try:
-            targets = read_shard(root, index, manifest)
-        except LogitCacheError:  # missing: fails coverage, finiteness and checksums
-            rows.append(row | {"finite": False, "max_mass": 0.0, "checksums_match": False})
-            continue
-        mass = targets.mass()
-        values = np.asarray(targets.values, dtype=np.float32)
-        rows.append(
-            row
-            | {
-                "positions": targets.positions,
-                "max_id": int(np.max(targets.ids)) if targets.ids.size else 0,
-                "finite": bool(np.isfinite(values).all() and np.isfinite(mass).all()),
-                "max_mass": float(mass.max()) if mass.size else 0.0,
-                "checksums_match": verify_shard(root, index),
-            }
-        )
+    # the cache's shards, and those of its teacher-summary blocks (tasks/logits/summaries.py)
+    folders = [("", root, manifest)]
+    if manifest.get("summaries"):
+        folders.append(("summaries/", root / "summaries", read_manifest(root / "summaries")))
+    rows, totals_rows = [], []
+    for prefix, folder, m in folders:
+        per = m["shard_blocks"]
+        counted = 0
+        for index in range(-(-m["blocks"] // per)):  # every shard the blocks need
+            expected = min(per, m["blocks"] - index * per) * m["block_size"]
+            row = {"shard": f"{prefix}{index}", "positions": 0, "expected_positions": expected,
+                   "max_id": 0}  # fmt: skip
+            try:
+                targets = read_shard(folder, index, m)
+            except LogitCacheError:  # missing: fails coverage, finiteness and checksums
+                rows.append(row | {"finite": False, "max_mass": 0.0, "checksums_match": False})
+                continue
+            mass = targets.mass()
+            values = np.asarray(targets.values, dtype=np.float32)
+            counted += targets.positions
+            rows.append(
+                row
+                | {
+                    "positions": targets.positions,
+                    "max_id": int(np.max(targets.ids)) if targets.ids.size else 0,
+                    "finite": bool(np.isfinite(values).all() and np.isfinite(mass).all()),
+                    "max_mass": float(mass.max()) if mass.size else 0.0,
+                    "checksums_match": verify_shard(folder, index),
+                }
+            )
+        name = f"{ref.key} {prefix}".strip()
+        totals_rows.append({"snapshot": name, "positions": counted, "expected": m["positions"]})
     shards = pd.DataFrame(rows)
-    totals = pd.DataFrame(
-        [
-            {
-                "snapshot": ref.key,
-                "positions": int(shards["positions"].sum()) if len(shards) else 0,
-                "expected": manifest["positions"],
-            }
-        ]
-    )
+    totals = pd.DataFrame(totals_rows)
     tolerance = cfg.logits.mass_tolerance
     return [
         Check(

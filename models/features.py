@@ -1,21 +1,30 @@
 """Feature- and relation-based distillation: what the student computes inside, not only what
-it predicts. Online only — a logit cache holds no hidden states.
+it predicts. The teacher runs for them (a logit cache holds no hidden states), but only as far
+as they need: `FeatureDistiller.run_teacher` stops after the deepest teacher layer they read
+and never computes the teacher's logits.
+
+Student layer i was copied from teacher layer layers[i] (`models/student.py`, or
+`models/prune.py`, narrower). Where teacher layers were dropped after it (a cut point:
+layers[i+1] > layers[i] + 1, or the end of the stack), the next kept layer receives student
+layer i's output instead of the teacher's residual stream at depth layers[i+1]; the terms pull
+the student back to what those layers expect (Minitron: intermediate-state losses when depth
+is cut a lot). Without any cut, every layer is matched with its own teacher layer.
 
 hidden-state MSE (feature-based; FitNets, TinyBERT)
-    Each student layer was copied from a teacher layer (`models/student.py`), so student layer
-    i is matched with teacher layer layers[i]. Their outputs (the residual stream) are compared
-    through one learned projection W (student width -> teacher width; identity at the start,
-    since a layer-subset student has the teacher's width):
+    The student's output at each matched layer vs the teacher's residual stream at the depth it
+    stands for, through one learned projection W (student width -> teacher width; at the start
+    the identity, or for a width-pruned student the map back to the channels it kept):
 
-        L_hid = mean_i  || W h_s^i - h_t^{layers[i]} ||² / mean(h_t^{layers[i]} ²)
+        L_hid = mean_i  || W h_s^i - h_t^{depth(i)} ||² / mean(h_t^{depth(i)} ²)
 
     The division by the teacher's mean square makes the term scale-free: Llama residual
     streams grow to norms in the hundreds in late layers, which would swamp the KD term.
 
 attention relations (relation-based; MiniLMv2, Wang et al. 2021)
-    In the last layer, the queries, keys and values of both models are split into R relation
-    heads; each gives a (L × L) relation softmax(X Xᵀ / sqrt(d_r)) under the causal mask, and
-    the student's relations are pulled to the teacher's:
+    In the first student layer after the largest cut (the last layer without a cut), the
+    queries, keys and values of both models are split into R relation heads; each gives a
+    (L × L) relation softmax(X Xᵀ / sqrt(d_r)) under the causal mask, and the student's
+    relations are pulled to the teacher's:
 
         L_rel = mean_{X in q,k,v} mean_{heads, positions} KL(R_t^X || R_s^X)
 
@@ -117,11 +126,34 @@ def hidden_mse(
     return (proj(student_h.float()) - t).square().mean(-1) / t.square().mean().clamp_min(1e-12)
 
 
+def matched_layers(layers: list[int], n_teacher: int) -> list[tuple[int, int]]:
+    """(student layer i, teacher depth d) pairs: the output of student layer i stands for the
+    teacher's residual stream at depth d (the output of teacher layer d - 1). At the cut points
+    when any teacher layer between or after the kept ones is gone, else at every layer."""
+    nxt = [*layers[1:], n_teacher]
+    cuts = [(i, d) for i, (t, d) in enumerate(zip(layers, nxt, strict=True)) if d > t + 1]
+    return cuts or [(i, t + 1) for i, t in enumerate(layers)]
+
+
+def relation_layer(layers: list[int]) -> int:
+    """The student layer whose attention relations are matched: the first after the largest
+    gap between kept teacher layers; the last layer when nothing between them was dropped."""
+    gaps = [layers[i] - layers[i - 1] for i in range(1, len(layers))]
+    if not gaps or max(gaps) == 1:
+        return len(layers) - 1
+    return gaps.index(max(gaps)) + 1
+
+
+class _Stop(Exception):
+    """Raised by a hook to end the teacher's forward pass after the last layer needed."""
+
+
 class FeatureDistiller(torch.nn.Module):
     """The trainable part of the feature losses (the projection) and the hooks that feed them.
 
     Not part of the student: it is saved in training checkpoints (to resume) but not with the
-    model. `layers[i]` is the teacher layer that student layer i was copied from.
+    model. `layers[i]` is the teacher layer that student layer i was copied from; `channels`,
+    for a width-pruned student, the teacher's hidden channel each of its channels came from.
     """
 
     def __init__(
@@ -133,6 +165,7 @@ class FeatureDistiller(torch.nn.Module):
         hidden: bool,
         relations: bool,
         relation_heads: int | None = None,
+        channels: list[int] | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(decoder_layers(student)):
@@ -141,23 +174,45 @@ class FeatureDistiller(torch.nn.Module):
             )
         self.layers = list(layers)
         self.use_hidden, self.use_relations = hidden, relations
+        n_teacher = len(decoder_layers(teacher))
+        self.matched = matched_layers(self.layers, n_teacher) if hidden else []
+        self.rel_layer = relation_layer(self.layers) if relations else None
         d_s, d_t = int(student.config.hidden_size), int(teacher.config.hidden_size)
         self.proj = torch.nn.Linear(d_s, d_t, bias=False)
         with torch.no_grad():
-            if d_s == d_t:
-                self.proj.weight.copy_(torch.eye(d_t))
+            self.proj.weight.zero_()
+            kept = channels if channels is not None else (range(d_t) if d_s == d_t else None)
+            if kept is not None:
+                self.proj.weight[torch.as_tensor(list(kept)), torch.arange(d_s)] = 1.0
+            else:
+                torch.nn.init.normal_(self.proj.weight, std=d_s**-0.5)
         self.proj.to(next(student.parameters()).device)
-        cfg = teacher.config
-        self.heads = relation_heads or int(
-            getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        )
-        last_s = len(self.layers) - 1
-        self.student_taps = FeatureTaps(
-            student, list(range(len(layers))) if hidden else [], last_s if relations else None
-        )
-        self.teacher_taps = FeatureTaps(
-            teacher, self.layers if hidden else [], self.layers[-1] if relations else None
-        )
+        self.heads = relation_heads or _relation_heads(student, teacher)
+        t_rel = self.layers[self.rel_layer] if self.rel_layer is not None else None
+        self.student_taps = FeatureTaps(student, [i for i, _ in self.matched], self.rel_layer)
+        self.teacher_taps = FeatureTaps(teacher, [d - 1 for _, d in self.matched], t_rel)
+        needed = [d - 1 for _, d in self.matched] + ([t_rel] if t_rel is not None else [])
+        self.deepest = max(needed) if needed else None
+        self._early = False
+        if self.deepest is not None:
+            self.teacher_taps._handles.append(
+                decoder_layers(teacher)[self.deepest].register_forward_hook(self._stop)
+            )
+
+    def _stop(self, _module, _inputs, _output) -> None:
+        if self._early:
+            raise _Stop
+
+    @torch.no_grad()
+    def run_teacher(self, teacher: torch.nn.Module, input_ids: torch.Tensor) -> None:
+        """The teacher's forward pass up to the deepest layer the terms read (no logits)."""
+        self._early = True
+        try:
+            teacher(input_ids=input_ids, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            self._early = False
 
     @contextmanager
     def capturing(self) -> Iterator[None]:
@@ -175,8 +230,8 @@ class FeatureDistiller(torch.nn.Module):
         out: dict[str, torch.Tensor] = {}
         if self.use_hidden:
             per = [
-                hidden_mse(self.student_taps.hidden[i], self.teacher_taps.hidden[t], self.proj)
-                for i, t in enumerate(self.layers)
+                hidden_mse(self.student_taps.hidden[i], self.teacher_taps.hidden[d - 1], self.proj)
+                for i, d in self.matched
             ]
             out["hidden"] = torch.stack(per).mean(0)
         if self.use_relations:
@@ -191,3 +246,20 @@ class FeatureDistiller(torch.nn.Module):
     def remove(self) -> None:
         self.student_taps.remove()
         self.teacher_taps.remove()
+
+
+def _relation_heads(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
+    """Relation heads that divide every q/k/v width of both models: their greatest common
+    divisor in units of the teacher's head size (the teacher's KV head count for a student of
+    its own width)."""
+    widths = []
+    for model in (student, teacher):
+        cfg = model.config
+        heads = int(getattr(cfg, "num_attention_heads", 0) or cfg.n_head)
+        hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        kv = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        widths += [heads * hd, kv * hd]
+    cfg = teacher.config
+    heads = int(getattr(cfg, "num_attention_heads", 0) or cfg.n_head)
+    hd = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+    return max(math.gcd(*widths) // hd, 1)

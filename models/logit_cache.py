@@ -79,7 +79,9 @@ class SparseTargets:
         """Probability mass each position accounts for (stored ids + tail); 1 when exact."""
         if self.mode == "topk":
             return self.values.astype(np.float32).sum(1) + self.tail.astype(np.float32)  # type: ignore[union-attr]
-        sums = np.add.reduceat(self.values.astype(np.int64), self.offsets()[:-1])
+        # bincount, not reduceat: a position with no ids (no target) must sum to 0
+        row = np.repeat(np.arange(self.positions), self.lengths)  # type: ignore[arg-type]
+        sums = np.bincount(row, weights=self.values.astype(np.float64), minlength=self.positions)
         return sums / float(self.samples)  # type: ignore[arg-type]
 
     def to_dense(self, vocab_size: int) -> np.ndarray:
@@ -183,6 +185,18 @@ def sampled_targets(
     )
 
 
+def slice_positions(t: SparseTargets, lo: int, hi: int) -> SparseTargets:
+    """The targets of positions [lo, hi) of `t`."""
+    if t.mode == "topk":
+        return SparseTargets("topk", ids=t.ids[lo:hi], values=t.values[lo:hi], tail=t.tail[lo:hi])  # type: ignore[index]
+    off = t.offsets()
+    a, z = int(off[lo]), int(off[hi])
+    return SparseTargets(
+        "sampled", ids=t.ids[a:z], values=t.values[a:z], lengths=t.lengths[lo:hi],  # type: ignore[index]
+        samples=t.samples,
+    )  # fmt: skip
+
+
 def concat(parts: list[SparseTargets]) -> SparseTargets:
     first = parts[0]
     kinds = {(p.mode, p.samples) for p in parts}
@@ -213,8 +227,37 @@ def shard_complete(root: Path, index: int) -> bool:
     return (shard_dir(root, index) / COMPLETE).exists()
 
 
-def write_shard(root: Path, index: int, targets: SparseTargets) -> dict[str, Any]:
+def empty_targets(
+    mode: Mode, positions: int, vocab_size: int, k: int, samples: int
+) -> SparseTargets:
+    """Targets of `positions` positions that carry none (mass 0): positions no loss reads,
+    such as held-out blocks or the prompt of a teacher-written summary."""
+    if mode == "topk":
+        return SparseTargets(
+            "topk",
+            ids=np.zeros((positions, k), id_dtype(vocab_size)),
+            values=np.zeros((positions, k), np.float16),
+            tail=np.zeros(positions, np.float16),
+        )
+    return SparseTargets(
+        "sampled",
+        ids=np.zeros(0, id_dtype(vocab_size)),
+        values=np.zeros(0, np.uint8),
+        lengths=np.zeros(positions, np.uint8),
+        samples=samples,
+    )
+
+
+def write_shard(
+    root: Path,
+    index: int,
+    targets: SparseTargets,
+    extra: dict[str, np.ndarray] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write one shard atomically: files into `<shard>.partial`, fsync, rename, marker last.
+    `extra` arrays (the blocks of a teacher-summary shard) are written and checksummed with
+    the targets; `meta` goes into the marker.
 
     Whatever fails (a full disk included) leaves no shard behind that looks complete.
     """
@@ -223,6 +266,7 @@ def write_shard(root: Path, index: int, targets: SparseTargets) -> dict[str, Any
     shutil.rmtree(partial, ignore_errors=True)
     arrays = {"ids": targets.ids, "values": targets.values}
     arrays |= {"tail": targets.tail} if targets.mode == "topk" else {"lengths": targets.lengths}
+    arrays |= extra or {}
     try:
         partial.mkdir(parents=True)
         digests = {}
@@ -233,7 +277,7 @@ def write_shard(root: Path, index: int, targets: SparseTargets) -> dict[str, Any
                 f.flush()
                 os.fsync(f.fileno())
             digests[path.name] = _sha256(path)
-        done = {"positions": targets.positions, "files": digests}
+        done = {"positions": targets.positions, "files": digests, **(meta or {})}
         marker = partial / COMPLETE
         marker.write_text(json.dumps(done, indent=1))
         _fsync_path(marker)

@@ -57,12 +57,21 @@ def demo(
             help="A random 2-layer teacher and the first 300 articles: every stage in ~2 min.",
         ),
     ] = False,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            "--reference",
+            help="Also train the CE-only reference student (same init, batches, steps): "
+            "about doubles the training time.",
+        ),
+    ] = False,
     set_: cli.SetOpt = None,
     as_json: cli.JsonOpt = False,
     debug: cli.DebugOpt = False,
 ) -> None:
     """The embedded default, offline: every stage on CNN/DailyMail with SmolLM2-135M-Instruct
-    (both shipped in PyPI packages), a CE-only student beside the KD one, then a report.
+    (both shipped in PyPI packages), then a report (with --reference, a CE-only student beside
+    the KD one).
 
     Prints the report's path (markdown + PNGs under the home folder; also a Prefect artifact)
     and a five-line summary.
@@ -79,7 +88,10 @@ def demo(
         if tiny:
             source, inv.overrides = tiny_setup(inv.home, source, inv.config_path, inv.overrides)
             dataset = "cnn_dailymail_tiny"
-        return inv.run_flow("flows.demo:demo_flow", source=str(source), dataset=dataset)
+        return inv.run_flow(
+            "flows.demo:demo_flow", source=str(source), dataset=dataset,
+            reference=reference or tiny,
+        )  # fmt: skip
 
     cli.run_command(work, printers.demo, config=config, sets=set_, as_json=as_json, debug=debug)
 

@@ -15,15 +15,56 @@ class DistillError(RuntimeError):
     Defined here, not in tasks/distill/distill.py, so the CLI can name it without importing torch."""
 
 
+# Weights of the feature terms when the student has lost layers and the config leaves them
+# unset (None). Not yet chosen by a sweep (issue #18 asks for one, against response-only KD):
+# 1.0 each, the scale-free terms' natural unit.
+AUTO_HIDDEN_WEIGHT = 1.0
+AUTO_RELATION_WEIGHT = 1.0
+
+
+class StudentConfig(BaseModel):
+    """How the student is cut from the teacher (`distill.student`); models/prune.py."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    kind: Literal["layers", "depth", "width"] = "layers"
+    """`layers`: the teacher layers `distill.layers` names (else `distill.keep_layers` spread
+    evenly, DistilGPT2-style). `depth`: as many layers as fit `share`, chosen by a calibration
+    pass (`depth_method`). `width`: Minitron-style, the hidden channels, KV groups and MLP
+    channels with the largest activations on the calibration blocks (optionally fewer layers
+    too, `keep_layers`); the MLP width is the widest that fits `share`."""
+    share: float = Field(0.5, gt=0.0, le=1.0)
+    """depth, width: the student has at most this share of the teacher's parameters."""
+    depth_method: Literal["span", "influence"] = "span"
+    """depth: `span` drops the contiguous layers whose removal moves the residual stream least
+    (angular distance, Gromov et al. 2024); `influence` keeps the layers of highest block
+    influence (1 - cos(in, out), ShortGPT)."""
+    hidden_size: int | None = Field(None, ge=1)
+    """width: hidden (embedding) channels kept, a multiple of the attention heads kept; default
+    all."""
+    kv_heads: int | None = Field(None, ge=1)
+    """width: key/value head groups kept (with their query heads); default all."""
+    heads_per_kv: int | None = Field(None, ge=1)
+    """width: query heads kept in each group; default all."""
+    keep_layers: int | None = Field(None, ge=1)
+    """width: also drop layers (by `span`) down to this many; default keep all."""
+    intermediate_size: int | None = Field(None, ge=1)
+    """width: MLP channels kept per layer; default the most that fit `share`."""
+    calibration_blocks: int = Field(16, ge=1)
+    """Training blocks of the calibration pass (one teacher forward over them)."""
+
+
 class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     # ------------------------------------------------------------------ the student
+    student: StudentConfig = StudentConfig()
+    """How the student is cut from the teacher (kind layers | depth | width)."""
     keep_layers: int | None = Field(None, ge=1)
-    """Student init: keep this many of the teacher's layers, spread evenly (first and last included,
-    DistilGPT2-style). Default: half of them."""
+    """student.kind layers: keep this many of the teacher's layers, spread evenly (first and
+    last included, DistilGPT2-style). Default: half of them."""
     layers: list[int] | None = None
-    """Student init: exactly these teacher layer indices (wins over keep_layers)."""
+    """student.kind layers: exactly these teacher layer indices (wins over keep_layers)."""
     name: str | None = None
     """Registry name of the student; default `<dataset>-student`."""
 
@@ -44,12 +85,16 @@ class DistillConfig(BaseModel):
     teacher at T=1, so offline needs 1."""
     jsd_beta: float = Field(0.5, gt=0.0, lt=1.0)
     """β of the generalized JSD (mixture β·p + (1-β)·q)."""
-    hidden_weight: float = Field(0.0, ge=0.0)
-    """Online only. Weight of the feature-based term: each student layer's output vs its teacher
-    layer's, through a learned projection, scale-free MSE (models/features.py)."""
-    relation_weight: float = Field(0.0, ge=0.0)
-    """Online only. Weight of the relation-based term: MiniLMv2 q/k/v self-relations of the last
-    layer, KL(teacher || student) (models/features.py)."""
+    hidden_weight: float | None = Field(None, ge=0.0)
+    """Weight of the feature-based term at the cut points: the output of each student layer
+    after which teacher layers were dropped vs the teacher's residual stream where the next
+    kept layer starts, through a learned projection, scale-free MSE (models/features.py). The
+    teacher runs for it (offline too: no logits, only up to the deepest layer needed). None:
+    AUTO_HIDDEN_WEIGHT when the student has lost layers, else 0."""
+    relation_weight: float | None = Field(None, ge=0.0)
+    """Weight of the relation-based term: MiniLMv2 q/k/v self-relations of the first student
+    layer after the largest cut, KL(teacher || student) (models/features.py). None:
+    AUTO_RELATION_WEIGHT when the student has lost layers, else 0."""
     relation_heads: int | None = Field(None, ge=1)
     """Relation heads of that term; default the teacher's key/value head count."""
 
@@ -104,7 +149,11 @@ class DistillConfig(BaseModel):
     """Held-out document-summary pairs whose summaries the student and the teacher generate (greedy)
     for ROUGE-L against the human summary; 0: skip."""
     rouge_max_new_tokens: int = Field(48, ge=1)
-    """Longest generated summary, in tokens."""
+    """Longest generated summary, in tokens; the article is cut so that prompt and summary fit
+    one training block."""
+    summary_share: float | None = Field(None, ge=0.0, le=1.0)
+    """Share of each batch drawn from the teacher-summary blocks of the logit caches (sequence-
+    level KD, `logits.summaries`); None: as many as their share of all training blocks."""
 
     @model_validator(mode="after")
     def _offline_is_t1(self) -> DistillConfig:
@@ -112,14 +161,15 @@ class DistillConfig(BaseModel):
             raise ValueError(
                 "temperature must be 1 in offline mode: the cache holds the teacher at T=1"
             )
-        if self.mode == "offline" and (self.hidden_weight or self.relation_weight):
-            raise ValueError(
-                "hidden_weight and relation_weight need mode=online: a logit cache holds no "
-                "hidden states"
-            )
         if self.kd_weight == 0 and self.ce_weight == 0:
             raise ValueError("kd_weight and ce_weight cannot both be 0")
         return self
+
+    def feature_weights(self, layers_cut: bool) -> tuple[float, float]:
+        """(hidden, relation) weights: as set, or the AUTO ones when layers were cut."""
+        auto = (AUTO_HIDDEN_WEIGHT, AUTO_RELATION_WEIGHT) if layers_cut else (0.0, 0.0)
+        h, r = self.hidden_weight, self.relation_weight
+        return (auto[0] if h is None else h, auto[1] if r is None else r)
 
     def student_name(self, dataset: str) -> str:
         """The registry name of `dataset`'s student."""

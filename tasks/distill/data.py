@@ -44,6 +44,19 @@ class TokenBlocks:
     def train(self) -> np.ndarray:
         return self.indices("train")
 
+    def extended(self, input_ids: np.ndarray, loss_mask: np.ndarray, key: str) -> TokenBlocks:
+        """These blocks plus training blocks of one more source (a cache's teacher-summary
+        blocks), whose targets are the reader at index `len(keys)`."""
+        n = len(input_ids)
+        return TokenBlocks(
+            np.concatenate([self.input_ids, np.asarray(input_ids, np.int64)]),
+            np.concatenate([self.loss_mask, np.asarray(loss_mask, np.uint8)]),
+            np.concatenate([self.split, np.full(n, SPLIT_CODES["train"], np.int8)]),
+            np.concatenate([self.source, np.full(n, len(self.keys))]),
+            np.concatenate([self.local, np.arange(n)]),
+            [*self.keys, key],
+        )
+
     def selection(self) -> np.ndarray:
         """Held-out blocks that choose: keep-best, early stopping, a refresh's keep-best."""
         return self.indices("selection")

@@ -19,17 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from data_quality import GatesConfig
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
-from models.student import every_other_layer, student_from_teacher, trainable
 from tasks.distill.config import DistillConfig, DistillError
-from tasks.distill.data import SPLIT_CODES, CacheReader, read_blocks, split_codes
+from tasks.distill.data import CacheReader, TokenBlocks, read_blocks
 from tasks.distill.evaluate import evaluate_student, summary_rouge
+from tasks.distill.students import make_student
 from tasks.distill.train import train_student
+from tasks.logits.summaries import SUMMARIES, read_summary_blocks
 from tasks.publish import Lineage, done_run, publish, run_key
 from tasks.runtime import current_flow_run_id, launch_rank
 from warehouse import Catalog, VersionInfo, validate_name
@@ -90,10 +92,15 @@ def cache_kind(meta: dict[str, Any]) -> str:
 def held_out_pairs(
     catalog: Catalog, tokens: list[VersionInfo], limit: int
 ) -> tuple[list[tuple[str, str]], str | None]:
-    """Up to `limit` (document, summary) pairs of the tokens snapshots' test documents (never
-    trained or selected on), and the template they were rendered with; ([], None) without."""
+    """Up to `limit` (document, summary) pairs of test documents, and the template the
+    snapshots were rendered with; ([], None) without. A document's split is a function of its
+    content hash (tasks/tokens/tokenize.split_of), so the test articles are taken from the
+    whole source snapshot, not only from the documents a budget let into the tokens: no
+    training or selection block holds any of them. Kept rows only, in id order."""
     import duckdb
-    import pyarrow.parquet as pq
+
+    from tasks.tokens.config import TokensConfig
+    from tasks.tokens.tokenize import split_of
 
     pairs: list[tuple[str, str]] = []
     template = None
@@ -101,26 +108,56 @@ def held_out_pairs(
         config = v.meta.get("config") or {}
         if limit <= len(pairs) or config.get("pairs", "summarize") != "summarize":
             continue
-        blocks = pq.read_table(v.ref.files(), columns=["split", "doc_ids"], partitioning=None)
-        test = split_codes(blocks.column("split").to_pylist()) == SPLIT_CODES["test"]
-        ids = sorted({d for t, docs in zip(test, blocks.column("doc_ids").to_pylist(), strict=True)
-                      if t for d in docs})  # fmt: skip
+        split_cfg = TokensConfig.model_validate(config)
         stage, _, rest = str(v.meta.get("source", "")).partition("/")
         name, _, version = rest.partition("@")
-        if not ids or not version:
+        if not version:
             continue
-        src = catalog.get(stage, name, int(version)).ref
+        files = [str(f) for f in catalog.get(stage, name, int(version)).ref.files()]
         con = duckdb.connect()
-        rows = con.execute(
-            "SELECT text, summary FROM read_parquet(?, hive_partitioning = false) "
-            "WHERE summary IS NOT NULL AND length(summary) > 0 AND id IN (SELECT unnest(?)) "
-            "ORDER BY id LIMIT ?",
-            [[str(f) for f in src.files()], ids, limit - len(pairs)],
-        ).fetchall()
-        con.close()
-        pairs += [(t, s) for t, s in rows]
+        try:
+            cols = {r[0] for r in con.execute(
+                "DESCRIBE SELECT * FROM read_parquet(?, hive_partitioning = false)", [files]
+            ).fetchall()}  # fmt: skip
+            keep = "AND keep" if "keep" in cols else ""
+            rows = con.execute(
+                "SELECT id, content_sha256 FROM read_parquet(?, hive_partitioning = false) "
+                f"WHERE summary IS NOT NULL AND length(summary) > 0 {keep} ORDER BY id",
+                [files],
+            ).fetchall()
+            ids = [i for i, h in rows if split_of(h, split_cfg) == "test"][: limit - len(pairs)]
+            found = dict(
+                (i, (t, s_))
+                for i, t, s_ in con.execute(
+                    "SELECT id, text, summary FROM read_parquet(?, hive_partitioning = false) "
+                    "WHERE id IN (SELECT unnest(?))",
+                    [files, ids],
+                ).fetchall()
+            )
+        finally:
+            con.close()
+        pairs += [found[i] for i in ids if i in found]
         template = template or config.get("template")
     return pairs, template if pairs else None
+
+
+def summary_blocks(
+    blocks: TokenBlocks, readers: list[CacheReader] | None, caches: list[VersionInfo]
+) -> tuple[TokenBlocks, list[CacheReader] | None, np.ndarray]:
+    """`blocks` with the teacher-summary blocks of the caches appended as training blocks,
+    the readers of their targets added, and the indices of those blocks."""
+    if readers is None:
+        return blocks, readers, np.zeros(0, np.int64)
+    readers = list(readers)
+    for c in caches:
+        found = read_summary_blocks(Path(c.ref.path))
+        if found is None:
+            continue
+        ids, mask = found
+        blocks = blocks.extended(ids, mask, f"{c.ref.key} summaries")
+        readers.append(CacheReader(Path(c.ref.path) / SUMMARIES))
+    train = blocks.train()  # a summary that came out empty has no loss: left out
+    return blocks, readers, train[blocks.source[train] >= len(caches)]
 
 
 def distill(
@@ -156,22 +193,28 @@ def distill(
     for c in caches:
         if int(c.meta.get("vocab_size", vocab)) != vocab:
             raise DistillError(f"{c.ref.key} has vocab {c.meta['vocab_size']}, teacher {vocab}")
-    n_layers = int(teacher.config.num_hidden_layers)
-    layers = cfg.layers or every_other_layer(n_layers, cfg.keep_layers or max(n_layers // 2, 1))
     torch.manual_seed(cfg.seed)
-    student = trainable(student_from_teacher(teacher, layers))  # fp32, saveable (GGUF too)
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
+    # fp32, saveable (GGUF too); depth/width: cut after a calibration pass on training blocks
+    student, layers, student_info = make_student(teacher, cfg, blocks)
     work = catalog.home / "work" / "distill" / dataset / key
     readers = [CacheReader(Path(c.ref.path)) for c in caches] if caches else None
+    regular = blocks.train()
+    blocks, readers, summaries = summary_blocks(blocks, readers, caches)
+    hidden_w, relation_w = cfg.feature_weights(len(layers) < int(teacher.config.num_hidden_layers))
+    run_cfg = cfg.model_copy(update={"hidden_weight": hidden_w, "relation_weight": relation_w})
     train = train_student(
         student,
         blocks,
-        cfg,
+        run_cfg,
         vocab_size=vocab,
         out_dir=work,
         caches=readers,
-        teacher=teacher if cfg.mode == "online" else None,
+        teacher=teacher if cfg.mode == "online" or hidden_w or relation_w else None,
         layers=layers,
+        train_pool=regular if cfg.summary_share is not None else None,
+        replay_pool=summaries if cfg.summary_share is not None else None,
+        replay_share=cfg.summary_share or 0.0,
         progress=progress,
     )
     if launch_rank() > 0:  # `accelerate launch`: the main process evaluates, saves, registers
@@ -193,16 +236,23 @@ def distill(
             load_tokenizer(teacher_spec),
             pairs,
             template,
-            max_prompt_tokens=blocks.input_ids.shape[1],
+            max_prompt_tokens=blocks.block_size - cfg.rouge_max_new_tokens,
             max_new_tokens=cfg.rouge_max_new_tokens,
         )
         evaluation.rouge_pairs = len(pairs)
-        evaluation.student_rouge_l, evaluation.teacher_rouge_l = rouge["student"], rouge["teacher"]
+        evaluation.student_rouge_l = rouge["student"]["rouge_l"]
+        evaluation.teacher_rouge_l = rouge["teacher"]["rouge_l"]
+        evaluation.student_empty_summaries = rouge["student"]["empty"]
+        evaluation.teacher_empty_summaries = rouge["teacher"]["empty"]
         evaluation.examples = examples
     final = save_student(student, teacher_spec, work / "final")
     metrics = {
         **evaluation.to_dict(),
         "layers": layers,
+        "student": student_info,
+        "hidden_weight": hidden_w,
+        "relation_weight": relation_w,
+        "summary_blocks": len(summaries),
         "train_steps": train.steps,
         "train_tokens": train.tokens,
         "train_s_per_step": train.s_per_step,

@@ -5,14 +5,14 @@ perplexity        exp(mean next-token cross-entropy) over the validation blocks'
 top1_agreement    share of those positions where the student's argmax is the teacher's
 params, bytes     unique parameters (tied weights once) and their bytes in memory
 tokens_per_s      greedy generation speed, batch 1, KV cache on (inference)
-rouge_l           ROUGE-L F1 (Lin 2004) of greedy summaries of held-out document-summary pairs
-                  against the human summaries, for student and teacher (`summary_rouge`)
+rouge_l           ROUGE-L F1 (Lin 2004, the rouge-score package) of greedy summaries of test
+                  articles against their human summaries, for student and teacher
+                  (`summary_rouge`), and how many summaries came out empty
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,8 @@ class EvalResult:
     rouge_pairs: int = 0  # held-out pairs summarised (0: no pairs, or not asked)
     student_rouge_l: float | None = None
     teacher_rouge_l: float | None = None
+    student_empty_summaries: int | None = None  # of rouge_pairs: generations with no text
+    teacher_empty_summaries: int | None = None
     examples: list[dict[str, str]] = field(default_factory=list)  # a few generated summaries
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,67 +149,53 @@ def evaluate_student(
 
 
 # --------------------------------------------------------------------------- ROUGE-L
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
 def rouge_tokens(text: str) -> list[str]:
-    """rouge-score's default tokenisation: lower case, runs of [a-z0-9], no stemming."""
-    return [t for t in _NON_ALNUM.split(text.lower()) if t]
+    """rouge-score's tokenisation: lower case, runs of [a-z0-9], no stemming."""
+    from rouge_score import tokenize
 
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence (O(len(a)·len(b)) time, O(len(b)) memory)."""
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+    return tokenize.tokenize(text, None)
 
 
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1: the LCS of the two token sequences over their lengths (P, R, harmonic mean)."""
-    c, r = rouge_tokens(candidate), rouge_tokens(reference)
-    lcs = lcs_length(c, r)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(c), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 (Lin 2004) by the rouge-score package: the longest common subsequence of the
+    two token sequences over their lengths (precision, recall, harmonic mean); 0 when empty."""
+    from rouge_score import rouge_scorer
+
+    return float(
+        rouge_scorer.RougeScorer(["rougeL"]).score(reference, candidate)["rougeL"].fmeasure
+    )
 
 
 def summary_prompt(document: str, template: str, tokenizer: Any, max_tokens: int) -> list[int]:
     """The prompt part of `template` (before {summary}) for `document`, its document cut so
-    the whole prompt fits `max_tokens` tokens (the student's training block length)."""
-    head, _, _ = template.partition("{summary}")
-    before, _, after = head.partition("{document}")
-    pre = tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
-    post = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    doc = tokenizer(document, add_special_tokens=False)["input_ids"]
-    # Token ids are joined, not text re-tokenized: decode -> encode is not the identity.
-    return (pre + doc[: max(max_tokens - len(pre) - len(post), 1)] + post)[-max_tokens:]
+    the whole prompt fits `max_tokens` tokens (tasks/tokens/tokenize.prompt_ids)."""
+    from tasks.tokens.tokenize import prompt_ids
+
+    return prompt_ids(document, template, tokenizer, max_tokens)
 
 
-@torch.no_grad()
-def generate_summary(
-    model: torch.nn.Module, tokenizer: Any, prompt: list[int], max_new_tokens: int
-) -> str:
-    """Greedy continuation of the prompt up to EOS or a blank line."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt], device=device)
+def summary_text(tokenizer: Any, tokens: list[int]) -> str:
+    """A generated summary as text: special tokens dropped, cut at the first blank line."""
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip().split("\n\n")[0].strip()
+
+
+def generate_summaries(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int = 8,
+) -> list[str]:
+    """Greedy summaries of the prompts (batched, left-padded), up to EOS or a blank line."""
+    from models.generate import greedy
+
     eos = tokenizer.eos_token_id
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-    )
-    text = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
-    return text.split("\n\n")[0].strip()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    done = greedy(
+        model, prompts, max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad,
+        batch_size=batch_size,
+    )  # fmt: skip
+    return [summary_text(tokenizer, g.tokens) for g in done]
 
 
 def summary_rouge(
@@ -218,20 +206,28 @@ def summary_rouge(
     *,
     max_prompt_tokens: int,
     max_new_tokens: int = 48,
-) -> tuple[dict[str, float], list[dict[str, str]]]:
-    """Mean ROUGE-L F1 per model over the (document, reference summary) pairs, and the
-    generations of the first three pairs (to read, beside the numbers)."""
-    scores = {name: 0.0 for name in models}
-    examples: list[dict[str, str]] = []
-    for i, (document, reference) in enumerate(pairs):
-        prompt = summary_prompt(document, template, tokenizer, max_prompt_tokens)
-        example = {"reference": reference}
-        for name, model in models.items():
-            model.eval()
-            generated = generate_summary(model, tokenizer, prompt, max_new_tokens)
-            scores[name] += rouge_l(generated, reference)
-            example[name] = generated
-        if i < 3:
-            examples.append(example)
+    examples: int = 3,
+) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
+    """Per model, over the (document, reference summary) pairs: mean ROUGE-L F1 against the
+    references and how many summaries came out empty (a failure: the model wrote nothing);
+    and the generations of the first `examples` pairs, with the article's start, to read."""
+    prompts = [summary_prompt(d, template, tokenizer, max_prompt_tokens) for d, _ in pairs]
+    texts = {
+        name: generate_summaries(model, tokenizer, prompts, max_new_tokens)
+        for name, model in models.items()
+    }
     n = max(len(pairs), 1)
-    return {name: round(total / n, 4) for name, total in scores.items()}, examples
+    scores = {
+        name: {
+            "rouge_l": round(
+                sum(rouge_l(g, r) for g, (_, r) in zip(gen, pairs, strict=True)) / n, 4
+            ),
+            "empty": sum(not g for g in gen),
+        }
+        for name, gen in texts.items()
+    }
+    shown = [
+        {"article": d[:400], "reference": r, **{name: texts[name][i] for name in models}}
+        for i, (d, r) in enumerate(pairs[:examples])
+    ]
+    return scores, shown

@@ -10,8 +10,9 @@ generator seeded by (seed, step, micro-batch, rank), so a resumed run sees the b
 uninterrupted one would, and each process of a multi-GPU run sees its own.
 
 Offline (default), the KD targets come from the logit cache and the loss is a sparse one
-(models/losses.py); online, the teacher runs on each batch and the loss is the dense one, plus,
-when configured, the feature- and relation-based terms of models/features.py.
+(models/losses.py); online, the teacher runs on each batch and the loss is the dense one. The
+feature- and relation-based terms of models/features.py, when on, run the teacher in both
+modes (offline only as far as they read, without its logits).
 With `keep: best` (default), the weights with the lowest held-out loss are the ones returned.
 """
 
@@ -143,9 +144,12 @@ def _batch_loss(
         total = total + cfg.ce_weight * ce
         parts["ce"] = float(ce.detach())
     t_logits = None
-    if teacher is not None and (cfg.kd_weight > 0 or features is not None):
+    online = teacher is not None and (features is None or batch.targets is None)
+    if online and cfg.kd_weight > 0:  # the teacher's full distribution
         with torch.no_grad():
             t_logits = teacher(input_ids=batch.input_ids).logits[..., :vocab_size]
+    elif teacher is not None and features is not None:  # offline KD: the teacher for features
+        features.run_teacher(teacher, batch.input_ids)
     if cfg.kd_weight > 0:
         if t_logits is not None:
             per = kd_loss(
@@ -165,7 +169,7 @@ def _batch_loss(
     if features is not None:
         # Every position's hidden state and relations count, the prompt's included: they are
         # what the student computes, not what it is asked to predict.
-        weight = {"hidden": cfg.hidden_weight, "relation": cfg.relation_weight}
+        weight = {"hidden": cfg.hidden_weight or 0.0, "relation": cfg.relation_weight or 0.0}
         for name, per in features.losses().items():
             term = per.mean()
             total = total + weight[name] * term
@@ -286,9 +290,12 @@ def train_student(
     `replay_share` of `replay_pool` (earlier data) per batch."""
     from accelerate import Accelerator
 
-    if cfg.kd_weight > 0 and (caches is None) == (teacher is None):
-        raise ValueError("give caches (offline) or a teacher (online), not both or neither")
-    use_features = cfg.hidden_weight > 0 or cfg.relation_weight > 0
+    hidden_w, relation_w = cfg.hidden_weight or 0.0, cfg.relation_weight or 0.0
+    if cfg.kd_weight > 0 and caches is None and teacher is None:
+        raise ValueError("KD needs caches (offline) or a teacher (online)")
+    if caches is not None and teacher is not None and not (hidden_w or relation_w):
+        raise ValueError("give caches (offline) or a teacher (online), not both")
+    use_features = hidden_w > 0 or relation_w > 0
     if use_features and (teacher is None or layers is None):
         raise ValueError("hidden_weight / relation_weight need the teacher and the layer map")
     torch.manual_seed(cfg.seed)
@@ -319,11 +326,12 @@ def train_student(
             student,
             teacher,
             layers,
-            hidden=cfg.hidden_weight > 0,
-            relations=cfg.relation_weight > 0,
+            hidden=hidden_w > 0,
+            relations=relation_w > 0,
             relation_heads=cfg.relation_heads,
+            channels=getattr(student, "hidden_channels", None),
         ).to(device)
-    optimizer = make_optimizer(student, cfg, features if cfg.hidden_weight > 0 else None)
+    optimizer = make_optimizer(student, cfg, features if hidden_w > 0 else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     model, optimizer = accelerator.prepare(student, optimizer)  # the scheduler: stepped by us
     state: dict[str, Any] = {"step": 0, "best": None, "bad_evals": 0, "history": []}
@@ -360,7 +368,7 @@ def train_student(
                 train_pool, cfg.batch_blocks, cfg.seed, step, micro * world + rank,
                 replay_pool, replay_share,
             )  # fmt: skip
-            batch = make_batch(blocks, idx, caches if teacher is None else None, device)
+            batch = make_batch(blocks, idx, caches, device)
             last_micro = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(model)
             with sync:  # gradients are all-reduced on the last micro-batch only

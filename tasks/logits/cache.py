@@ -34,13 +34,16 @@ from models.logit_cache import (
     MANIFEST,
     LogitCacheError,
     concat,
+    empty_targets,
     sampled_targets,
     shard_complete,
+    slice_positions,
     topk_targets,
     write_shard,
 )
 from tasks.logits.config import LogitCacheConfig
 from tasks.logits.pending import cache_key
+from tasks.logits.summaries import SUMMARIES, fill_summaries
 from tasks.runtime import current_flow_run_id
 from tasks.tokens.pending import trainable_tokens
 from warehouse import Catalog, DatasetRef, StagedSnapshot, VersionInfo, validate_name
@@ -133,10 +136,13 @@ def _cache_version(
     flow_run_id: str | None,
     progress: bool,
 ) -> tuple[DatasetRef, int]:
-    table = pq.read_table(tokens.ref.files(), columns=["input_ids"], partitioning=None)
+    table = pq.read_table(tokens.ref.files(), columns=["input_ids", "split"], partitioning=None)
     block_size = int(tokens.meta["block_size"])
     ids = np.asarray(table.column("input_ids").combine_chunks().flatten(), dtype=np.int64)
     blocks = ids.reshape(-1, block_size)
+    wanted = np.ones(len(blocks), bool)
+    if not cfg.held_out:
+        wanted = np.asarray(table.column("split").to_pylist()) == "train"
     if len(blocks) == 0:
         raise LogitCacheError(f"{tokens.ref.key} has no blocks to cache")
     if int(blocks.max()) >= vocab:
@@ -148,7 +154,13 @@ def _cache_version(
     work = catalog.home / "work" / "logits" / tokens.ref.name / f"v{tokens.ref.version}-{key}"
     work.mkdir(parents=True, exist_ok=True)
     with WriterLock(work.parent, name=f"{work.name}.lock"):  # one process per cache folder
-        shards = _fill_shards(work, blocks, model, vocab, cfg, tokens.ref.key, progress)
+        shards = _fill_shards(work, blocks, wanted, model, vocab, cfg, tokens.ref.key, progress)
+        summaries = None
+        if cfg.summaries:
+            summaries = fill_summaries(
+                work / SUMMARIES, tokens, catalog, model, load_tokenizer(teacher), vocab, cfg,
+                progress,
+            )  # fmt: skip
         nbytes = sum(
             (work / f"shard-{s:05d}" / name).stat().st_size
             for s, shard in enumerate(shards)
@@ -170,7 +182,10 @@ def _cache_version(
             "shard_blocks": cfg.shard_blocks,
             "shards": shards,
             "bytes": nbytes,
+            "held_out_targets": cfg.held_out,
         }
+        if summaries is not None:
+            manifest["summaries"] = summaries
         write_manifest(work, manifest)
         meta = manifest | {"bytes_per_token": round(nbytes / manifest["positions"], 2)}
         with catalog.writing(), catalog.transaction() as tx:
@@ -194,6 +209,7 @@ def _cache_version(
 def _fill_shards(
     work: Path,
     blocks: np.ndarray,
+    wanted: np.ndarray,
     model: Any,
     vocab: int,
     cfg: LogitCacheConfig,
@@ -226,16 +242,24 @@ def _fill_shards(
             shards.append(json.loads((work / f"shard-{s:05d}" / "COMPLETE.json").read_text()))
             continue
         parts = []
-        for b in range(lo, hi, cfg.batch_blocks):
-            batch = to_device(torch.from_numpy(blocks[b : min(b + cfg.batch_blocks, hi)]), device)
+        todo = [b for b in range(lo, hi) if wanted[b]]  # the others get no target
+        targets = {}
+        for i in range(0, len(todo), cfg.batch_blocks):
+            chosen = todo[i : i + cfg.batch_blocks]
+            batch = to_device(torch.from_numpy(blocks[chosen]), device)
             with torch.inference_mode():
                 logits = model(input_ids=batch).logits[..., :vocab].flatten(0, 1)
             if cfg.mode == "topk":
-                parts.append(topk_targets(logits, cfg.k, vocab))
+                t = topk_targets(logits, cfg.k, vocab)
             else:
-                g = torch.Generator(device=device).manual_seed(_seed(cfg.seed, s, b))
-                parts.append(sampled_targets(logits, cfg.samples, vocab, g))
+                g = torch.Generator(device=device).manual_seed(_seed(cfg.seed, s, chosen[0]))
+                t = sampled_targets(logits, cfg.samples, vocab, g)
+            for j, b in enumerate(chosen):
+                targets[b] = slice_positions(t, j * block_size, (j + 1) * block_size)
             bar.update(batch.numel())
+        empty = empty_targets(cfg.mode, block_size, vocab, cfg.k, cfg.samples)
+        parts = [targets.get(b, empty) for b in range(lo, hi)]
+        bar.update((hi - lo - len(todo)) * block_size)
         shards.append(write_shard(work, s, concat(parts)))
     bar.close()
     return shards

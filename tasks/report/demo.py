@@ -112,8 +112,9 @@ def write_demo_report(
     """Write report.md and its PNGs; returns their paths and the five-line summary."""
     folder = home / "reports" / "demo" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
-    kd, ce = out["distill"], out["baseline"]
-    ev, ce_ev = kd["model"]["metrics"], ce["model"]["metrics"]
+    kd, ce = out["distill"], out.get("baseline")
+    ev = kd["model"]["metrics"]
+    ce_ev = ce["model"]["metrics"] if ce else None
     quant = quant_rows(out.get("quantize", []))
     lines = [
         f"# llm4all demo — {out['dataset']}",
@@ -140,49 +141,7 @@ def write_demo_report(
         lines.append("Nothing new to curate (the corpus was curated by an earlier run).")
 
     lines += ["", "## Distillation", ""]
-    kd_hist = (kd.get("train") or {}).get("history") or []
-    ce_hist = (ce.get("train") or {}).get("history") or []
-    if kd_hist or ce_hist:
-        plot_training({"KD student": kd_hist, "CE-only student": ce_hist}, folder / "training.png")
-        lines += ["![training curves](training.png)", ""]
-    ppl = {
-        "teacher": ev["teacher_ppl"],
-        "KD student": ev["student_ppl"],
-        "CE-only student": ce_ev["student_ppl"],
-    }
-    plot_perplexity(ppl, folder / "perplexity.png")
-    lines += _table(
-        ["model", "params", "held-out ppl", "top-1 agreement", "ROUGE-L", "tokens/s"],
-        [
-            _model_row("teacher", ev, "teacher", agreement=None),
-            _model_row(kd["model"]["key"] + " (KD)", ev, "student", ev["top1_agreement"]),
-            _model_row(
-                ce["model"]["key"] + " (CE only)", ce_ev, "student", ce_ev["top1_agreement"]
-            ),
-        ],
-    )
-    lines += [
-        "",
-        f"Student: teacher layers {ev['layers']} ({ev['param_share']:.0%} of its parameters), "
-        f"{ev['train_steps']} steps, {ev['train_tokens']:,} training tokens, same batches for "
-        "both students.",
-        "",
-        "![perplexity](perplexity.png)",
-    ]
-    if ev.get("examples"):
-        ex = ev["examples"][0]
-        lines += [
-            "",
-            "A held-out summary (greedy):",
-            "",
-            f"- human: {ex['reference'].strip()[:300]}",
-        ]
-        lines += [
-            f"- {k}: {str(v).strip()[:300] or '(nothing: it ended the text at once)'}"
-            for k, v in ex.items()
-            if k != "reference"
-        ]
-
+    lines += distillation_section(kd, ce, folder)
     lines += ["", "## Quantization", ""]
     if quant:
         plot_quantization(quant, folder / "quantization.png")
@@ -238,13 +197,19 @@ def write_demo_report(
             for m in models
         ],
     )
+    versus = (
+        f", CE-only student {ce_ev['student_ppl']:.1f} "
+        f"({_versus(ev['student_ppl'], ce_ev['student_ppl'])})"
+        if ce_ev
+        else ""
+    )
     summary = [
         f"data: {_kept(out)}",
-        f"held-out perplexity: teacher {ev['teacher_ppl']:.1f}, KD student "
-        f"{ev['student_ppl']:.1f}, CE-only student {ce_ev['student_ppl']:.1f} "
-        f"({_versus(ev['student_ppl'], ce_ev['student_ppl'])})",
+        f"test perplexity: teacher {ev['teacher_ppl']:.1f}, KD student "
+        f"{ev['student_ppl']:.1f} ({ev['ppl_ratio']:.2f}x){versus}",
         f"student: {ev['param_share']:.0%} of the teacher's parameters, "
-        f"{ev['student_tokens_per_s']:.0f} vs {ev['teacher_tokens_per_s']:.0f} tokens/s",
+        f"{ev['student_tokens_per_s']:.0f} vs {ev['teacher_tokens_per_s']:.0f} tokens/s; "
+        + summaries_line(ev),
         "quantized: "
         + (
             ", ".join(
@@ -261,14 +226,105 @@ def write_demo_report(
     return {"report": str(report), "folder": str(folder), "summary": summary}
 
 
+def distillation_section(kd: dict[str, Any], ce: dict[str, Any] | None, folder: Path) -> list[str]:
+    """Training curves, the model table (test perplexity, agreement, ROUGE-L, empty summaries,
+    speed), what the student is, and three test articles with every model's summary."""
+    ev = kd["model"]["metrics"]
+    ce_ev = ce["model"]["metrics"] if ce else None
+    lines: list[str] = []
+    runs = {"KD student": (kd.get("train") or {}).get("history") or []}
+    if ce:
+        runs["CE-only student"] = (ce.get("train") or {}).get("history") or []
+    if any(runs.values()):
+        plot_training(runs, folder / "training.png")
+        lines += ["![training curves](training.png)", ""]
+    ppl = {"teacher": ev["teacher_ppl"], "KD student": ev["student_ppl"]}
+    if ce_ev:
+        ppl["CE-only student"] = ce_ev["student_ppl"]
+    plot_perplexity(ppl, folder / "perplexity.png")
+    rows = [
+        _model_row("teacher", ev, "teacher", agreement=None),
+        _model_row(kd["model"]["key"] + " (KD)", ev, "student", ev["top1_agreement"]),
+    ]
+    if ce and ce_ev:
+        rows.append(
+            _model_row(ce["model"]["key"] + " (CE only)", ce_ev, "student", ce_ev["top1_agreement"])
+        )
+    lines += _table(
+        ["model", "params", "test ppl", "x teacher", "top-1 agreement",
+         f"ROUGE-L ({ev.get('rouge_pairs', 0)} test articles)", "empty summaries", "tokens/s"],
+        rows,
+    )  # fmt: skip
+    student = ev.get("student") or {"kind": "layers", "layers": ev.get("layers")}
+    sizes = ", ".join(f"{k} {v}" for k, v in student.items() if k not in ("layers", "kind"))
+    lines += [
+        "",
+        f"Student: {student.get('kind')} pruning ({sizes or 'teacher layers'}; teacher layers "
+        f"{ev.get('layers')}), {ev['param_share']:.0%} of the teacher's parameters; "
+        f"{ev['train_steps']} steps, {ev['train_tokens']:,} training tokens "
+        f"({ev.get('summary_blocks', 0)} blocks of teacher-written summaries among them); "
+        f"feature weights: hidden {ev.get('hidden_weight', 0)}, relation "
+        f"{ev.get('relation_weight', 0)}."
+        + (" The CE-only student had the same init, batches and steps." if ce else
+           " CE-only reference: not run (`llm4all demo --reference`)."),
+        "",
+        "![perplexity](perplexity.png)",
+    ]  # fmt: skip
+    failures = summary_failures(ev)
+    if failures:
+        lines += ["", f"**FAILURE: {failures}.**"]
+    if ev.get("examples"):
+        lines += ["", "### Three test articles (never trained or selected on), greedy summaries"]
+        for i, ex in enumerate(ev["examples"], 1):
+            lines += ["", f"**{i}.** {_one_line(ex.get('article', ''))[:300]} …", ""]
+            for who, label in (("reference", "human"), ("teacher", "teacher"),
+                               ("student", "KD student")):  # fmt: skip
+                if who in ex:
+                    text = _one_line(str(ex[who]))[:400]
+                    lines.append(f"- {label}: {text or '**(empty: FAILURE, nothing written)**'}")
+    return lines
+
+
+def summaries_line(ev: dict[str, Any]) -> str:
+    """ROUGE-L of student and teacher, and empty summaries (a failure), in one phrase."""
+    if not ev.get("rouge_pairs"):
+        return "no summaries evaluated"
+    ratio = (
+        f" ({ev['student_rouge_l'] / ev['teacher_rouge_l']:.2f}x)"
+        if ev.get("teacher_rouge_l")
+        else ""
+    )
+    return (
+        f"ROUGE-L on {ev['rouge_pairs']} test articles {ev['student_rouge_l']:.3f} vs teacher "
+        f"{ev['teacher_rouge_l']:.3f}{ratio}; empty summaries: {ev.get('student_empty_summaries')}"
+    )
+
+
+def summary_failures(ev: dict[str, Any]) -> str:
+    """'' or what failed: a model that wrote nothing for some test article."""
+    out = []
+    for who, label in (("student", "the KD student"), ("teacher", "the teacher")):
+        n = ev.get(f"{who}_empty_summaries")
+        if n:
+            out.append(f"{label} wrote nothing for {n} of {ev['rouge_pairs']} test articles")
+    return "; ".join(out)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _model_row(label: str, ev: dict[str, Any], who: str, agreement: float | None) -> list[str]:
     """One row of the distillation table from an evaluation's `teacher_*` or `student_*`."""
+    empty = ev.get(who + "_empty_summaries")
     return [
         label,
         f"{ev[who + '_params']:,}",
         f"{ev[who + '_ppl']:.2f}",
+        f"{ev[who + '_ppl'] / ev['teacher_ppl']:.2f}",
         f"{agreement:.1%}" if agreement is not None else "-",
         _fmt(ev.get(who + "_rouge_l")),
+        "-" if empty is None else (f"**{empty} (FAILURE)**" if empty else "0"),
         f"{ev[who + '_tokens_per_s']:.0f}",
     ]
 

@@ -83,18 +83,39 @@ def split_of(content_sha256: str, cfg: TokensConfig) -> str:
 def render(
     text: str, summary: str | None, tokenizer: Any, cfg: TokensConfig
 ) -> tuple[list[int], list[int]]:
-    """(token ids, loss mask) of one document, EOS included."""
+    """(token ids, loss mask) of one document, EOS included.
+
+    A pair is written with the template, its pieces tokenized apart and joined as ids (as
+    `prompt_ids` does for a generation prompt, so training and generation see the same ids):
+    the summary (and the EOS) carry loss, the document too unless `mask_prompt`, the
+    template's own words (an instruction, a chat scaffold) never do: they are not data."""
     eos = tokenizer.eos_token_id
     if summary is not None and cfg.pairs == "summarize":
-        prompt, _, tail = cfg.template.partition("{summary}")
-        p_ids = tokenizer(prompt.format(document=text), add_special_tokens=False)["input_ids"]
-        s_ids = tokenizer(summary + tail.format(document=text), add_special_tokens=False)[
-            "input_ids"
-        ]
-        mask = [0 if cfg.mask_prompt else 1] * len(p_ids) + [1] * (len(s_ids) + 1)
-        return [*p_ids, *s_ids, eos], mask
+        head, _, tail = cfg.template.partition("{summary}")
+        before, _, after = head.partition("{document}")
+
+        def enc(piece: str) -> list[int]:
+            return tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []
+
+        pre, doc, post = enc(before), enc(text), enc(after)
+        s_ids = enc(summary + tail.format(document=text))
+        doc_loss = 0 if cfg.mask_prompt else 1
+        mask = [0] * len(pre) + [doc_loss] * len(doc) + [0] * len(post) + [1] * (len(s_ids) + 1)
+        return [*pre, *doc, *post, *s_ids, eos], mask
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return [*ids, eos], [1] * (len(ids) + 1)
+
+
+def prompt_ids(document: str, template: str, tokenizer: Any, max_tokens: int) -> list[int]:
+    """The prompt part of `template` (before {summary}) for `document` as `render` writes it,
+    the document cut so that the whole prompt fits `max_tokens` tokens."""
+    head, _, _ = template.partition("{summary}")
+    before, _, after = head.partition("{document}")
+    pre = tokenizer(before, add_special_tokens=False)["input_ids"] if before else []
+    post = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    doc = tokenizer(document, add_special_tokens=False)["input_ids"]
+    # Token ids are joined, not text re-tokenized: decode -> encode is not the identity.
+    return (pre + doc[: max(max_tokens - len(pre) - len(post), 1)] + post)[-max_tokens:]
 
 
 @dataclass

@@ -81,14 +81,13 @@ def test_no_validation_blocks_is_an_error(teacher: torch.nn.Module) -> None:
 
 
 def test_rouge_l_matches_the_worked_examples_of_lin_2004() -> None:
-    from tasks.distill.evaluate import lcs_length, rouge_l, rouge_tokens
+    from tasks.distill.evaluate import rouge_l, rouge_tokens
 
     ref = "police killed the gunman"
     assert rouge_l("police kill the gunman", ref) == pytest.approx(0.75)  # LCS 3 of 4 and 4
     assert rouge_l("the gunman kill police", ref) == pytest.approx(0.5)  # LCS "the gunman"
     assert rouge_l(ref, ref) == 1.0 and rouge_l("", ref) == 0.0 and rouge_l("x", "") == 0.0
     assert rouge_tokens("U.S. troops, 2,000 of them!") == ["u", "s", "troops", "2", "000", "of", "them"]  # fmt: skip
-    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4  # CLRS's example
 
 
 def test_summary_prompt_fits_the_block_and_keeps_the_template(
@@ -107,4 +106,25 @@ def test_summary_prompt_fits_the_block_and_keeps_the_template(
         {"a": teacher}, tok, [(doc, "the market rose")] * 2, "{document}\n\nSummary: {summary}",
         max_prompt_tokens=24, max_new_tokens=3,
     )  # fmt: skip
-    assert 0.0 <= scores["a"] <= 1.0 and set(examples[0]) == {"reference", "a"}
+    assert 0.0 <= scores["a"]["rouge_l"] <= 1.0 and 0 <= scores["a"]["empty"] <= 2
+    assert set(examples[0]) == {"article", "reference", "a"}
+
+
+def test_batched_generation_continues_each_prompt_as_it_would_alone(
+    teacher: torch.nn.Module,
+) -> None:
+    from models.generate import greedy
+
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    together = greedy(teacher, prompts, max_new_tokens=5, eos_id=1, pad_id=0, batch_size=3,
+                      keep_logits=True)  # fmt: skip
+    for prompt, got in zip(prompts, together, strict=True):
+        alone = greedy(teacher, [prompt], max_new_tokens=5, eos_id=1, pad_id=0, keep_logits=True)[0]
+        assert got.tokens == alone.tokens and got.ended == alone.ended
+        assert got.logits is not None and got.logits.shape[0] == len(got.tokens)
+        assert torch.allclose(got.logits, alone.logits, atol=1e-4)
+        # the logits of each step are the model's own next-token distribution
+        with torch.no_grad():
+            full = teacher(input_ids=torch.tensor([prompt + got.tokens])).logits[0]
+        first = full[len(prompt) - 1 : len(prompt) - 1 + len(got.tokens)]
+        assert torch.allclose(got.logits, first[:, : got.logits.shape[1]], atol=1e-4)

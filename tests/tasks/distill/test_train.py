@@ -83,15 +83,20 @@ def test_blocks_have_both_splits_and_the_cache_lines_up_with_them(world: dict) -
     assert len(blocks.train()) > 4 and len(blocks.selection()) > 0 and len(blocks.test()) > 0
     reader = CacheReader(world["caches"]["topk"])
     teacher = load_causal_lm(world["spec"], "cpu")
-    b = 4  # second shard (3 blocks per shard)
+    train = blocks.train()
+    b = int(train[train >= 3][0])  # a training block past the first shard (3 blocks per shard)
     with torch.no_grad():
         logits = teacher(input_ids=torch.from_numpy(blocks.input_ids[[b]])).logits[0]
     t = reader.block(b)
     assert t.positions == blocks.block_size
     np.testing.assert_array_equal(t.ids[:, 0], logits.argmax(-1).numpy())  # the teacher's top-1
-    sampled = CacheReader(world["caches"]["sampled"]).blocks([b, 0])
+    sampled = CacheReader(world["caches"]["sampled"]).blocks([b, int(train[0])])
     assert sampled.positions == 2 * blocks.block_size
     assert (sampled.mass() == 1.0).all()
+    # held-out blocks: nothing trains on them, so the cache stores no target (mass 0)
+    held = np.concatenate([blocks.selection(), blocks.test()])
+    assert (CacheReader(world["caches"]["sampled"]).blocks(held).mass() == 0).all()
+    assert (CacheReader(world["caches"]["topk"]).blocks(held).mass() == 0).all()
 
 
 def test_next_token_mask_shifts_left_and_drops_the_last_position() -> None:
@@ -274,8 +279,19 @@ def test_feature_and_relation_terms_train_online(world: dict, tmp_path: Path) ->
             student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path / "x", teacher=teacher,
             progress=False,
         )  # fmt: skip
-    with pytest.raises(ValueError, match="online"):
-        DistillConfig(hidden_weight=1.0)
+    # offline: KD from the cache, the teacher runs for the feature terms only, and only as far
+    # as they read (a 2-layer teacher, student = its layer 1: the cut is before layer 1)
+    student = student_from_teacher(teacher, [1])
+    calls: list[int] = []
+    hook = teacher.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    cfg = _cfg(hidden_weight=None, relation_weight=1.0, max_steps=3)
+    result = train_student(
+        student, blocks, cfg, vocab_size=vocab, out_dir=tmp_path / "offline", teacher=teacher,
+        caches=[CacheReader(world["caches"]["topk"])], layers=[1], progress=False,
+    )  # fmt: skip
+    hook.remove()
+    assert {"kd", "relation"} <= set(result.history[-1]) and "hidden" not in result.history[-1]
+    assert not calls  # the teacher's logits were never computed
 
 
 def test_keep_best_returns_the_weights_of_the_lowest_held_out_loss(

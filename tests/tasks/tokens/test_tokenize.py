@@ -37,6 +37,13 @@ def test_pairs_train_on_the_summary_only(teacher: ModelSpec) -> None:
     assert ids[-1] == tok.eos_token_id and len(ids) == len(mask)
     n_summary = len(tok("court news", add_special_tokens=False)["input_ids"])
     assert mask == [0] * (len(ids) - n_summary - 1) + [1] * (n_summary + 1)
+    # loss on the document too, never on the template's own words
+    cfg = TokensConfig(template="summary of {document} . : {summary}", mask_prompt=False)
+    ids, mask = render("the police said", "court news", tok, cfg)
+    n_doc = len(tok("the police said", add_special_tokens=False)["input_ids"])
+    n_pre = len(tok("summary of ", add_special_tokens=False)["input_ids"])
+    n_post = len(tok(" . : ", add_special_tokens=False)["input_ids"])
+    assert mask == [0] * n_pre + [1] * n_doc + [0] * n_post + [1] * (n_summary + 1)
     ids_lm, mask_lm = render("the police said", "court news", tok, TokensConfig(pairs="lm"))
     assert mask_lm == [1] * len(ids_lm) and ids_lm == [*tok("the police said")["input_ids"], 2]
 
