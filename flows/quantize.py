@@ -22,11 +22,13 @@ def quantize_flow(
     dataset: str | None = None,
     config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
-    """Quantize MODEL (NAME[:VERSION] or `teacher`) with `quantize.method`, evaluate it on
-    DATASET's validation blocks (default: the data MODEL was trained on), register and gate."""
+    """Quantize MODEL (NAME[:VERSION] or `teacher`) with `method` (default `quantize.method`;
+    `llm4all export` passes gguf-*), evaluate it on DATASET's test blocks (default: the data
+    MODEL was trained on), register and gate."""
     cfg, home = run_config(config_path, overrides)
-    result = quantize_registered(model, home, cfg.teacher, cfg.quantize, cfg.gates, dataset)
+    result = quantize_registered(model, home, cfg.teacher, cfg.quantize, cfg.gates, dataset, method)
     return result.to_dict()
 
 

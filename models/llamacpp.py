@@ -3,7 +3,7 @@ held-out negative log-likelihood on token blocks, prompt (forward) and greedy ge
 tokens/s, wall and per CPU second.
 
 llama-cpp-python ships no wheel for Linux on PyPI: it builds llama.cpp from source (~15 min of
-CPU; `make llama-cpp` does it with the multimodal library left out, see the Makefile). It is
+CPU; `make llama-cpp` installs it, the `llamacpp` extra of pyproject.toml). It is
 optional: `available()` says why it cannot be used, and everything that needs it asks first.
 
 Timing note: llama.cpp's worker threads spin while they wait at the barrier between

@@ -106,7 +106,9 @@ def make_bpe_tokenizer_dir(path: Path, vocab_size: int = 320) -> Path:
         vocab_size=vocab_size, special_tokens=["<unk>", "<pad>", "<eos>", "<|im_start|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )  # fmt: skip
-    text = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + f" {i}." for i in range(200)]
+    text = [
+        " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + f" {i}." for i in range(200)
+    ]
     tok.train_from_iterator(text, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"

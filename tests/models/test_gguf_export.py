@@ -22,7 +22,9 @@ from tests.tiny import make_bpe_tokenizer_dir
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(make_bpe_tokenizer_dir(tmp_path_factory.mktemp("bpe"))))
+    return AutoTokenizer.from_pretrained(
+        str(make_bpe_tokenizer_dir(tmp_path_factory.mktemp("bpe")))
+    )
 
 
 def _llama(vocab: int, tied: bool = True, hidden: int = 64):
@@ -96,7 +98,9 @@ def test_round_trip_through_transformers(tmp_path: Path, model, tokenizer, typ: 
 
 def test_untied_head_and_a_mixed_plan(tmp_path: Path, tokenizer) -> None:
     model = _llama(len(tokenizer), tied=False)
-    plan = tensor_plan(model, {"*": "q4_0", "output.weight": "q8_0", "blk.1.ffn_down.weight": "q5_1"})
+    plan = tensor_plan(
+        model, {"*": "q4_0", "output.weight": "q8_0", "blk.1.ffn_down.weight": "q5_1"}
+    )
     path = export_gguf(model, tokenizer, tmp_path / "m.gguf", plan)
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
     assert types["output.weight"] == "Q8_0" and types["token_embd.weight"] == "Q4_0"
