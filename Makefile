@@ -20,6 +20,7 @@ help:
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
 	@echo "make bench-student-init - which teacher layers make the best student init (~3 min)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
+	@echo "make bench-gguf - GGUF variants vs fp32: bytes on disk, Δppl, llama.cpp speed (~10 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
 	@echo "make llama-cpp - build llama-cpp-python (runs exported GGUF files; ~10 min of CPU)"
@@ -81,6 +82,12 @@ bench-student-init: $(VENV)/.demo-assets
 .PHONY: bench-quant
 bench-quant: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quant --profile smollm2
+
+# GGUF variants (`llm4all export`) vs fp32 on the demo teacher + a layer-subset student: bytes on
+# disk, Δppl of the file loaded back, llama.cpp's ppl and speed when installed (~10 min shared).
+.PHONY: bench-gguf
+bench-gguf: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gguf
 
 # Continual refresh (tiny + smollm2 profiles): old-set regression and new-set gain of naive
 # fine-tuning vs replay, and a refresh's wall time vs a full retrain (~10 min on 2 cores).
