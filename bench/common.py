@@ -38,6 +38,48 @@ def measure(code: str, timeout: int = 1800) -> dict[str, Any]:
     raise RuntimeError(f"benchmark step failed:\n{proc.stderr[-3000:]}")
 
 
+def run_process(
+    cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one whole command as a process and time it from outside: wall seconds
+    (`perf_counter` around spawn ... reap, so start-up, imports, reading and writing are in),
+    CPU seconds (user + sys) and peak RSS of the process from `wait4`'s rusage, and the
+    1-minute load average before and after (wall time means little on a busy machine)."""
+    import os
+    import threading
+    import time
+
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out: dict[str, bytes] = {}
+
+    def drain(name: str, f: Any) -> None:  # wait4 reaps the process itself: drain meanwhile
+        out[name] = f.read()
+
+    threads = [
+        threading.Thread(target=drain, args=(k, f))
+        for k, f in (("out", p.stdout), ("err", p.stderr))
+    ]
+    for th in threads:
+        th.start()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    for th in threads:
+        th.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "rc": p.returncode,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+        "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+        "load_before": round(load0, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "stdout": out.get("out", b"").decode(errors="replace"),
+        "stderr": out.get("err", b"").decode(errors="replace"),
+    }
+
+
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     print("  ".join(c.rjust(widths[c]) for c in columns))

@@ -3,6 +3,9 @@
 A failed gate marks the version `gate_passed = false` (so nothing downstream reads it), records
 the failing expectations in the catalog, publishes them as a Prefect table artifact when called
 inside a flow run, and raises `GateFailed` with one line per failing expectation.
+
+Each gate's validation results are also rendered as Great Expectations Data Docs (a static HTML
+site per gate under `<home>/data_docs/<stage>/<target>/`), linked from the artifact.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from data_quality.gate_config import GatesConfig
 from data_quality.suites import SUITES, Check
-from warehouse import Catalog, DatasetRef
 from warehouse.names import artifact_key
+
+if TYPE_CHECKING:
+    from warehouse import Catalog, DatasetRef
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class GateResult:
     passed: bool
     outcomes: list[ExpectationOutcome]
     seconds: float
+    data_docs: str | None = None  # index.html of the gate's Data Docs, when rendered
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -60,6 +67,7 @@ class GateResult:
             "target": self.target,
             "passed": self.passed,
             "seconds": self.seconds,
+            "data_docs": self.data_docs,
             "expectations": [asdict(o) for o in self.outcomes],
         }
 
@@ -90,12 +98,15 @@ def gate(
         raise ValueError("gate needs a snapshot or an ingest run to check")
     started = time.monotonic()
     checks = SUITES[stage](ref, catalog, cfg, run)
-    ctx = _gx_context() if checks else None  # one context per gate: its checks differ by name
-    outcomes = [o for check in checks for o in _validate(ctx, check, cfg.examples)]
     target = ref.key if ref else run.get("target") or f"ingest run {run['run_id']}"
+    docs = catalog.home / "data_docs" / stage / artifact_key(target) if cfg.data_docs else None
+    ctx = _gx_context(docs) if checks else None  # one context per gate: its checks differ by name
+    outcomes = [o for check in checks for o in _validate(ctx, check, cfg.examples, stage)]
     result = GateResult(
         stage, target, all(o.success for o in outcomes), outcomes, time.monotonic() - started
     )
+    if ctx is not None and docs is not None:
+        result.data_docs = _build_docs(ctx, docs)
     if ref is not None:
         report = None if result.passed else {"failures": [asdict(o) for o in result.failures]}
         with catalog.writing():
@@ -107,7 +118,7 @@ def gate(
     return result
 
 
-def _gx_context() -> Any:
+def _gx_context(docs: Path | None) -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -117,26 +128,61 @@ def _gx_context() -> Any:
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    if docs is not None:  # the results stay in memory; the site is rendered from them
+        ctx.add_data_docs_site(
+            DOCS_SITE,
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
     return ctx
 
 
-def _validate(ctx: Any, check: Check, n_examples: int) -> list[ExpectationOutcome]:
+DOCS_SITE = "gate"
+
+
+def _build_docs(ctx: Any, docs: Path) -> str | None:
+    """Render the gate's Data Docs; their index.html (None if rendering failed: the docs are
+    for people, never a reason to fail a gate)."""
+    import shutil
+
+    shutil.rmtree(docs, ignore_errors=True)  # this gate's latest run only
+    try:
+        results = ctx.validation_results_store.list_keys()  # the pages of this gate only
+        ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=results)
+    except Exception as e:
+        log.warning("could not render the Data Docs of this gate: %s", e)
+        return None
+    index = docs / "index.html"
+    return str(index) if index.exists() else None
+
+
+def _validate(ctx: Any, check: Check, n_examples: int, stage: str) -> list[ExpectationOutcome]:
     import great_expectations as gx
 
-    batch = (
-        ctx.data_sources.add_pandas(check.batch)
+    name = f"{stage}-{check.batch}"
+    batch_definition = (
+        ctx.data_sources.add_pandas(name)
         .add_dataframe_asset(check.batch)
         .add_batch_definition_whole_dataframe(check.batch)
-        .get_batch(batch_parameters={"dataframe": check.frame})
     )
-    suite = ctx.suites.add(gx.ExpectationSuite(name=check.batch, expectations=check.expectations))
+    suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=check.expectations))
     result_format: dict[str, Any] = {
         "result_format": "COMPLETE" if check.id_column else "SUMMARY",
         "partial_unexpected_count": n_examples,
     }
     if check.id_column:
         result_format["unexpected_index_column_names"] = [check.id_column]
-    res = batch.validate(suite, result_format=result_format)
+    # A validation definition stores its result in the context, where Data Docs find it.
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+    )
+    res = definition.run(batch_parameters={"dataframe": check.frame}, result_format=result_format)
     outcomes = []
     for r in res.results:
         conf = r.expectation_config
@@ -203,8 +249,9 @@ def _publish_artifact(result: GateResult) -> None:
         for o in result.outcomes
     ]
     verdict = "passed" if result.passed else "FAILED"
+    description = f"{result.stage} gate {verdict}: {result.target}"
+    if result.data_docs:
+        description += f" — [Data Docs]({Path(result.data_docs).as_uri()})"
     create_table_artifact(
-        table=rows,
-        key=artifact_key(f"gate-{result.target}"),
-        description=f"{result.stage} gate {verdict}: {result.target}",
+        table=rows, key=artifact_key(f"gate-{result.target}"), description=description
     )

@@ -69,3 +69,6 @@ class GatesConfig(BaseModel):
     quantized: QuantizedGateConfig = Field(default_factory=QuantizedGateConfig)
     examples: int = Field(5, ge=0)
     """Example ids reported per failing expectation."""
+    data_docs: bool = True
+    """Also render each gate's validation as Great Expectations Data Docs (HTML) under
+    `<home>/data_docs/<stage>/<target>/`, linked from the gate's Prefect artifact."""

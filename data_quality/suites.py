@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from data_quality.gate_config import GatesConfig
-from warehouse import Catalog, DatasetRef
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # duckdb and the catalog load when a suite runs: the config imports this
     import pandas as pd
+
+    from warehouse import Catalog, DatasetRef
 
 
 @dataclass
@@ -30,7 +29,7 @@ class Check:
 
 
 SuiteBuilder = Callable[
-    [DatasetRef | None, Catalog, GatesConfig, dict[str, Any] | None], list[Check]
+    ["DatasetRef | None", "Catalog", GatesConfig, "dict[str, Any] | None"], list[Check]
 ]
 
 
@@ -39,6 +38,7 @@ def raw_suite(
 ) -> list[Check]:
     """Raw snapshot: ids unique, text non-empty and within length bounds, content unique;
     the ingest run that made it: quarantined share below the maximum."""
+    import duckdb
     import great_expectations.expectations as gxe
 
     c = cfg.raw
@@ -98,17 +98,60 @@ def raw_suite(
 SUITES: dict[str, SuiteBuilder] = {"raw": raw_suite}
 
 
+def _compat(
+    catalog: Catalog,
+    stage: str,
+    dataset: str,
+    planned: dict[str, Any],
+    columns: tuple[str, ...],
+    exclude: str | None,
+    same: dict[str, Any] | None = None,
+) -> Check:
+    """The other gated versions of `stage`/`dataset` (those whose meta matches `same`) must
+    agree with `planned` on `columns`: what a new version would be mixed with downstream."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    rows = [
+        {"snapshot": v.ref.key, **{c: _short(v.meta.get(c)) for c in columns}}
+        for v in catalog.versions(stage, dataset)
+        if v.gate_passed and v.ref.key != exclude
+        and all(v.meta.get(k) == x for k, x in (same or {}).items())
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["snapshot", *columns]).astype(object)
+    return Check(
+        "compatibility",
+        frame,
+        [
+            gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[_short(planned[c])])
+            for c in columns
+        ],
+        id_column="snapshot",
+    )
+
+
+def _short(value: Any) -> Any:
+    """Hashes shortened for reports (12 hex digits tell tokenizers apart)."""
+    return value[:12] if isinstance(value, str) and len(value) == 64 else value
+
+
 def tokens_suite(
     ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
 ) -> list[Check]:
     """Tokens: every id inside the tokenizer's vocabulary, full blocks, some training blocks,
-    some tokens that carry loss."""
+    some tokens that carry loss; and the same block size and tokenizer as the dataset's other
+    tokens snapshots (they are trained on together). Without a snapshot (`run` holds what a
+    run plans to write: dataset, block_size, tokenizer_sha256) only the latter, before
+    anything is written."""
     import great_expectations.expectations as gxe
     import numpy as np
     import pandas as pd
     import pyarrow.parquet as pq
 
-    assert ref is not None
+    columns = ("block_size", "tokenizer_sha256")
+    if ref is None:
+        assert run is not None
+        return [_compat(catalog, "tokens", run["dataset"], run, columns, None)]
     meta = catalog.get(ref.stage, ref.name, ref.version).meta
     table = pq.read_table(ref.files(), partitioning=None)
     width = int(meta["block_size"])
@@ -157,6 +200,7 @@ def tokens_suite(
             ],
             id_column="snapshot",
         ),
+        _compat(catalog, "tokens", ref.name, meta, columns, ref.key),
     ]
 
 
@@ -164,14 +208,21 @@ def logits_suite(
     ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
 ) -> list[Check]:
     """Logit cache: every position covered, ids inside the vocabulary, values finite, mass per
-    position at most 1, and every shard's files matching their checksums."""
+    position at most 1, and every shard's files matching their checksums; and the teacher the
+    same model (vocabulary, tokenizer) as in the dataset's other caches from that teacher.
+    Without a snapshot (`run`: dataset, teacher, vocab_size, tokenizer_sha256 of a planned
+    cache) only the latter, before anything is written."""
     import great_expectations.expectations as gxe
     import numpy as np
     import pandas as pd
 
     from models.logit_cache import LogitCacheError, read_manifest, read_shard, verify_shard
 
-    assert ref is not None
+    columns = ("vocab_size", "tokenizer_sha256")
+    if ref is None:
+        assert run is not None
+        same = {"teacher": run["teacher"]}
+        return [_compat(catalog, "logits", run["dataset"], run, columns, None, same)]
     root = Path(ref.path)
     manifest = read_manifest(root)
     per = manifest["shard_blocks"]
@@ -230,7 +281,9 @@ def logits_suite(
             [gxe.ExpectColumnPairValuesToBeEqual(column_A="positions", column_B="expected")],
             id_column="snapshot",
         ),
-    ]
+        _compat(catalog, "logits", ref.name, manifest, columns, ref.key,
+                {"teacher": manifest["teacher"]}),
+    ]  # fmt: skip
 
 
 SUITES["tokens"] = tokens_suite
@@ -255,6 +308,7 @@ def curated_suite(
     """Curated snapshot: every row has a consistent decision; no two kept rows (across the
     dataset's curated versions) share an exact-dedup hash; the kept share lies in range; no
     near-duplicate cluster holds an implausible share of the rows."""
+    import duckdb
     import great_expectations.expectations as gxe
     import pandas as pd
 

@@ -13,7 +13,8 @@ from typing import Any
 from prefect import flow
 
 from data_quality import GateFailed
-from flows.config import load_config, run_config
+from flows.config import run_config
+from flows.runtime import dataset_run
 from tasks.curate.config import RunnerConfig, parse_filters
 from tasks.curate.curate import curate_next, prefect_map
 from tasks.curate.report import report_curation
@@ -28,7 +29,13 @@ def curate_flow(
     filters: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Curate every raw version of DATASET not yet curated, oldest first, gating each."""
-    cfg, home = run_config(config_path, overrides)
+    with dataset_run("curate", dataset, config_path, overrides, lock=False) as run:
+        out = _curate(dataset, run.cfg, run.home, filters)
+        run.remember()
+    return out
+
+
+def _curate(dataset: str, cfg: Any, home: str, filters: str | None) -> dict[str, Any]:
     names = parse_filters(filters, cfg.dedup)
     gate_pending("curated", dataset, home, cfg.gates)
     catalog = Catalog(Path(home))
@@ -92,7 +99,7 @@ def run_curate(
     filters: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Run `curate_flow` on the task runner its config names."""
-    cfg = load_config(config_path, overrides)
+    cfg, _ = run_config(config_path, overrides, dataset)
     runner = make_task_runner(cfg.dedup.runner)
     return curate_flow.with_options(task_runner=runner)(
         dataset=dataset, config_path=config_path, overrides=overrides, filters=filters

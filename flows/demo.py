@@ -11,12 +11,12 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import load_config
 from flows.distill import distill_flow
 from flows.pipeline import pipeline_flow
+from flows.runtime import DatasetRun, dataset_run
 from tasks.report.demo import write_demo_report
 from tasks.report.markdown import png_data_uri, publish_markdown
-from warehouse import Catalog, resolve_home
+from warehouse import Catalog
 from warehouse.registry import list_models
 
 # `llm4all demo --tiny`: every stage doing its real work, on a random 2-layer teacher (SmolLM2's
@@ -48,9 +48,17 @@ def demo_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every stage on SOURCE, train the CE-only reference student, write the report."""
+    with dataset_run("demo", dataset, config_path, overrides) as run:
+        out = _demo(run, source, config_path, overrides)
+        run.remember(replace=True)
+    return out
+
+
+def _demo(
+    run: DatasetRun, source: str, config_path: str | None, overrides: dict[str, Any] | None
+) -> dict[str, Any]:
+    cfg, home, dataset = run.cfg, Path(run.home), run.dataset
     started = time.monotonic()
-    cfg = load_config(config_path, overrides)
-    home = resolve_home(cfg.home)
     out = pipeline_flow(
         dataset=dataset, sources=[source], config_path=config_path, overrides=overrides
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import run_config
+from flows.runtime import dataset_run
 from tasks.distill.distill import distill_student
 
 
@@ -15,5 +15,8 @@ def distill_flow(
     dataset: str, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Train a student of the teacher on DATASET, evaluate it, register it and gate it."""
-    cfg, home = run_config(config_path, overrides)
-    return distill_student(dataset, home, cfg.teacher, cfg.distill, cfg.gates).to_dict()
+    with dataset_run("distill", dataset, config_path, overrides) as run:
+        cfg = run.cfg
+        out = distill_student(dataset, run.home, cfg.teacher, cfg.distill, cfg.gates).to_dict()
+        run.remember()
+    return out

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from data_quality import GateFailed
-from flows.config import run_config
+from flows.runtime import dataset_run
 from tasks.gates import check_gate, gate_pending
 from tasks.ingest.ingest import ingest_source
 
@@ -20,20 +20,22 @@ def ingest_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read SOURCE into a new version of raw/DATASET and gate it."""
-    cfg, home = run_config(config_path, overrides)
-    gate_pending("raw", dataset, home, cfg.gates)
-    result = ingest_source(source, dataset, home, cfg.ingest)
-    out = result.to_dict()
-    if result.ref is not None or result.quarantined:
-        # Without a new snapshot there is still the run to judge: a file that is all garbage.
-        run = None if result.ref else _run_stats(out)
-        try:
-            out["gate"] = check_gate("raw", result.ref, home, cfg.gates, run=run).to_dict()
-        except GateFailed as e:
-            e.stage_result = out  # the CLI reports the counts beside the failure
-            raise
-    else:
-        out["gate"] = None  # nothing new, nothing bad: nothing to check
+    with dataset_run("ingest", dataset, config_path, overrides, lock=False) as run:
+        cfg, home = run.cfg, run.home
+        gate_pending("raw", dataset, home, cfg.gates)
+        result = ingest_source(source, dataset, home, cfg.ingest)
+        out = result.to_dict()
+        if result.ref is not None or result.quarantined:
+            # Without a new snapshot there is still the run to judge: a file of garbage.
+            stats = None if result.ref else _run_stats(out)
+            try:
+                out["gate"] = check_gate("raw", result.ref, home, cfg.gates, run=stats).to_dict()
+            except GateFailed as e:
+                e.stage_result = out  # the CLI reports the counts beside the failure
+                raise
+        else:
+            out["gate"] = None  # nothing new, nothing bad: nothing to check
+        run.remember()
     return out
 
 

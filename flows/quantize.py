@@ -4,14 +4,17 @@ its fp32 parent -> registry (lineage to the parent) -> gate."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from flows.config import Config, run_config
+from flows.runtime import dataset_run
 from models.quant_config import QuantError
 from tasks.quantize.quantize import quantize_registered
-from warehouse import resolve_home
+from warehouse import Catalog, CatalogError, resolve_home
+from warehouse.registry import get_model, list_models
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,33 @@ def quantize_flow(
     `llm4all export` passes gguf-*), evaluate it on DATASET's test blocks (default: the data
     MODEL was trained on), register and gate."""
     cfg, home = run_config(config_path, overrides)
-    result = quantize_registered(model, home, cfg.teacher, cfg.quantize, cfg.gates, dataset, method)
-    return result.to_dict()
+    on = dataset or _trained_on(Catalog(Path(home)), model)
+    if on is None:  # the teacher without --dataset: quantize_registered says what is missing
+        return quantize_registered(
+            model, home, cfg.teacher, cfg.quantize, cfg.gates, method=method
+        ).to_dict()
+    with dataset_run("quantize", on, config_path, overrides) as run:
+        cfg = run.cfg
+        q = cfg.quantize
+        return quantize_registered(
+            model, run.home, cfg.teacher, q, cfg.gates, dataset, method
+        ).to_dict()
+
+
+def _trained_on(catalog: Catalog, model: str) -> str | None:
+    """The dataset a registered model (NAME or NAME:VERSION) was trained on: whose run lock a
+    quantization of it takes, and whose settings it uses."""
+    name, _, version = model.partition(":")
+    try:
+        info = get_model(catalog, name, int(version)) if version.isdigit() else None
+        info = info or (list_models(catalog, name) or [None])[-1]
+    except CatalogError:
+        return None
+    for key in info.tokens if info else []:
+        stage, _, rest = key.partition("/")
+        if stage == "tokens" and "@" in rest:
+            return rest.partition("@")[0]
+    return None
 
 
 def quantize_variants(model: str, dataset: str, cfg: Config) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Refresh flow (scheduled): new data -> curate -> tokens + logits for it -> continue the
 promoted student with replay -> promote or keep -> quantize the promoted version (variants of
-a version already quantized are skipped). One refresh per warehouse at a time."""
+a version already quantized are skipped). Runs of one dataset take turns (its run lock)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,11 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import load_config
-from flows.pipeline import update_data
+from flows.pipeline import log_stages, update_data
 from flows.quantize import quantize_variants
+from flows.runtime import dataset_run
 from tasks.refresh.refresh import refresh_student_task
 from tasks.report.markdown import publish_markdown, refresh_markdown
-from warehouse import WarehouseBusy, resolve_home
-from warehouse.lock import WriterLock
-
-
-class RefreshRunning(WarehouseBusy):
-    """A second refresh of the same warehouse was started while one runs."""
 
 
 @flow(name="refresh")
@@ -30,23 +24,18 @@ def refresh_flow(
 ) -> dict[str, Any]:
     """Bring DATASET's student up to date with what is new in SOURCES (default:
     refresh.sources of the config)."""
-    cfg = load_config(config_path, overrides)
-    home = resolve_home(cfg.home)
     params = {"config_path": config_path, "overrides": overrides}
-    lock = WriterLock(home, name="refresh.lock")
-    try:
-        lock.acquire()
-    except WarehouseBusy as e:
-        raise RefreshRunning(f"a refresh is already running: {e}") from None
-    try:
+    with dataset_run("refresh", dataset, config_path, overrides) as run:
+        cfg = run.cfg
         out = update_data(dataset, sources, cfg, params)
         result = refresh_student_task(
-            dataset, str(home), cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
+            dataset, run.home, cfg.teacher, cfg.distill, cfg.refresh, cfg.gates
         )
         out["refresh"] = result.to_dict()
+        log_stages({"refresh": out["refresh"]})
         # the promoted version, new or not: variants already made of it are skipped
         out["quantize"] = quantize_variants(cfg.distill.student_name(dataset), dataset, cfg)
-    finally:
-        lock.release()
+        log_stages({"quantize": out["quantize"]})
+        run.remember(replace=True)
     publish_markdown(f"refresh-{dataset}", refresh_markdown(dataset, out), "refresh report")
     return out

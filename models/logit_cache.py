@@ -185,6 +185,9 @@ def sampled_targets(
 
 def concat(parts: list[SparseTargets]) -> SparseTargets:
     first = parts[0]
+    kinds = {(p.mode, p.samples) for p in parts}
+    if len(kinds) > 1:  # counts over different S cannot share one normaliser
+        raise LogitCacheError(f"cannot mix targets of different kinds: {sorted(kinds, key=str)}")
     if first.mode == "topk":
         return SparseTargets(
             "topk",

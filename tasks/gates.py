@@ -1,5 +1,5 @@
-"""Gates as flows use them: a snapshot's gate as a Prefect task, the gate of a registered model,
-and the catch-up for versions an interrupted run left unchecked."""
+"""Gates as flows use them: a snapshot's gate as a Prefect task, and the catch-up for versions
+an interrupted run left unchecked. (A model's gate runs inside `tasks.publish.publish`.)"""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from data_quality import GateFailed, GateResult, GatesConfig, gate
+from tasks.runtime import run_name
 from warehouse import Catalog, DatasetRef
-from warehouse.registry import ModelInfo, set_model_gate
 
 log = logging.getLogger(__name__)
 
 
-@task(name="check-gate", cache_policy=NO_CACHE)
+@task(name="check-gate", task_run_name=run_name("gate {stage} {ref}"), cache_policy=NO_CACHE)
 def check_gate(
     stage: str,
     ref: DatasetRef | None,
@@ -27,19 +27,6 @@ def check_gate(
 ) -> GateResult:
     """Validate a snapshot; a failure raises GateFailed and so fails the flow run."""
     return gate(stage, ref, Catalog(Path(home)), cfg, run=run)
-
-
-def gate_model(catalog: Catalog, info: ModelInfo, stage: str, cfg: GatesConfig, **run: Any) -> None:
-    """Run the `stage` gate ("student", "quantized") on a registered model and record the
-    outcome in the registry (a pass may promote it); a failure is recorded, then raised.
-    `run` adds facts the suite checks beside the metrics (e.g. `bad_weights`)."""
-    facts = {"run_id": info.key, "target": info.key, "metrics": info.metrics, **run}
-    try:
-        result = gate(stage, None, catalog, cfg, run=facts)
-    except GateFailed as e:
-        set_model_gate(catalog, info.name, info.version, False, e.result.to_dict())
-        raise
-    set_model_gate(catalog, info.name, info.version, result.passed, None)
 
 
 def gate_pending(stage: str, name: str, home: str, cfg: GatesConfig) -> list[GateResult]:

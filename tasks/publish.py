@@ -1,5 +1,6 @@
 """The one way a stage that makes a model finishes: a run key that says whether the registry
-already holds this exact run, then register (with lineage), clear the work folder, and gate.
+already holds this exact run, then gate, register (with lineage, the gate's outcome and the
+promotion it earns, in one transaction) and clear the work folder.
 
 distill, refresh and quantize all end here:
 
@@ -19,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_quality import GatesConfig
-from tasks.gates import gate_model
+from data_quality import GateFailed, GatesConfig
+from data_quality import gate as run_gate
 from warehouse import Catalog
-from warehouse.registry import ModelInfo, get_model, list_models, register_model
+from warehouse.registry import ModelInfo, list_models, next_version, register_model
 
 
 def run_key(payload: dict[str, Any]) -> str:
@@ -61,13 +62,34 @@ def publish(
     gates: GatesConfig,
     work: Path | None = None,
     gate_run: dict[str, Any] | None = None,
+    reject: dict[str, Any] | None = None,
+    requires_promoted: str | None = None,
 ) -> ModelInfo:
-    """Register `folder` as the next version of `name`, remove `work` (checkpoints, scratch),
-    then run the `gate` suite on it ("student" or "quantized"; None: no gate) and return the
-    version as the registry now has it. A failed gate is recorded, then raised (GateFailed)."""
-    info = register_model(catalog, name, folder, metrics=metrics, **asdict(lineage))
+    """Run the `gate` suite ("student" or "quantized") on the next version of `name`, then
+    register `folder` as that version with the outcome, in one transaction under the writer
+    lock: a crash leaves no version or a gated one. A pass promotes it (only while
+    `requires_promoted` is still the promoted version, when given: a refresh's parent); a
+    failure is recorded, then raised (GateFailed). `gate=None` with `reject` registers it as
+    not passed for that reason (a refresh that kept its parent); with neither, ungated.
+    `gate_run` adds facts the suite checks beside the metrics (e.g. `bad_weights`). `work`
+    (checkpoints, scratch) is removed once the model is registered."""
+    failed: GateFailed | None = None
+    passed, report = (False, reject) if reject is not None else (None, None)
+    with catalog.writing():
+        version = next_version(catalog, name)
+        if gate is not None:
+            key = f"models/{name}@{version}"
+            facts = {"run_id": key, "target": key, "metrics": metrics, **(gate_run or {})}
+            try:
+                passed = run_gate(gate, None, catalog, gates, run=facts).passed
+            except GateFailed as e:
+                failed, passed, report = e, False, e.result.to_dict()
+        info = register_model(
+            catalog, name, folder, metrics=metrics, **asdict(lineage), gate_passed=passed,
+            gate_report=report, requires_promoted=requires_promoted, expect_version=version,
+        )  # fmt: skip
     if work is not None:
         shutil.rmtree(work, ignore_errors=True)  # the model is registered
-    if gate is not None:
-        gate_model(catalog, info, gate, gates, **(gate_run or {}))
-    return get_model(catalog, name, info.version)
+    if failed is not None:
+        raise failed
+    return info

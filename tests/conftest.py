@@ -1,4 +1,5 @@
-"""Shared fixtures. Everything runs offline; only flow tests start a (temporary) Prefect server."""
+"""Shared fixtures. Everything runs offline; flow tests share one local Prefect server, started
+the way `llm4all` starts one (flows/cli/prefect_env.py) on a free loopback port."""
 
 from __future__ import annotations
 
@@ -43,12 +44,32 @@ def catalog(home: Path):
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server for the whole session (~12 s), for flow tests only."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One local Prefect server for the whole session, on a free loopback port: the API URL.
 
-    with prefect_test_harness(server_startup_timeout=180):
+    Started as `llm4all` starts one for a home; in-process flows and `llm4all` subprocesses
+    (serve, run, pipeline) all report to it. Runners poll it every 2 s (PREFECT_RUNNER_POLL_
+    FREQUENCY, inherited by subprocesses) so that triggered runs start promptly."""
+    from flows.cli.prefect_env import ensure_server, stop_process
+
+    os.environ["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    info = ensure_server(home)
+    try:
+        yield info["api_url"]
+    finally:
+        stop_process(int(info["pid"]))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server: str) -> Iterator[None]:
+    """Flow tests: Prefect in this process and in subprocesses points at the session's server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = prefect_server
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
         yield
+    os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture(scope="session")

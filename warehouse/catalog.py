@@ -6,12 +6,15 @@ Layout under a home folder::
     <home>/writer.lock                         single-writer lock (warehouse.lock)
     <home>/lake/<stage>/<name>/v=<n>/*.parquet immutable snapshots
     <home>/lake/.tmp/<id>/                     snapshots being written (same filesystem: rename is atomic)
+    <home>/models/<name>/v=<n>/                registered models (warehouse/registry.py)
+    <home>/work/                               resumable work of runs (checkpoints, shards)
     <home>/trash/                              orphans of crashed commits, moved aside, never deleted
 
 A commit is: write files into `.tmp/<id>`, fsync, rename to `v=<n>`, then one catalog
 transaction. A crash before the rename leaves only `.tmp` litter; a crash between the rename and
 the transaction leaves a `v=<n>` folder the catalog does not know. The next writer clears both
-before it does anything, so neither is visible nor in anyone's way.
+before it does anything (in the lake and in the model registry), so neither is visible nor in
+anyone's way; it also clears half-written files in `work/` folders no run is using.
 
 Connections are opened per operation and closed at once: DuckDB lets one process hold the file
 for writing, so a long-lived connection would lock `llm4all status` out for a whole training run.
@@ -40,7 +43,7 @@ from warehouse.refs import DatasetRef, VersionInfo, sha256_of_files
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalog_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -99,6 +102,14 @@ CREATE TABLE IF NOT EXISTS models (      -- the model registry (warehouse/regist
     promoted     BOOLEAN   NOT NULL,     -- the newest gate-passing version of its name
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS dataset_settings (  -- the config a dataset is built with
+    name         VARCHAR PRIMARY KEY,
+    config_path  VARCHAR,            -- where the config came from (for people; may be gone)
+    config       VARCHAR NOT NULL,   -- JSON: the config file's content ({} for the defaults)
+    overrides    VARCHAR NOT NULL,   -- JSON: dotted --set overrides on top of it
+    recorded_at  TIMESTAMP NOT NULL,
+    flow_run_id  VARCHAR
+);
 """
 
 _VERSION_COLUMNS = (
@@ -142,12 +153,16 @@ class StagedSnapshot:
 
 
 class Catalog:
-    def __init__(self, home: Path, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, home: Path, busy_timeout_s: float = 30.0, lock_timeout_s: float | None = None
+    ) -> None:
+        """`lock_timeout_s`: how long `writing()` waits for another writer (default: the
+        process-wide bound, `locks.writer_timeout_s`)."""
         self.home = Path(home).resolve()
         self.db_path = self.home / "catalog.duckdb"
         self.lake = self.home / "lake"
         self.busy_timeout_s = busy_timeout_s
-        self._lock = WriterLock(self.home)
+        self._lock = WriterLock(self.home, timeout_s=lock_timeout_s)
         self._con: duckdb.DuckDBPyConnection | None = None  # open only inside a transaction
 
     # ------------------------------------------------------------------ connections
@@ -211,21 +226,35 @@ class Catalog:
             raise CatalogError("catalog writes need the writer lock: use `with catalog.writing():`")
 
     def _recover(self) -> None:
-        tmp = self.lake / ".tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)  # partial writes of a dead writer (we hold the lock)
+        """Undo what a writer that died mid-commit left behind (we hold the lock): staged
+        files, and snapshot or model folders that were renamed into place but never
+        committed. Such folders are moved to `trash/`, never deleted."""
+        for tmp in (self.lake / ".tmp", self.home / "models" / ".tmp"):
+            if tmp.exists():
+                shutil.rmtree(tmp)  # partial writes of a dead writer
         known = {row[0] for row in self._query("SELECT path FROM dataset_versions")}
+        known |= {row[0] for row in self._query("SELECT path FROM models")}
         known = {str(self.home / p) for p in known}
-        for stage_dir in self.lake.iterdir():
-            if stage_dir.name.startswith("."):
+        for root, what in ((self.lake, "snapshot"), (self.home / "models", "model")):
+            if not root.exists():
                 continue
-            for vdir in stage_dir.glob("*/v=*"):
-                if str(vdir) not in known:
-                    dest = self.home / "trash" / f"{stage_dir.name}-{vdir.parent.name}-{vdir.name}"
-                    dest = dest.with_name(f"{dest.name}-{int(time.time())}")
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(vdir, dest)
-                    log.warning("moved uncommitted snapshot %s to %s", vdir, dest)
+            for stage_dir in root.iterdir():
+                if stage_dir.name.startswith(".") or not stage_dir.is_dir():
+                    continue
+                pattern = "*/v=*" if what == "snapshot" else "v=*"
+                for vdir in stage_dir.glob(pattern):
+                    if str(vdir) not in known:
+                        self._trash(vdir, what)
+        from warehouse.work import recover_work
+
+        recover_work(self.home)
+
+    def _trash(self, vdir: Path, what: str) -> None:
+        parts = vdir.relative_to(self.home).parts
+        dest = self.home / "trash" / f"{'-'.join(parts)}-{int(time.time())}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(vdir, dest)
+        log.warning("moved uncommitted %s %s to %s", what, vdir, dest)
 
     def stage_snapshot(self, stage: str, name: str) -> StagedSnapshot:
         """A fresh temp folder on the lake's filesystem to write a snapshot's files into."""
@@ -262,6 +291,52 @@ class Catalog:
         finally:
             self._con = None
             con.close()
+
+    def record_settings(
+        self,
+        name: str,
+        config_path: str | None,
+        config: dict[str, Any],
+        overrides: dict[str, Any],
+        flow_run_id: str | None = None,
+    ) -> None:
+        """Record (or replace) the config a dataset is built with."""
+        self._require_writer()
+        validate_name(name)
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO dataset_settings VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    name,
+                    config_path,
+                    json.dumps(config, sort_keys=True, default=str),
+                    json.dumps(overrides, sort_keys=True, default=str),
+                    datetime.now(UTC).replace(tzinfo=None),
+                    flow_run_id,
+                ],
+            )
+
+    def settings(self, name: str) -> dict[str, Any] | None:
+        """{config_path, config, overrides, recorded_at, flow_run_id} the dataset was built
+        with, or None when none is recorded."""
+        try:
+            rows = self._query(
+                "SELECT config_path, config, overrides, recorded_at, flow_run_id "
+                "FROM dataset_settings WHERE name = ?",
+                [name],
+            )
+        except duckdb.CatalogException:  # a catalog made before settings were recorded
+            return None
+        if not rows:
+            return None
+        path, config, overrides, at, run = rows[0]
+        return {
+            "config_path": path,
+            "config": json.loads(config),
+            "overrides": json.loads(overrides),
+            "recorded_at": at,
+            "flow_run_id": run,
+        }
 
     def set_gate(self, ref: DatasetRef, passed: bool, report: dict[str, Any] | None) -> None:
         self._require_writer()

@@ -36,3 +36,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def fsync_tree(root: Path, files: bool = True) -> None:
+    """fsync every file under `root` (unless `files` is False) and every folder, `root`
+    included, so that the tree and the names in it survive a crash."""
+    root = Path(root)
+    dirs = [root]
+    for p in root.rglob("*"):
+        if p.is_dir():
+            dirs.append(p)
+        elif files and p.is_file():
+            fsync_path(p)
+    for d in dirs:
+        fsync_path(d)

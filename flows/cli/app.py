@@ -9,6 +9,8 @@ progress bars go to stderr.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,18 +64,29 @@ def with_flags(flags: dict[str, Any], sets: list[str] | None) -> list[str]:
 
 @dataclass
 class Invocation:
-    """What a command's work gets: the validated config and where it came from."""
+    """What a command's work gets: the validated config and where it came from.
+
+    `config_path` and `overrides` are what the command was told; `cfg` is what a run of the
+    command's dataset uses (its recorded settings unless told otherwise; `settings` says)."""
 
     cfg: Any  # flows.config.Config
     overrides: dict[str, Any]
     home: Path
     config_path: str | None
     debug: bool
+    settings: Any = None  # flows.config.Settings
+
+    def connect(self, start: bool = True) -> str:
+        """Point Prefect at this home's local server (started on first use); its API URL."""
+        from flows.cli.prefect_env import connect
+
+        return connect(self.home, start=start)
 
     def run_flow(self, target: str, **params: Any) -> Any:
         """Run the flow `module:function` with this config (logging set up for the terminal)."""
         from flows.cli.prefect_env import configure_logging
 
+        self.connect()
         module, _, name = target.partition(":")
         flow_fn = getattr(import_module(module), name)
         configure_logging(self.debug)
@@ -91,26 +104,29 @@ def run_command(
     names: dict[str, str | None] | None = None,
     prefect: bool = True,
 ) -> None:
-    """The body of every command: load the config (with `--set` overrides), validate the
-    dataset/model names in `names` (kind -> value) before anything slow starts, run `work`,
-    then print its result as one JSON object (`--json`) or through `printer`.
+    """The body of every command: validate the dataset/model names in `names` (kind -> value)
+    before anything slow starts, load the config (the dataset's recorded settings unless
+    `--config` is given, with the `--set` overrides on top), run `work`, then print its result
+    as one JSON object (`--json`) or through `printer`.
 
     `prefect=False` for commands that run no flow (`score`, `calibrate`): they stay fast."""
     with cli_errors(as_json, debug):
-        from flows.config import load_config, parse_overrides
-        from warehouse import resolve_home, validate_name
+        from flows.config import parse_overrides, resolve_settings
+        from warehouse import validate_name
 
-        overrides = parse_overrides(sets or [])
-        cfg = load_config(config, overrides)
-        home = resolve_home(cfg.home)
         for kind, value in (names or {}).items():
             if value is not None:
                 validate_name(value, kind)
+        overrides = parse_overrides(sets or [])
+        dataset = (names or {}).get("dataset name")
+        settings, home = resolve_settings(dataset, config, overrides)
+        cfg = settings.load()
         if prefect:
             from flows.cli.prefect_env import prefect_env
 
             prefect_env(home)
-        inv = Invocation(cfg, overrides, home, str(config) if config else None, debug)
+        config_path = str(config) if config else None
+        inv = Invocation(cfg, overrides, home, config_path, debug, settings)
         out = work(inv)
         if as_json:
             typer.echo(json.dumps({"ok": True, **out}, default=str))
@@ -118,24 +134,43 @@ def run_command(
             printer(out)
 
 
+def plain_logging(debug: bool) -> None:
+    """Logs on stderr without Prefect (commands that run no flow: `score`, `calibrate`): our
+    packages at INFO (DEBUG with --debug), third parties only when they warn."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for ours in ("warehouse", "data_quality", "tasks", "models", "flows"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _gate_failed(e: Exception) -> Any:
+    """`e` as a GateFailed, or None. A gate failure can only come from a loaded gate module, so
+    a command that never gated anything does not import it."""
+    gate = sys.modules.get("data_quality.gate")
+    return e if gate is not None and isinstance(e, gate.GateFailed) else None
+
+
 @contextmanager
 def cli_errors(as_json: bool, debug: bool) -> Iterator[None]:
     """Map exceptions to the exit-code contract."""
-    from data_quality.gate import GateFailed
-
     try:
         yield
     except typer.Exit:
         raise
-    except GateFailed as e:
-        err(f"gate failed: {e}")
-        if as_json:
-            payload = {"ok": False, "error": "gate_failed", "message": str(e)}
-            payload.update(getattr(e, "stage_result", None) or {})
-            payload["gate"] = e.result.to_dict()
-            typer.echo(json.dumps(payload, default=str))
-        raise typer.Exit(EXIT_GATE) from None
     except Exception as e:
+        failed = _gate_failed(e)
+        if failed is not None:
+            err(f"gate failed: {failed}")
+            if as_json:
+                payload = {"ok": False, "error": "gate_failed", "message": str(failed)}
+                payload.update(getattr(failed, "stage_result", None) or {})
+                payload["gate"] = failed.result.to_dict()
+                typer.echo(json.dumps(payload, default=str))
+            raise typer.Exit(EXIT_GATE) from None
         if debug:
             raise
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -143,12 +178,15 @@ def cli_errors(as_json: bool, debug: bool) -> Iterator[None]:
             line = f"{type(e).__name__}: {line} (rerun with --debug for the traceback)"
         err(f"error: {line}")
         if as_json:
-            typer.echo(json.dumps({"ok": False, "error": type(e).__name__, "message": str(e)}))
-        raise typer.Exit(EXIT_ERROR) from None
+            payload = {"ok": False, "error": type(e).__name__, "message": str(e)}
+            payload |= getattr(e, "payload", None) or {}  # what a command reports beside it
+            typer.echo(json.dumps(payload, default=str))
+        raise typer.Exit(getattr(e, "exit_code", EXIT_ERROR)) from None
 
 
 def is_expected(e: Exception) -> bool:
     """Errors whose message is the whole story (bad input, busy warehouse, ...)."""
+    from flows.cli.prefect_env import ServerError
     from flows.config import ConfigError
     from models.loading import ModelLoadError
     from models.logit_cache import LogitCacheError
@@ -160,7 +198,9 @@ def is_expected(e: Exception) -> bool:
     from tasks.tokens.tokenize import TokenizeError
     from warehouse import CatalogError, InvalidName, WarehouseBusy
 
-    expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy)
+    expected = (ConfigError, IngestError, CatalogError, InvalidName, WarehouseBusy, ServerError)
+    if type(e).__name__ in ("RunFailed", "NotServed"):  # flows.deployments (imports prefect)
+        return True
     expected += (ModelLoadError, LogitCacheError, TokenizeError, CurateError, DedupError)
     expected += (DistillError, QuantError, QuantizeError)
     return isinstance(e, expected)

@@ -76,6 +76,12 @@ def curate(
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         names = _filters(filters, inv.cfg)
+        from tasks.curate.pending import nothing_to_curate
+        from warehouse import Catalog
+
+        if nothing_to_curate(Catalog(inv.home), dataset):  # no flow run for nothing
+            return {"dataset": dataset, "filters": names, "versions": [], "rows": 0, "kept": 0}
+        inv.connect()
         from flows.cli.prefect_env import configure_logging
         from flows.curate import run_curate
 
@@ -102,24 +108,48 @@ def score(
 ) -> None:  # fmt: skip
     """Score any file without touching the warehouse: one output row per input row, in order."""
     flags = {"ingest.text_field": text_field, "ingest.id_field": id_field}
+    if filters is None or {"exact", "near"} & {f.strip() for f in filters.split(",")}:
+        _warm_up_kernels(source)  # overlaps numba's start-up with the config and the reader
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         names = _filters(filters, inv.cfg)
-        from flows.cli.prefect_env import configure_logging
-        from tasks.curate.dedup import thread_map
         from tasks.curate.score import score_file
 
-        configure_logging(debug)
+        cli.plain_logging(debug)
         dedup = inv.cfg.dedup
+        shard_map = None
+        if not set(names) <= {"exact", "near"}:  # the general path maps shards on threads
+            from tasks.curate.dedup import thread_map
+
+            shard_map = thread_map(dedup.runner.workers)
         return score_file(
-            source, str(output), dedup, names, inv.cfg.ingest,
-            shard_map=thread_map(dedup.runner.workers), teacher=inv.cfg.teacher,
+            source, str(output), dedup, names, inv.cfg.ingest, shard_map=shard_map,
+            teacher=inv.cfg.teacher,
         ).to_dict()  # fmt: skip
 
     cli.run_command(
         work, printers.score, config=config, sets=cli.with_flags(flags, set_), as_json=as_json,
         debug=debug, prefect=False,
     )  # fmt: skip
+
+
+def _warm_up_kernels(source: str) -> None:
+    """Load (or, on the first run after an install, compile) the near-dup kernels on a thread:
+    numba's start-up (~1 s of CPU) then runs beside the config and the reader. Not for a tiny
+    input, which runs them interpreted (`tasks.curate.jit`)."""
+    import threading
+
+    from tasks.curate.jit import is_tiny
+
+    if is_tiny(source):
+        return
+
+    def warm() -> None:
+        from tasks.curate import kernels
+
+        kernels.warm_up()
+
+    threading.Thread(target=warm, name="numba-warm-up", daemon=True).start()
 
 
 @cli.app.command()
@@ -205,9 +235,11 @@ def status(
             d["versions"].append(v.to_dict())
             if v.gate_passed:
                 d["rows"] += v.ref.rows
+        names = sorted({d["name"] for d in datasets.values()})
         return {
             "home": str(inv.home),
             "datasets": list(datasets.values()),
+            "settings": {n: s for n in names if (s := catalog.settings(n)) is not None},
             "ingest_runs": catalog.ingest_runs()[-20:],
             "models": [m.to_dict() for m in list_models(catalog)],
         }

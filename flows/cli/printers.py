@@ -77,6 +77,8 @@ def logits(out: dict[str, Any]) -> None:
         say(f"tokens {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} blocks")
     if tok["skipped"]:
         say(f"already tokenized: {', '.join(tok['skipped'])}")
+    for key, left in (tok.get("over_budget") or {}).items():
+        say(f"over tokens.max_documents: {left:,} documents of {key} left for the next run")
     for r in lg["refs"]:
         say(f"logits {r['stage']}/{r['name']}@{r['version']}: {r['rows']:,} positions")
     if lg["refs"]:
@@ -193,6 +195,10 @@ def status(out: dict[str, Any]) -> None:
         if decision:
             verdict = "promoted" if decision["promote"] else "kept the parent"
             say(f"    refresh: {verdict}: {decision['reason']}")
+    for name, s in (out.get("settings") or {}).items():
+        source = s["config_path"] or "the defaults"
+        say(f"settings of {name}: {source} + {len(s['overrides'])} override(s), recorded "
+            f"{str(s['recorded_at'])[:19]}")  # fmt: skip
     runs = out["ingest_runs"]
     if runs:
         say("recent ingest runs (rows in = accepted + already present + quarantined):")

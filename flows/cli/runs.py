@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+import time
 from typing import Annotated, Any
 
 import typer
@@ -97,25 +93,48 @@ def ui(
     config: cli.ConfigOpt = None,
     debug: cli.DebugOpt = False,
 ) -> None:
-    """The Prefect UI for this warehouse's runs (Ctrl-C stops it)."""
+    """The Prefect UI for this warehouse's runs (Ctrl-C or SIGTERM stops it and its server).
+
+    It takes over from the background server flow commands start (same database)."""
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
-        env = dict(os.environ)  # with the PREFECT_HOME that prefect_env chose
-        env.pop("PREFECT_API_URL", None)
-        url = f"http://{host}:{port}"
-        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-               "--port", str(port)]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env)
-        info_path = Path(env["PREFECT_HOME"]) / "ui-server.json"
-        info_path.write_text(json.dumps({"pid": proc.pid, "api_url": f"{url}/api", "url": url}))
-        cli.err(f"Prefect UI: {url}  (llm4all commands run from this folder report to it)")
+        import fcntl
+        import os
+        import signal
+
+        from flows.cli import prefect_env as pe
+
+        def stop(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, stop)
+        folder = inv.home / "prefect"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "server.lock", "w") as lock:  # no background start meanwhile
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = pe.running_server(inv.home)
+            if current and current.get("kind") == "ui":
+                raise pe.ServerError(f"`llm4all ui` already serves this home: {current['url']}")
+            if current:
+                cli.err(f"stopping the background Prefect server {current['url']}")
+                pe.stop_process(int(current["pid"]))
+            info = pe.start_server(inv.home, host, port, folder / "server.log", 180.0)
+            pe.record_server(inv.home, info | {"kind": "ui"})
+        cli.err(
+            f"Prefect UI: {info['url']}  (llm4all commands for {inv.home} report to it; "
+            f"server log: {folder / 'server.log'})"
+        )
         try:
-            sys.exit(proc.wait())
+            _, status = os.waitpid(int(info["pid"]), 0)
+            raise SystemExit(os.waitstatus_to_exitcode(status))
         except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait(timeout=30)
+            pass
         finally:
-            info_path.unlink(missing_ok=True)
+            pe.stop_process(int(info["pid"]))
+            recorded = pe.running_server(inv.home) or {}
+            if recorded.get("pid") in (None, info["pid"]):
+                pe.server_file(inv.home).unlink(missing_ok=True)
         return {}
 
     cli.run_command(work, None, config=config, sets=None, as_json=False, debug=debug)
@@ -124,32 +143,35 @@ def ui(
 @cli.app.command()
 def serve(
     dataset: cli.DatasetOpt,
-    config: cli.ConfigOpt = None,
-    debug: cli.DebugOpt = False,
-) -> None:
+    config: cli.ConfigOpt = None, set_: cli.SetOpt = None, debug: cli.DebugOpt = False,
+) -> None:  # fmt: skip
     """Serve the pipeline and refresh deployments of DATASET on their schedules (Ctrl-C stops).
 
-    Needs a Prefect server: run `llm4all ui` first (or set PREFECT_API_URL)."""
+    Runs use the dataset's recorded settings (those it was built with) unless --config/--set
+    say otherwise; runs of the dataset queue and go one at a time, in the order scheduled."""
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
-        if "PREFECT_API_URL" not in os.environ:
-            raise RuntimeError("no Prefect server to serve on: start `llm4all ui` first")
+        url = inv.connect()
         from prefect import serve as prefect_serve
 
         from flows.cli.prefect_env import configure_logging
         from flows.deployments import build_deployments
 
-        deployments = build_deployments(dataset, inv.config_path)
+        told = inv.config_path is not None or bool(inv.overrides)
+        deployments = build_deployments(
+            dataset, inv.cfg, inv.config_path, inv.overrides if told else None
+        )
         configure_logging(debug)
+        cli.err(f"settings: {inv.settings.describe()}; Prefect server {url}")
         for d in deployments:
             when = d.schedules[0].schedule.cron if d.schedules else "on demand"
             cli.err(f"serving {d.flow_name}/{d.name} ({when}); "
-                f"trigger: llm4all run {d.flow_name} -d {dataset}")  # fmt: skip
-        prefect_serve(*deployments)
+                    f"trigger: llm4all run {d.flow_name} -d {dataset}")  # fmt: skip
+        prefect_serve(*deployments, limit=1, print_starting_message=False)
         return {}
 
     cli.run_command(
-        work, None, config=config, sets=None, as_json=False, debug=debug,
+        work, None, config=config, sets=set_, as_json=False, debug=debug,
         names={"dataset name": dataset},
     )  # fmt: skip
 
@@ -161,27 +183,49 @@ def run(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Flow parameter k=v (YAML value).")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the run; exit non-zero unless it completes.")
+    ] = False,
     config: cli.ConfigOpt = None, as_json: cli.JsonOpt = False, debug: cli.DebugOpt = False,
 ) -> None:  # fmt: skip
-    """Trigger a run of a served deployment (`llm4all serve`); prints the flow run id."""
+    """Trigger a run of a served deployment (`llm4all serve`); prints the flow run id.
+
+    Fails at once when no `llm4all serve` is serving it (the run would never start). With
+    --wait, prints the run's log lines as they come and exits 0 when it completes, 3 when a
+    gate failed, 1 when it failed, crashed or was cancelled otherwise."""
     if flow_name not in ("pipeline", "refresh"):
         raise cli.usage_error(f"FLOW must be pipeline or refresh, not {flow_name!r}")
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
-        if "PREFECT_API_URL" not in os.environ:
-            raise RuntimeError("no Prefect server: start `llm4all ui` and `llm4all serve` first")
-        from prefect.deployments import run_deployment
-
         from flows.config import parse_overrides
-        from flows.deployments import deployment_name
+        from flows.deployments import RunFailed, follow, trigger
 
-        name = f"{flow_name}/{deployment_name(dataset)}"
-        flow_run = run_deployment(name=name, parameters=parse_overrides(param or []), timeout=0)
-        return {"deployment": name, "flow_run_id": str(flow_run.id),
-                "state": flow_run.state.name if flow_run.state else None}  # fmt: skip
+        inv.connect(start=False)
+        flow_run = trigger(flow_name, dataset, parse_overrides(param or []))
+        out = {"deployment": f"{flow_name}/{dataset}", "flow_run_id": str(flow_run.id),
+               "flow_run": flow_run.name, "state": flow_run.state_name}  # fmt: skip
+        if not wait:
+            return out
+        if not as_json:
+            cli.err(f"started {out['deployment']}: flow run {flow_run.name} ({flow_run.id})")
+        started = time.monotonic()
+        final = follow(flow_run.id, echo=cli.err)
+        out |= {"state": final.name, "message": final.message,
+                "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+        if not final.is_completed():
+            raise RunFailed(out)
+        return out
 
     cli.run_command(
-        work, lambda out: cli.say(f"started {out['deployment']}: flow run {out['flow_run_id']} "
-                              "(watch it in the Prefect UI)"),
-        config=config, sets=None, as_json=as_json, debug=debug,
+        work, _print_run, config=config, sets=None, as_json=as_json, debug=debug,
+        names={"dataset name": dataset},
     )  # fmt: skip
+
+
+def _print_run(out: dict[str, Any]) -> None:
+    if "seconds" in out:
+        cli.say(f"{out['deployment']}: flow run {out['flow_run']} {out['state']} "
+                f"in {out['seconds']} s")  # fmt: skip
+    else:
+        cli.say(f"started {out['deployment']}: flow run {out['flow_run']} ({out['state']}; "
+                "follow it in the Prefect UI, or rerun with --wait)")  # fmt: skip

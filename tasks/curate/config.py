@@ -52,24 +52,34 @@ class NearConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     enabled: bool = True
-    """Run near-duplicate dedup (MinHash + LSH)."""
+    """Run near-duplicate dedup (MinHash + LSH, every candidate verified)."""
+    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    """Two rows are near-duplicates iff the Jaccard of their shingle sets (word n-grams of the
+    NFC-normalised, lowercased words) is at least this. Clusters are the connected components of
+    such pairs."""
     ngram: int = Field(5, ge=1, le=32)
-    """Words per shingle (word n-grams)."""
-    bands: int = Field(16, ge=1)
-    """LSH bands. With `rows` it sets num_perm = bands × rows and the S-curve: 16 × 7 catches a pair
-    at Jaccard 0.8 with P = 0.977 (14 × 8: 0.924)."""
-    rows: int = Field(7, ge=1)
-    """Signature rows (permutations) per band."""
-    threshold: float = Field(0.7, ge=0.0, le=1.0)
-    """A candidate pair is kept only if its estimated Jaccard (share of equal MinHash values)
-    reaches this. It stops LSH collisions from chaining unrelated documents; set below the Jaccard
-    you care about (the estimate has sd ≈ 0.04 at 0.8 with 112 permutations)."""
+    """Words per shingle (word n-grams). A text with fewer words is one shingle."""
+    num_perm: int = Field(128, ge=1, le=1024)
+    """MinHash permutations per signature (the LSH budget: bands × rows <= num_perm)."""
+    recall: float = Field(0.99, gt=0.0, lt=1.0)
+    """Without explicit bands/rows, the layout is chosen so that a pair at exactly the threshold
+    becomes a candidate with at least this probability (the S-curve 1 - (1 - J^rows)^bands; see
+    `tasks.curate.scurve.choose_bands`). 128 permutations at 0.8: 21 bands × 6 rows."""
+    bands: int | None = Field(None, ge=1)
+    """LSH bands; with `rows`, overrides the layout chosen from the S-curve."""
+    rows: int | None = Field(None, ge=1)
+    """Signature values per band; with `bands`, overrides the chosen layout."""
+    verify: Literal["exact", "estimate"] = "exact"
+    """How a candidate pair is judged: the exact Jaccard of the two shingle sets (kept beside the
+    signatures), or the MinHash estimate (share of equal signature values; sd
+    sqrt(J(1-J)/num_perm) = 0.035 at J = 0.8 with 128 permutations, so pairs near the threshold
+    fall on the wrong side: ~10-20 points of precision on real text)."""
     seed: int = Field(42, ge=0)
-    """Seed of the hash permutations. Signatures are only comparable with equal seed, ngram, bands
-    and rows: a change forces earlier snapshots' signatures to be recomputed."""
+    """Seed of the hash permutations. Signatures are only comparable with equal seed, ngram,
+    num_perm and max_shingles: a change forces earlier snapshots' sketches to be recomputed."""
     max_shingles: int = Field(50_000, ge=1)
-    """Only the first this-many shingles of a longer document are hashed (counted in the result as
-    `truncated_docs`)."""
+    """Only the first this-many shingles of a longer document count (counted as
+    `truncated_docs`): two long documents equal in their first max_shingles shingles have J = 1."""
     bucket_window: int = Field(32, ge=1)
     """In an LSH bucket (ordered by document), each document is paired with the next this-many
     members only: all pairs for small buckets, O(n) for huge ones (e.g. thousands of near-identical
@@ -79,9 +89,27 @@ class NearConfig(BaseModel):
     text. Clusters that reach an earlier snapshot keep the earlier row (snapshots are immutable) and
     drop every new member."""
 
-    @property
-    def num_perm(self) -> int:
-        return self.bands * self.rows
+    @model_validator(mode="after")
+    def _check(self) -> NearConfig:
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("near.bands and near.rows go together: set both or neither")
+        if self.bands is not None and self.rows is not None:
+            if self.bands * self.rows > self.num_perm:
+                raise ValueError(
+                    f"near.bands × near.rows = {self.bands * self.rows} exceeds near.num_perm "
+                    f"= {self.num_perm}"
+                )
+        else:
+            self.layout()  # fails here, with the reason, if the recall cannot be reached
+        return self
+
+    def layout(self) -> tuple[int, int]:
+        """(bands, rows): the explicit ones, else chosen from the S-curve."""
+        if self.bands is not None and self.rows is not None:
+            return self.bands, self.rows
+        from tasks.curate.scurve import choose_bands
+
+        return choose_bands(self.threshold, self.num_perm, self.recall)
 
 
 class SemanticConfig(BaseModel):
@@ -143,12 +171,6 @@ class DedupConfig(BaseModel):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     memory_limit: str = "512MB"
     """DuckDB memory limit for banding and joins (spills to disk beyond)."""
-
-    @model_validator(mode="after")
-    def _check(self) -> DedupConfig:
-        if self.near.num_perm > 1024:
-            raise ValueError("near.bands × near.rows must be at most 1024")
-        return self
 
     def filters(self) -> list[str]:
         """The filters switched on, in the order they run."""

@@ -5,8 +5,8 @@ machine-text and factuality scores (`tasks.curate.scores`) and the thresholds on
 persisted signatures and embeddings are reused.
 
 A curated snapshot's folder holds its data (`part-0.parquet`, which `DatasetRef.files()` sees)
-and, beside it, the lake files later runs reuse: `_minhash/` (signatures, band rows, params)
-and `_embeddings/` (embeddings, params).
+and, beside it, the lake files later runs reuse: `_minhash/` (signatures and shingle sets,
+params) and `_embeddings/` (embeddings, params).
 
 `llm4all score` runs the same steps on any file without the warehouse (`tasks.curate.score`).
 Inside a flow, the per-shard work runs as one Prefect task per shard (`prefect_map`).
@@ -27,10 +27,12 @@ from models.loading_config import ModelSpec
 from tasks.curate.config import DedupConfig, SemanticConfig
 from tasks.curate.decide import decide
 from tasks.curate.dedup import dedup
-from tasks.curate.minhash import MinHashParams, MinHashShardResult, minhash_shard
+from tasks.curate.minhash import SketchParams
+from tasks.curate.pending import pending_raw_versions
 from tasks.curate.scores import row_scores
 from tasks.curate.semantic import EmbedShardResult, embed_shard
 from tasks.curate.shards import Prior, Shard, ShardMap, connect, require_readable
+from tasks.curate.sketches import SketchShardResult, minhash_shard
 from warehouse import Catalog, DatasetRef, validate_name
 from warehouse.sql import sql_list, sql_str
 
@@ -55,20 +57,6 @@ class CurateResult:
         d = asdict(self)
         d["ref"] = self.ref.to_dict() if self.ref else None
         return d
-
-
-def pending_raw_versions(catalog: Catalog, dataset: str) -> list[DatasetRef]:
-    """Raw versions that passed their gate and have no curated version (passed or pending)."""
-    done = {
-        v.meta.get("raw_version")
-        for v in catalog.versions("curated", dataset)
-        if v.gate_passed is not False
-    }
-    return [
-        v.ref
-        for v in catalog.versions("raw", dataset)
-        if v.gate_passed and v.ref.version not in done
-    ]
 
 
 def curate_next(
@@ -195,8 +183,8 @@ def curate_next(
 
 
 @task(name="compute-minhash-signatures", cache_policy=NO_CACHE)
-def compute_minhash_signatures(shard: Shard, params: MinHashParams) -> MinHashShardResult:
-    """Signatures and LSH band rows of one shard (see `minhash_shard`)."""
+def compute_minhash_signatures(shard: Shard, params: SketchParams) -> SketchShardResult:
+    """Signatures and shingle sets of one shard (see `minhash_shard`)."""
     require_readable(shard)
     return minhash_shard(shard, params)
 

@@ -3,7 +3,7 @@
 `dedup` runs the steps in order over DuckDB views `work` (new rows) and `prior` (earlier curated
 snapshots); each step fills one temp table (`ex`, `qual`, `near`, `sem`), and one statement turns
 them into a decision per row (the first reason wins). The CPU-heavy per-shard work — MinHash
-signatures (`minhash.minhash_shard`) and sentence embeddings (`semantic.embed_shard`) — goes
+sketches (`sketches.minhash_shard`) and sentence embeddings (`semantic.embed_shard`) — goes
 through a `ShardMap`: `thread_map` here, or one Prefect task per shard inside a flow
 (`tasks.curate.curate.prefect_map`).
 
@@ -20,8 +20,7 @@ from typing import Any
 
 from tasks.curate.config import FILTERS, DedupConfig, DedupError
 from tasks.curate.exact import exact_step
-from tasks.curate.lsh import near_step
-from tasks.curate.minhash import minhash_shard
+from tasks.curate.near import near_step
 from tasks.curate.quality import quality_step
 from tasks.curate.semantic import embed_shard, semantic_step
 from tasks.curate.shards import DedupStats, Prior, Shard, ShardMap, connect
@@ -30,6 +29,8 @@ from warehouse.sql import sql_list, sql_str
 
 def run_shard(kind: str, shard: Shard, params: Any) -> Any:
     if kind == "minhash":
+        from tasks.curate.sketches import minhash_shard
+
         return minhash_shard(shard, params)
     if kind == "embed":
         return embed_shard(shard, params)
@@ -37,7 +38,7 @@ def run_shard(kind: str, shard: Shard, params: Any) -> Any:
 
 
 def thread_map(workers: int = 2) -> ShardMap:
-    """Run shards on a thread pool (numpy and torch release the GIL)."""
+    """Run shards on a thread pool (the sketch kernels and torch release the GIL)."""
 
     def _map(kind: str, shards: list[Shard], params: Any) -> list[Any]:
         if len(shards) <= 1 or workers <= 1 or kind == "embed":  # torch already uses all cores

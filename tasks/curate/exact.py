@@ -23,14 +23,17 @@ def exact_key_sql(c: ExactConfig, col: str = "text") -> str:
     return f"sha256({e})"
 
 
+# Empty: no character other than ASCII whitespace (`\s` in RE2), as the native sketch decides.
+EMPTY_SQL = "NOT coalesce(regexp_matches(text, '[^\\s]'), false)"
+
+
 def exact_step(con: Any, cfg: ExactConfig, on: bool, stats: DedupStats) -> None:
     """Table `ex(doc, empty, exact_hash, dup_doc, exact_dup_of)` over `work`: empty rows, and
     for each duplicate the first earlier row with its content (`prior` first, then `work`).
     With `on` false only emptiness is decided."""
     key = exact_key_sql(cfg) if on else "NULL::VARCHAR"
     con.execute(
-        f"CREATE TEMP TABLE n AS SELECT doc, id, {key} AS h, "
-        "coalesce(length(trim(text)), 0) = 0 AS empty FROM work"
+        f"CREATE TEMP TABLE n AS SELECT doc, id, {key} AS h, {EMPTY_SQL} AS empty FROM work"
     )
     con.execute(
         f"""
@@ -38,8 +41,7 @@ def exact_step(con: Any, cfg: ExactConfig, on: bool, stats: DedupStats) -> None:
         WITH f AS (SELECT h, min(doc) AS fdoc, arg_min(id, doc) AS fid FROM n
               WHERE NOT empty GROUP BY h),
         p AS (SELECT h, min(doc) AS pdoc, arg_min(id, doc) AS pid FROM
-                (SELECT doc, id, {key} AS h FROM prior
-                 WHERE coalesce(length(trim(text)), 0) > 0) GROUP BY h)
+                (SELECT doc, id, {key} AS h FROM prior WHERE NOT {EMPTY_SQL}) GROUP BY h)
         SELECT n.doc, n.empty, CASE WHEN {on} THEN n.h END AS exact_hash,
                CASE WHEN NOT {on} OR n.empty THEN NULL
                     WHEN p.pid IS NOT NULL THEN p.pdoc

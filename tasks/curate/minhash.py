@@ -1,268 +1,223 @@
-"""MinHash signatures of word n-gram shingles, vectorised over whole batches.
+"""Shingle sets, MinHash signatures and exact-dedup keys of a batch of texts, in one native pass.
 
-1. `shingle_hashes`: text -> words (lowercase, punctuation dropped, CJK/Thai characters as
-   words) -> word n-gram hashes. All in pyarrow/numpy over whole batches: the word hashes are a
-   polynomial hash summed with `np.add.reduceat` over the UTF-8 bytes, stable across runs.
-2. `minhash`: signatures = min over a doc's shingles of `num_perm` multiply-add-shift hashes,
-   computed as one (shingles × num_perm) uint64 matrix per chunk and `np.minimum.reduceat`.
-3. `band_hashes` -> rows `(band, band_hash, doc)` written to Parquet beside the signatures
-   (`minhash_shard`, the unit a flow maps over shards).
+`sketch(texts, params)` for one batch of texts (a pyarrow string array):
+
+1. NFC: a native pre-scan flags texts holding a code point that NFC may change; only those go
+   through pyarrow's `utf8_normalize` (a few in a thousand on real text).
+2. `kernels.sketch_utf8`, one pass over each text's UTF-8 bytes, no Python objects: the exact
+   key of the default exact-dedup rule, the words (maximal runs of letters, digits and marks,
+   lowercased; a Han/kana/Thai/Lao/Khmer/Myanmar character is a word by itself — the same
+   split as the regex `words_of`, from tables derived from pyarrow: `tasks/curate/unicode.py`),
+   word n-gram shingles, the sorted distinct shingle set (kept for exact verification) and the
+   MinHash signature (32-bit lanes).
+3. `band_keys(sig, bands, rows)`: one 64-bit key per LSH band.
+
+`ordered_map` runs a function over batches on a thread pool (every kernel releases the GIL)
+and yields the results in order, so a reader and two sketching threads overlap.
+
+Signatures and shingle sets are comparable only under equal `SketchParams` (ngram, num_perm,
+seed, max_shingles, version); the LSH band layout is not part of them: band keys are
+recomputed from stored signatures when the threshold changes.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from tasks.curate.config import NearConfig
-from tasks.curate.shards import Shard
+from tasks.curate import jit
+from tasks.curate.config import ExactConfig, NearConfig
+from tasks.curate.unicode import CHAR_SCRIPTS, unicode_tables
+from warehouse import arrow
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-_CHUNK_SHINGLES = 1 << 15  # shingles per (shingles × num_perm) matrix: 32k × 112 × 8 B = 29 MB
-
-
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser, vectorised (wrapping uint64 arithmetic)."""
-    h = h.astype(np.uint64, copy=True)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
-    return h
-
-
-_WORD_BASE = np.uint64(0x100000001B3)  # FNV prime: odd, so powers never vanish mod 2^64
-
-
-_SEP = r"[^\p{L}\p{N}\p{M}]+"
-
-
-# Scripts written without spaces: each character counts as a word.
-_CHAR_SCRIPTS = r"([\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}])"
-
-
-def words_of(texts: pa.Array) -> pa.ListArray:
-    """Lowercased words of each text: runs of letters, digits and marks (so punctuation and
-    symbols separate words); CJK/Thai characters are one word each; null -> no words."""
-    t = pc.utf8_lower(pc.fill_null(texts, ""))
-    t = pc.replace_substring_regex(t, _CHAR_SCRIPTS, r" \1 ")
-    return pc.split_pattern_regex(t, _SEP)
-
-
-def word_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(hash of every word, in order; number of words per text). Stable across runs.
-
-    Words are dictionary-encoded first (C++), so only each distinct word of the batch is
-    hashed: a polynomial over its UTF-8 bytes, summed per word with `np.add.reduceat`.
-    """
-    lists = words_of(texts)
-    if isinstance(lists, pa.ChunkedArray):
-        lists = lists.combine_chunks()
-    n_docs = len(lists)
-    flat = lists.flatten()
-    parent = pc.list_parent_indices(lists).to_numpy()
-    enc = flat.dictionary_encode()
-    vocab = enc.dictionary
-    codes = enc.indices.to_numpy(zero_copy_only=False)
-    vh = _hash_strings(vocab)
-    wh = vh[codes]
-    nonempty = pc.utf8_length(vocab).to_numpy(zero_copy_only=False)[codes] > 0
-    if not nonempty.all():
-        wh, parent = wh[nonempty], parent[nonempty]
-    counts = np.bincount(parent, minlength=n_docs).astype(np.int64)
-    return wh, counts
-
-
-def _hash_strings(arr: pa.Array) -> np.ndarray:
-    """64-bit hash of each string of a pyarrow StringArray (vectorised over all bytes)."""
-    n = len(arr)
-    if n == 0:
-        return np.zeros(0, np.uint64)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
-    lens = np.diff(offsets).astype(np.int64)
-    total = int(lens.sum())
-    if total == 0:
-        return _fmix64(np.zeros(n, np.uint64))
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + total]
-    seg = (offsets[:-1] - offsets[0]).astype(np.int64)
-    pos = np.arange(total) - np.repeat(seg, lens)  # position of each byte inside its string
-    steps = np.full(int(lens.max()), _WORD_BASE, dtype=np.uint64)
-    steps[0] = np.uint64(1)
-    powers = np.cumprod(steps, dtype=np.uint64)  # 1, B, B^2, ... (mod 2^64)
-    contrib = (data.astype(np.uint64) + np.uint64(1)) * powers[pos]
-    h = np.zeros(n, np.uint64)
-    has = lens > 0
-    h[has] = np.add.reduceat(contrib, seg[has])
-    return _fmix64(h ^ lens.astype(np.uint64))
-
-
-def shingle_hashes(
-    texts: pa.Array, ngram: int, max_shingles: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hashes of each text's word n-grams, concatenated in text order.
-
-    Returns (hashes uint64, shingles per text, truncated mask). A text with fewer than `ngram`
-    words is one shingle (all its words); an empty one has none; only the first
-    `max_shingles` shingles of a longer text are hashed.
-    """
-    wh, counts = word_hashes(texts)
-    n_docs = len(counts)
-    per_doc = np.where(counts >= ngram, counts - ngram + 1, (counts > 0).astype(np.int64))
-    truncated = per_doc > max_shingles
-    per_doc = np.minimum(per_doc, max_shingles)
-    if wh.size == 0:
-        return np.zeros(0, np.uint64), per_doc, truncated
-    doc_start = np.cumsum(np.r_[0, counts[:-1]])
-    # Shingle s of doc d starts at word doc_start[d] + k, k < per_doc[d].
-    doc_of = np.repeat(np.arange(n_docs), per_doc)
-    k = np.arange(per_doc.sum()) - np.repeat(np.cumsum(np.r_[0, per_doc[:-1]]), per_doc)
-    first = doc_start[doc_of] + k
-    width = np.minimum(counts[doc_of], ngram)  # words in this shingle
-    padded = np.r_[wh, np.zeros(ngram, np.uint64)]
-    acc = np.zeros(first.size, np.uint64)
-    for j in range(ngram):  # a loop over n-gram positions, not over documents
-        mult = np.uint64((0x9E3779B97F4A7C15 * (2 * j + 1)) & 0xFFFFFFFFFFFFFFFF)
-        term = padded[first + j] * mult
-        if j >= width.min():
-            term[j >= width] = 0
-        acc += term
-    return _fmix64(acc), per_doc, truncated
+VERSION = 2  # 1: numpy hashing with position-weighted shingle hashes and 64-bit MinHash
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class MinHashParams:
-    """Everything that makes two signatures comparable."""
+class SketchParams:
+    """Everything that makes two signatures (and two shingle sets) comparable."""
 
-    ngram: int
-    bands: int
-    rows: int
-    seed: int
-    max_shingles: int
-    version: int = 1  # bump when the hashing changes
+    ngram: int = 5
+    num_perm: int = 128
+    seed: int = 42
+    max_shingles: int = 50_000
+    version: int = VERSION
 
     @classmethod
-    def from_config(cls, c: NearConfig) -> MinHashParams:
-        return cls(c.ngram, c.bands, c.rows, c.seed, c.max_shingles)
-
-    @property
-    def num_perm(self) -> int:
-        return self.bands * self.rows
+    def from_config(cls, c: NearConfig) -> SketchParams:
+        return cls(c.ngram, c.num_perm, c.seed, c.max_shingles)
 
     def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
-        """(a, b) of the multiply-add-shift hashes h(x) = ((a·x + b) mod 2^64) >> 32."""
+        """(a, b) of the 32-bit hashes h_i(x) = (a_i x + b_i) mod 2^32, a_i odd."""
         rng = np.random.default_rng(self.seed)
-        a = rng.integers(1, 2**63, self.num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        b = rng.integers(0, 2**63, self.num_perm, dtype=np.uint64)
+        a = rng.integers(0, 2**31, self.num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        b = rng.integers(0, 2**32, self.num_perm, dtype=np.uint32)
         return a, b
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def minhash(
-    hashes: np.ndarray, per_doc: np.ndarray, params: MinHashParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """(signatures uint32 [docs with shingles × num_perm], mask of docs that have one)."""
-    a, b = params.coefficients()
-    has = per_doc > 0
-    n = int(has.sum())
-    sig = np.empty((n, params.num_perm), np.uint32)
-    if n == 0:
-        return sig, has
-    x = (hashes >> np.uint64(32)).astype(np.uint64)  # 32-bit keys for multiply-shift
-    counts = per_doc[has]
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    d = 0
-    while d < n:  # chunks of whole documents, ~_CHUNK_SHINGLES shingles each
-        e = int(np.searchsorted(ends, ends[d] - counts[d] + _CHUNK_SHINGLES, side="right"))
-        e = max(e, d + 1)
-        lo, hi = int(starts[d]), int(ends[e - 1])
-        m = np.multiply.outer(x[lo:hi], a)
-        m += b
-        # (v >> 32) is monotonic in v: take the minimum first, shift the small result after
-        sig[d:e] = np.minimum.reduceat(m, starts[d:e] - lo, axis=0) >> np.uint64(32)
-        d = e
-    return sig, has
-
-
-def band_hashes(sig: np.ndarray, params: MinHashParams) -> np.ndarray:
-    """One 64-bit hash per band of each signature: int64 [docs × bands]."""
-    n = sig.shape[0]
-    s = sig.reshape(n, params.bands, params.rows).astype(np.uint64)
-    acc = np.zeros((n, params.bands), np.uint64)
-    for r in range(params.rows):
-        mult = np.uint64((0xD6E8FEB86659FD93 * (2 * r + 1)) & 0xFFFFFFFFFFFFFFFF)
-        acc += _fmix64(s[:, :, r] + np.uint64(r << 32)) * mult
-    return _fmix64(acc).view(np.int64)
-
-
 @dataclass
-class MinHashShardResult:
-    index: int
-    signatures: str
-    bands: str
-    docs: int
-    without_shingles: int
-    truncated: int
+class Sketch:
+    """Sketches of one batch of documents (row i of every array = document i of the batch).
+
+    shingles   uint64: the sorted distinct shingle hashes of every document, concatenated
+    offsets    int64 [n + 1]: document i's set is shingles[offsets[i]:offsets[i + 1]]
+    sig        uint32 [n, num_perm] (all 0xFFFFFFFF for a document without shingles)
+    truncated  bool [n]: more than max_shingles shingles (only the first ones were kept)
+    exact      uint64 [n, 2]: the default exact-dedup key, (0, 0) = no non-whitespace text
+    chars      int64 [n]: code points of the text
+    """
+
+    shingles: np.ndarray
+    offsets: np.ndarray
+    sig: np.ndarray
+    truncated: np.ndarray
+    exact: np.ndarray
+    chars: np.ndarray
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def empty(self) -> np.ndarray:
+        return (self.exact[:, 0] == 0) & (self.exact[:, 1] == 0)
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
 
 
-def minhash_shard(
-    shard: Shard, params: MinHashParams, batch_rows: int = 2_000
-) -> MinHashShardResult:
-    """Signatures and band rows of one shard, written to Parquet; the result names the files."""
-    out = Path(shard.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sig_path = out / f"sig-{shard.index:05d}.parquet"
-    band_path = out / f"bands-{shard.index:05d}.parquet"
-    sig_type = pa.list_(pa.uint32(), params.num_perm)
-    sig_schema = pa.schema([("doc", pa.int64()), ("chars", pa.int64()), ("sig", sig_type)])
-    band_schema = pa.schema([("band", pa.int16()), ("band_hash", pa.int64()), ("doc", pa.int64())])
-    docs = without = truncated = 0
-    with (
-        pq.ParquetWriter(sig_path, sig_schema) as sw,
-        pq.ParquetWriter(band_path, band_schema) as bw,
-    ):
-        for batch in pq.ParquetFile(shard.path).iter_batches(batch_rows, columns=["doc", "text"]):
-            text = batch.column("text")
-            hashes, per_doc, trunc = shingle_hashes(text, params.ngram, params.max_shingles)
-            sig, has = minhash(hashes, per_doc, params)
-            doc = batch.column("doc").to_numpy()[has]
-            chars = pc.fill_null(pc.utf8_length(text), 0).to_numpy()[has].astype(np.int64)
-            docs += len(per_doc)
-            without += int((~has).sum())
-            truncated += int(trunc.sum())
-            if not doc.size:
-                continue
-            sw.write_table(
-                pa.table(
-                    [
-                        pa.array(doc),
-                        pa.array(chars),
-                        pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), params.num_perm),
-                    ],
-                    schema=sig_schema,
-                )
-            )
-            bh = band_hashes(sig, params)
-            nb = params.bands
-            bw.write_table(
-                pa.table(
-                    [
-                        pa.array(np.tile(np.arange(nb, dtype=np.int16), doc.size)),
-                        pa.array(bh.ravel()),
-                        pa.array(np.repeat(doc, nb)),
-                    ],
-                    schema=band_schema,
-                )
-            )
-    return MinHashShardResult(shard.index, str(sig_path), str(band_path), docs, without, truncated)
+def words_of(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """The words of each text by pyarrow regexes (NFC, lowercase, the same split as the native
+    tokenizer; null -> no words; may contain empty strings, which are not words). The
+    reference for tests and for tools that need shingles as strings (bench/dedup.py)."""
+    t = pc.utf8_normalize(pc.if_else(pc.is_null(texts), "", texts), "NFC")
+    t = pc.replace_substring_regex(pc.utf8_lower(t), CHAR_SCRIPTS, r" \1 ")
+    lists = pc.split_pattern_regex(t, r"[^\p{L}\p{N}\p{M}]+")
+    return lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+
+
+def _as_strings(texts: pa.Array | pa.ChunkedArray | list[str]) -> pa.Array:
+    if isinstance(texts, list):
+        return arrow.strings(texts)
+    if isinstance(texts, pa.ChunkedArray):
+        texts = pa.concat_arrays(texts.chunks) if texts.num_chunks != 1 else texts.chunk(0)
+    if not pa.types.is_string(texts.type):
+        texts = texts.cast(pa.string())
+    return texts
+
+
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, read-only, without a copy; int64 offsets) of a pyarrow string array."""
+    off = np.frombuffer(arr.buffers()[1], dtype=np.int32)
+    off = off[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    data.setflags(write=False)  # one kernel specialisation, whatever the buffer's origin
+    return data, off
+
+
+def _valid(texts: pa.Array) -> np.ndarray:
+    if not texts.null_count:
+        return np.ones(len(texts), bool)
+    return pc.is_valid(texts).to_numpy(zero_copy_only=False)
+
+
+def sketch(texts: pa.Array | pa.ChunkedArray | list[str], params: SketchParams) -> Sketch:
+    """Shingle sets, signatures and exact keys of a batch of texts (the GIL is released)."""
+    kernels = jit.kernels()
+
+    cls, low = unicode_tables()
+    texts = _as_strings(texts)
+    data, toff = string_buffers(texts)
+    valid = _valid(texts)
+    if len(texts):
+        flag = kernels.needs_nfc(data, toff, cls) & valid
+        if flag.any():  # only texts that NFC may change go through pyarrow's normaliser
+            fixed = pc.utf8_normalize(texts.filter(arrow.boolean(flag)), "NFC")
+            texts = pc.replace_with_mask(texts, arrow.boolean(flag), fixed)
+            data, toff = string_buffers(texts)
+    n = len(texts)
+    a, b = params.coefficients()
+    cap = int(toff[-1] - toff[0]) // 2 + n + 1  # >= words: a word and its separator
+    sh = np.empty(cap, np.uint64)
+    sig = np.empty((n, params.num_perm), np.uint32)
+    exact = np.empty((n, 2), np.uint64)
+    offsets, truncated, chars = kernels.sketch_utf8(
+        data, toff, valid, cls, low, params.ngram, params.max_shingles, a, b, sh, sig, exact
+    )
+    # a view: the untouched tail of `sh` never becomes resident, and no copy faults in pages
+    return Sketch(sh[: offsets[-1]], offsets, sig, truncated, exact, chars)
+
+
+def is_default_exact(c: ExactConfig) -> bool:
+    """The rule `sketch` computes natively: NFC, lowercase, whitespace collapsed."""
+    return c.unicode_nfc and c.lowercase and c.collapse_whitespace and not c.strip_punctuation
+
+
+def exact_keys_generic(
+    texts: pa.Array | pa.ChunkedArray | list[str], c: ExactConfig | None
+) -> np.ndarray:
+    """uint64 [n, 2] exact keys under any `ExactConfig`: pyarrow normalises the text as
+    `tasks.curate.exact.exact_key_sql` does, a native kernel hashes the bytes. Null texts get
+    the key of "" (callers decide emptiness from `Sketch.empty`)."""
+    kernels = jit.kernels()
+
+    c = c or ExactConfig()
+    t = _as_strings(texts)
+    if c.unicode_nfc:
+        t = pc.utf8_normalize(t, "NFC")
+    if c.lowercase:
+        t = pc.utf8_lower(t)
+    if c.strip_punctuation:
+        t = pc.replace_substring_regex(t, r"[\p{P}\p{S}]+", "")
+    if c.collapse_whitespace:
+        t = pc.utf8_trim(pc.replace_substring_regex(t, r"\s+", " "), " ")
+    t = _as_strings(t)
+    data, toff = string_buffers(t)
+    out = np.empty((len(t), 2), np.uint64)
+    kernels.hash_bytes(data, toff, out)
+    return out
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 [n, bands] band keys of signatures (their first bands × rows values)."""
+    kernels = jit.kernels()
+
+    if bands * rows > sig.shape[1]:
+        raise ValueError(
+            f"{bands} x {rows} bands need {bands * rows} permutations, have {sig.shape[1]}"
+        )
+    out = np.empty((sig.shape[0], bands), np.uint64)
+    kernels.band_keys(np.ascontiguousarray(sig), bands, rows, out)
+    return out
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None
+) -> Iterator[R]:
+    """fn(item) for every item, `workers` at a time on threads, yielded in input order; at most
+    workers + 1 results wait in memory (the reader does not run ahead)."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as ex:
+        pending: list[Future[R]] = []
+        for item in items:
+            pending.append(ex.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.pop(0).result()
+        for f in pending:
+            yield f.result()

@@ -3,7 +3,12 @@
 Output: one row per input row, in input order, with the contract's columns (`id, keep, reason,
 exact_dup_of, near_dup_cluster, semantic_dup_of, quality_reason, mgt_score,
 factuality_score`); columns of filters not asked for are null. A row the reader could not parse
-is kept in place with `keep = false` and `reason = 'invalid_row: ...'`.
+is kept in place with `keep = false` and `reason = 'invalid_row: ...'`. A file in which no row
+has a non-empty text is an error (the text field is probably another one).
+
+Only exact and near filters asked for: one streaming pass (`tasks.curate.score_fast`), no
+DuckDB. Otherwise the rows go through `dedup` over DuckDB views, then the row scores and the
+thresholds on them, as `curate` does.
 """
 
 from __future__ import annotations
@@ -12,21 +17,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from models.loading_config import ModelSpec
-from tasks.curate.config import DedupConfig
-from tasks.curate.decide import decide
-from tasks.curate.dedup import dedup
-from tasks.curate.scores import row_scores
-from tasks.curate.shards import ShardMap, connect
+from tasks.curate.config import CurateError, DedupConfig
 from tasks.ingest.config import IngestConfig
-from tasks.ingest.readers import read_source
-from warehouse.files import atomic_path
-from warehouse.sql import sql_str
+
+if TYPE_CHECKING:
+    from models.loading_config import ModelSpec
+    from tasks.curate.shards import ShardMap
 
 SCORE_COLUMNS = pa.schema(
     [
@@ -70,6 +70,28 @@ def score_file(
     cfg = cfg or DedupConfig()
     filters = cfg.filters() if filters is None else filters
     ingest_cfg = ingest_cfg or IngestConfig()
+    if set(filters) <= {"exact", "near"}:
+        from tasks.curate.score_fast import score_exact_near
+
+        return score_exact_near(source, output, cfg, filters, ingest_cfg)
+    return _score_general(source, output, cfg, filters, ingest_cfg, shard_map, teacher)
+
+
+def _score_general(
+    source: str, output: str, cfg: DedupConfig, filters: list[str], ingest_cfg: IngestConfig,
+    shard_map: ShardMap | None, teacher: ModelSpec | None,
+) -> ScoreResult:  # fmt: skip
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks.curate.decide import decide
+    from tasks.curate.dedup import dedup
+    from tasks.curate.scores import row_scores
+    from tasks.curate.shards import connect
+    from tasks.ingest.readers import read_source
+    from warehouse.files import atomic_path
+    from warehouse.sql import sql_str
+
     started = time.monotonic()
     batches = read_source(source, ingest_cfg)
     with tempfile.TemporaryDirectory(prefix="llm4all-score-") as tmp:
@@ -84,10 +106,12 @@ def score_file(
                 ("invalid", pa.string()),
             ]
         )
-        n = invalid = 0
+        n = invalid = with_text = 0
         with pq.ParquetWriter(work, schema) as w:
             for parsed in batches:
                 t = parsed.table
+                trimmed = pc.utf8_length(pc.utf8_trim_whitespace(t.column("text")))
+                with_text += pc.sum(pc.greater(trimmed, 0)).as_py() or 0
                 rows = [
                     (line, rid, text, summary, None)
                     for line, rid, text, summary in zip(
@@ -121,6 +145,12 @@ def score_file(
                         schema=schema,
                     )
                 )
+        if n and not with_text:
+            unreadable = f", {invalid:,} unreadable" if invalid else ""
+            raise CurateError(
+                f"no row has a non-empty {ingest_cfg.text_field!r} field ({n:,} rows read"
+                f"{unreadable}); pass --text-field"
+            )
         decisions, stats = dedup(
             str(work), scratch / "lake", scratch, cfg, filters, shard_map=shard_map
         )

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tasks.curate.config import DedupError
 from warehouse.sql import sql_list, sql_str
 
-MINHASH_DIR = "_minhash"  # beside a curated snapshot's data files: signatures and band rows
+MINHASH_DIR = "_minhash"  # beside a curated snapshot's data files: signatures, shingle sets
 EMBED_DIR = "_embeddings"  # beside a curated snapshot's data files: sentence embeddings
 PARAMS_FILE = "params.json"  # the settings a folder of signatures or embeddings was made with
 
@@ -44,6 +44,8 @@ class DedupStats:
     near_dups: int = 0
     semantic_dups: int = 0
     kept: int = 0
+    near_bands: int = 0  # the LSH layout used (bands x rows of the signature)
+    near_rows: int = 0
     candidate_pairs: int = 0
     verified_pairs: int = 0
     near_clusters: int = 0
@@ -144,13 +146,17 @@ def write_shards(con: Any, query: str, out_dir: Path, prefix: str, shard_rows: i
     return shards
 
 
-def prior_shards(con: Any, prior: Prior, scratch: Path, kind: str, shard_rows: int) -> list[Shard]:
-    """The kept rows of an earlier snapshot as shards, for recomputing its signatures or
-    embeddings (only when the settings they were made with have changed)."""
+def prior_shards(
+    con: Any, prior: Prior, scratch: Path, kind: str, shard_rows: int, where: str = "keep"
+) -> list[Shard]:
+    """Rows of an earlier snapshot (its kept rows by default; `where` is a SQL condition on its
+    columns) as shards, for recomputing its signatures or embeddings (only when the settings
+    they were made with have changed)."""
     name = prior.key.replace("/", "_").replace("@", "_")
     shards = write_shards(
         con,
-        f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(prior.files)}) WHERE keep",
+        f"SELECT doc_key AS doc, text FROM read_parquet({sql_list(prior.files)}) WHERE {where} "
+        "ORDER BY doc_key",
         scratch / f"prior-{kind}-in-{name}",
         "prior",
         shard_rows,

@@ -1,8 +1,9 @@
 """Checkpoints of a training run under `<out_dir>/checkpoints/step-<n>/`: the student's weights
 (safetensors), the optimizer, schedule and counters (a torch file, loaded with
 `weights_only=True`), and a COMPLETE marker written last. A checkpoint is built in
-`step-<n>.partial/` and renamed into place, so a kill leaves the previous one intact; only the
-newest `keep` are kept. `best.safetensors` holds the weights with the lowest held-out loss.
+`step-<n>.partial/`, fsynced and renamed into place, so a kill (or a power cut) leaves the
+previous one intact and never a half-written one that looks complete; only the newest `keep`
+are kept. `best.safetensors` holds the weights with the lowest held-out loss (written atomically).
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ from typing import Any
 
 import torch
 
-from warehouse.files import atomic_path
+from warehouse.files import atomic_path, fsync_path, fsync_tree
 
 COMPLETE = "COMPLETE.json"
 BEST = "best.safetensors"  # the weights with the lowest held-out loss so far
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    done = sorted((out_dir / "checkpoints").glob(f"step-*/{COMPLETE}"))
-    return done[-1].parent if done else None
+    """The newest complete checkpoint (a `step-<n>.partial` folder is never one)."""
+    done = sorted(
+        p.parent
+        for p in (out_dir / "checkpoints").glob(f"step-*/{COMPLETE}")
+        if not p.parent.name.endswith(".partial")
+    )
+    return done[-1] if done else None
 
 
 def save_checkpoint(
@@ -49,9 +55,12 @@ def save_checkpoint(
         partial / "trainer.pt",
     )
     (partial / COMPLETE).write_text(json.dumps({"step": step}))
+    fsync_tree(partial)  # on disk before the rename makes it the checkpoint to resume from
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    for old in sorted((out_dir / "checkpoints").glob("step-*"))[:-keep]:
+    fsync_path(final.parent)
+    done = sorted(p for p in (out_dir / "checkpoints").glob("step-*") if p.suffix != ".partial")
+    for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

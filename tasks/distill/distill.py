@@ -53,27 +53,38 @@ class DistillResult:
 def training_data(
     catalog: Catalog, dataset: str, teacher: ModelSpec, cfg: DistillConfig
 ) -> tuple[list[VersionInfo], list[VersionInfo]]:
-    """(gated tokens versions, their newest gated logit caches; [] online)."""
-    tokens = [v for v in catalog.versions("tokens", dataset) if v.gate_passed]
+    """(gated tokens versions not superseded by curation, their gated logit caches from the
+    teacher; [] online). The caches of one run all hold the same kind of targets (mode and
+    draws or k): the newest kind that covers every tokens version."""
+    from tasks.tokens.tokenize import trainable_tokens
+
+    tokens = trainable_tokens(catalog, dataset)
     if not tokens:
         raise DistillError(f"no tokens snapshot of {dataset!r} has passed its gate")
     if cfg.mode == "online":
         return tokens, []
-    caches = []
-    for t in tokens:
-        found = [
-            v
-            for v in catalog.versions("logits", dataset)
-            if v.gate_passed and v.meta.get("tokens") == t.ref.key
-            and v.meta.get("teacher") == teacher.path
-        ]  # fmt: skip
-        if not found:
-            raise DistillError(
-                f"no gated logit cache of {t.ref.key} from {teacher.path}: run "
-                f"`llm4all cache-logits --dataset {dataset}` first, or set distill.mode=online"
-            )
-        caches.append(found[-1])
-    return tokens, caches
+    by_kind: dict[str, dict[str, VersionInfo]] = {}
+    for v in catalog.versions("logits", dataset):
+        if v.gate_passed and v.meta.get("teacher") == teacher.path:
+            by_kind.setdefault(cache_kind(v.meta), {})[str(v.meta.get("tokens"))] = v
+    complete = [k for k in by_kind if all(t.ref.key in by_kind[k] for t in tokens)]
+    if not complete:
+        best = max(by_kind, key=lambda k: sum(t.ref.key in by_kind[k] for t in tokens), default="")
+        missing = next(t for t in tokens if t.ref.key not in by_kind.get(best, {}))
+        raise DistillError(
+            f"no gated logit cache of {missing.ref.key} from {teacher.path}"
+            + (f" with the others' kind of targets ({best})" if by_kind else "")
+            + f": run `llm4all cache-logits --dataset {dataset}` first, or set "
+            "distill.mode=online"
+        )
+    kind = max(complete, key=lambda k: max(c.ref.version for c in by_kind[k].values()))
+    return tokens, [by_kind[kind][t.ref.key] for t in tokens]
+
+
+def cache_kind(meta: dict[str, Any]) -> str:
+    """What makes two caches' targets mixable: the mode, and S draws or k ids."""
+    params = meta.get("params") or {}
+    return f"{params.get('mode')}/{params.get('samples', params.get('k'))}"
 
 
 def held_out_pairs(
@@ -253,7 +264,7 @@ def nonfinite_weights(model: Any) -> int:
     return sum(int((~torch.isfinite(p)).sum()) for p in model.parameters())
 
 
-@task(name="distill-student", cache_policy=NO_CACHE)
+@task(name="distill-student", task_run_name="distill {dataset}", cache_policy=NO_CACHE)
 def distill_student(
     dataset: str, home: str, teacher: ModelSpec, cfg: DistillConfig, gates: GatesConfig
 ) -> DistillResult:

@@ -341,6 +341,7 @@ def train_student(
     if teacher is not None:
         teacher.eval()
     start_step, tokens, last_loss = state["step"], 0, None
+    tokens_before = int(state.get("tokens", 0))  # a resumed run reports the whole run's count
     stopped_early = bool(state.get("stopped_early"))  # a finished run resumed: nothing to do
     started = time.monotonic()
     bar = tqdm(
@@ -382,6 +383,8 @@ def train_student(
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
         record: dict[str, Any] = {"step": step, "loss": round(step_loss, 5), **parts}
+        log.info("step %d/%d: loss %.4f, %.0f tokens/s", step, cfg.max_steps, step_loss,
+                 tokens / max(elapsed, 1e-9))  # fmt: skip
         main = accelerator.is_main_process
         if len(val_pool) and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             val = held_out_loss(student, blocks, val_pool, vocab_size, cfg.batch_blocks)
@@ -396,6 +399,7 @@ def train_student(
             if cfg.early_stop_patience and state["bad_evals"] >= cfg.early_stop_patience:
                 stopped_early = True
         state["history"].append(record)
+        state["tokens"], state["last_loss"] = tokens_before + tokens, step_loss
         state["step"], state["stopped_early"] = step, stopped_early
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped_early:
             if main:
@@ -421,11 +425,11 @@ def train_student(
     done = step - start_step
     return TrainResult(
         steps=step,
-        tokens=tokens,
+        tokens=tokens_before + tokens,
         seconds=round(seconds, 3),
         tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else 0.0,
         s_per_step=round(seconds / done, 4) if done else 0.0,
-        final_loss=last_loss,
+        final_loss=last_loss if last_loss is not None else state.get("last_loss"),
         best_val_loss=state["best"],
         kept_step=kept_step,
         stopped_early=stopped_early,

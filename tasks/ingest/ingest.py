@@ -6,7 +6,9 @@ Every input row ends up in exactly one of three places, and the result reports a
     already_present  content (text + summary) already in an earlier raw version of the
                      dataset, or repeated earlier in this same input
     quarantined      unusable, recorded in the catalog's `quarantine` table with its line
-                     number, the reason and an excerpt
+                     number, the reason and an excerpt: a line that does not parse (whatever
+                     the parser raises), a bad field, or an id of the input that already names
+                     other content (earlier in the input, or in an earlier version)
 
 Two passes keep memory flat in the input size. Pass 1 streams the source in blocks, validates,
 hashes, and writes every valid row straight into the snapshot's Parquet file, plus a small
@@ -41,7 +43,7 @@ from tqdm.auto import tqdm
 
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.readers import QUARANTINE, Parsed, Quarantined, read_source
-from tasks.runtime import current_flow_run_id
+from tasks.runtime import current_flow_run_id, run_name
 from warehouse import Catalog, DatasetRef, validate_name
 from warehouse.files import atomic_path
 from warehouse.sql import sql_list, sql_str
@@ -97,10 +99,12 @@ def normalise(parsed: Parsed, source: str, cfg: IngestConfig) -> tuple[pa.Table,
         t = t.filter(pc.invert(reject))
     name = Path(source).name
     ids = t.column("id")
+    explicit = pc.invert(pc.is_null(ids))  # ids of the input (defaults may repeat by design)
     if ids.null_count:
         default = pc.binary_join_element_wise(name, pc.cast(t.column("line"), pa.string()), ":")
         ids = pc.coalesce(ids, default)
     staged = t.set_column(t.schema.get_field_index("id"), "id", ids)
+    staged = staged.append_column("explicit_id", explicit)
     bad.sort(key=lambda q: q.line)
     return staged, bad
 
@@ -141,7 +145,17 @@ def ingest(
         earlier = catalog.versions("raw", dataset)
         # Versions whose gate failed are not part of the dataset: their content may come again.
         present = [str(f) for v in earlier if v.gate_passed is not False for f in v.ref.files()]
-        accepted = _drop_present_content(candidates, scratch / "keys.parquet", present, scratch)
+        accepted, reused = _drop_present_content(
+            candidates, scratch / "keys.parquet", present, scratch, cfg.excerpt_chars
+        )
+        if reused:
+            pq.write_table(
+                pa.Table.from_pylist([asdict(q) for q in reused], schema=QUARANTINE),
+                scratch / "reused.parquet",
+            )
+            counts.quarantined += len(reused)
+            counts.parsed -= len(reused)
+            counts.examples.extend(reused[: max(0, 20 - len(counts.examples))])
 
         ref = None
         with catalog.transaction() as tx:
@@ -168,10 +182,12 @@ def ingest(
                 ],
             )
             if counts.quarantined:
+                files = [str(scratch / "quarantine.parquet")] + (
+                    [str(scratch / "reused.parquet")] if reused else []
+                )
                 tx.execute(
                     "INSERT INTO quarantine SELECT ?, ?, ?, ?, line, reason, excerpt "
-                    f"FROM read_parquet({sql_str(str(scratch / 'quarantine.parquet'))}) "
-                    "ORDER BY line",
+                    f"FROM read_parquet({sql_list(files)}) ORDER BY line",
                     [run_id, dataset, version, source],
                 )
         _remove_tree(scratch)
@@ -212,7 +228,14 @@ SNAPSHOT = pa.schema(
         ("ingested_at", pa.timestamp("us")),
     ]
 )
-KEYS = pa.schema([("line", pa.int64()), ("content_sha256", pa.string())])
+KEYS = pa.schema(
+    [
+        ("line", pa.int64()),
+        ("content_sha256", pa.string()),
+        ("id", pa.string()),
+        ("explicit_id", pa.bool_()),
+    ]
+)
 
 
 @dataclass
@@ -257,15 +280,15 @@ def _write_candidates(
             # DuckDB scans the Arrow table `valid` in place; output keeps its (input) order.
             batch = hasher.sql(
                 f"SELECT id, text, summary, ?::VARCHAR AS source, {CONTENT_SHA256_SQL} AS "
-                "content_sha256, ?::TIMESTAMP AS ingested_at, line FROM valid",
+                "content_sha256, ?::TIMESTAMP AS ingested_at, line, explicit_id FROM valid",
                 params=[source, ingested_at],
             ).to_arrow_table()
             if pending is not None:
                 pending.result()  # keep row groups in input order
             pending = encoder.submit(
-                rows_out.write_table, batch.drop_columns(["line"]).cast(SNAPSHOT)
+                rows_out.write_table, batch.drop_columns(["line", "explicit_id"]).cast(SNAPSHOT)
             )
-            keys_out.write_table(batch.select(["line", "content_sha256"]).cast(KEYS))
+            keys_out.write_table(batch.select(KEYS.names).cast(KEYS))
             if bad:
                 bad_out.write_table(
                     pa.Table.from_pylist([asdict(q) for q in bad], schema=QUARANTINE)
@@ -282,12 +305,17 @@ def _write_candidates(
     return counts
 
 
-def _drop_present_content(candidates: Path, keys: Path, present: list[str], scratch: Path) -> int:
-    """Pass 2: drop rows whose content is already in the dataset or earlier in this input.
+def _drop_present_content(
+    candidates: Path, keys: Path, present: list[str], scratch: Path, excerpt_chars: int = 200
+) -> tuple[int, list[Quarantined]]:
+    """Pass 2: drop rows whose content is already in the dataset or earlier in this input, and
+    set aside rows whose (input) id already names other content: earlier in this input (the
+    first line with the id owns it) or in an earlier version.
 
-    The decision is made in DuckDB on (line, hash) keys only, so memory stays flat and no text
-    is sorted. When nothing is dropped — a new file — the candidates file is the snapshot as
-    written; otherwise it is rewritten once, streaming, with the kept rows. Returns rows kept.
+    The decision is made in DuckDB on (line, hash, id) keys only, so memory stays flat and no
+    text is sorted. When nothing is dropped — a new file — the candidates file is the snapshot
+    as written; otherwise it is rewritten once, streaming, with the kept rows. Returns (rows
+    kept, the rows set aside with their reasons).
     """
     import duckdb
 
@@ -295,29 +323,57 @@ def _drop_present_content(candidates: Path, keys: Path, present: list[str], scra
     try:
         con.execute(f"SET temp_directory = {sql_str(str(scratch / 'duckdb'))}")
         con.execute("SET memory_limit = '1GB'")
+        files = sql_list(present)
         seen = (
-            f"(SELECT DISTINCT content_sha256 FROM read_parquet({sql_list(present)}))"
+            f"(SELECT DISTINCT content_sha256 FROM read_parquet({files}))"
             if present
             else "(SELECT NULL::VARCHAR AS content_sha256 WHERE false)"
+        )
+        owned = (
+            f"(SELECT id, min(source) AS owner FROM read_parquet({files}) GROUP BY id)"
+            if present
+            else "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS owner WHERE false)"
         )
         con.execute(
             f"""
             CREATE TEMP TABLE decision AS
-            WITH k AS (SELECT line, content_sha256 FROM read_parquet({sql_str(str(keys))})),
-                 first AS (SELECT content_sha256, min(line) AS first_line FROM k GROUP BY ALL)
-            SELECT k.line, k.line = first.first_line AND p.content_sha256 IS NULL AS keep
-            FROM k JOIN first USING (content_sha256) LEFT JOIN {seen} p USING (content_sha256)
-            ORDER BY k.line
+            WITH k AS (SELECT *, file_row_number AS row
+                       FROM read_parquet({sql_str(str(keys))}, file_row_number = true)),
+                 first AS (SELECT content_sha256, min(line) AS first_line FROM k GROUP BY ALL),
+                 ids AS (SELECT id, min(line) AS id_line, arg_min(content_sha256, line) AS id_sha
+                         FROM k WHERE explicit_id GROUP BY id),
+                 d AS (
+                    SELECT k.line, k.row, k.id,
+                           k.line = first.first_line AND p.content_sha256 IS NULL AS new,
+                           CASE WHEN NOT k.explicit_id THEN NULL
+                                WHEN o.id IS NOT NULL THEN 'in ' || o.owner
+                                WHEN ids.id_line < k.line AND ids.id_sha <> k.content_sha256
+                                THEN 'at line ' || ids.id_line END AS owner
+                    FROM k JOIN first USING (content_sha256)
+                    LEFT JOIN {seen} p USING (content_sha256)
+                    LEFT JOIN ids USING (id) LEFT JOIN {owned} o USING (id))
+            SELECT line, row, id, new AND owner IS NULL AS keep,
+                   CASE WHEN new AND owner IS NOT NULL THEN owner END AS reused
+            FROM d ORDER BY line
             """
         )
         ((total, kept),) = con.execute(
             "SELECT count(*), count(*) FILTER (keep) FROM decision"
         ).fetchall()  # fetchall: a half-read result would block the connection
+        reused = [
+            Quarantined(line, f"id {rid!r} reused with different content (first {owner})", text)
+            for line, rid, owner, text in con.execute(
+                "SELECT d.line, d.id, d.reused, left(c.text, ?) FROM decision d JOIN "
+                f"read_parquet({sql_str(str(candidates))}, file_row_number = true) c "
+                "ON c.file_row_number = d.row WHERE d.reused IS NOT NULL ORDER BY d.line",
+                [excerpt_chars],
+            ).fetchall()
+        ]
         if kept == total or kept == 0:
-            return int(kept)
+            return int(kept), reused
         keep_flags = con.sql("SELECT keep FROM decision ORDER BY line").to_arrow_reader(100_000)
         _filter_rows(candidates, keep_flags)
-        return int(kept)
+        return int(kept), reused
     finally:
         con.close()
 
@@ -362,7 +418,7 @@ def _remove_tree(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- Prefect task
-@task(name="ingest-source", cache_policy=NO_CACHE)
+@task(name="ingest-source", task_run_name=run_name("ingest {source}"), cache_policy=NO_CACHE)
 def ingest_source(source: str, dataset: str, home: str, cfg: IngestConfig) -> IngestResult:
     """Read a source into a new raw snapshot (see `ingest`)."""
     return ingest(source, dataset, Catalog(Path(home)), cfg, flow_run_id=current_flow_run_id())

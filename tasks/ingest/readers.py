@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.ingest.config import IngestConfig
+from warehouse import arrow
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,7 @@ def _parse_jsonl_block(block: bytes, lines_before: int, path: str, cfg: IngestCo
     table = _parse_jsonl_fast(block, cfg)
     if table is not None:
         first = lines_before + 1
-        lines = pa.array(range(first, first + table.num_rows), pa.int64())
+        lines = arrow.numeric(np.arange(first, first + table.num_rows, dtype=np.int64))
         return Parsed(_as_parsed(table, lines, cfg))
     return _parse_jsonl_slow(block, lines_before, cfg)
 
@@ -173,9 +175,7 @@ def _parse_jsonl_fast(block: bytes, cfg: IngestConfig) -> pa.Table | None:
     """pyarrow's JSON reader on a whole block, or None if any line needs a closer look."""
     import pyarrow.json as pj
 
-    try:
-        block.decode("utf-8")  # pyarrow does not validate UTF-8; this is C-speed
-    except UnicodeDecodeError:
+    if not _valid_utf8(block):  # pyarrow's JSON reader does not validate UTF-8
         return None
     n_lines = block.count(b"\n")
     fields = [cfg.text_field, cfg.summary_field]
@@ -190,6 +190,23 @@ def _parse_jsonl_fast(block: bytes, cfg: IngestConfig) -> pa.Table | None:
         # Blank lines are skipped by pyarrow, which would shift line numbers: go slow.
         return table if table.num_rows == n_lines else None
     return None
+
+
+def _valid_utf8(block: bytes) -> bool:
+    """Arrow's UTF-8 check over the bytes in place (SIMD; no Python str is built)."""
+    if len(block) >= 1 << 31:
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+    offsets = pa.py_buffer(np.array([0, len(block)], np.int32))
+    arr = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(block)])
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _as_parsed(table: pa.Table, lines: pa.Array, cfg: IngestConfig) -> pa.Table:
@@ -214,20 +231,15 @@ def _parse_jsonl_slow(block: bytes, lines_before: int, cfg: IngestConfig) -> Par
             continue
         try:
             obj = json.loads(raw.decode("utf-8"))
+            reason, record = _check_record(obj, cfg)
         except UnicodeDecodeError as e:
             reason = f"invalid UTF-8 at byte {e.start}"
-            bad.append(Quarantined(lineno, reason, _excerpt(raw, cfg.excerpt_chars)))
-            continue
         except json.JSONDecodeError as e:
-            bad.append(
-                Quarantined(
-                    lineno,
-                    f"malformed JSON: {e.msg} (column {e.colno})",
-                    _excerpt(raw, cfg.excerpt_chars),
-                )
-            )
-            continue
-        reason, record = _check_record(obj, cfg)
+            reason = f"malformed JSON: {e.msg} (column {e.colno})"
+        except (RecursionError, MemoryError, ValueError, TypeError) as e:
+            # one hostile line (100,000 nested brackets, say) is that line's problem only
+            first = str(e).splitlines()[0] if str(e) else ""
+            reason = f"unparseable line: {type(e).__name__}: {first}"[:200]
         if reason:
             bad.append(Quarantined(lineno, reason, _excerpt(raw, cfg.excerpt_chars)))
             continue
@@ -275,7 +287,7 @@ def _arrow_batches(batches: Any, cfg: IngestConfig) -> Iterator[Parsed]:
     done = 0
     for batch in batches:
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        lines = pa.array(range(done + 1, done + 1 + table.num_rows), pa.int64())
+        lines = arrow.numeric(np.arange(done + 1, done + 1 + table.num_rows, dtype=np.int64))
         done += table.num_rows
         yield Parsed(_as_parsed(table, lines, cfg))
 
@@ -287,8 +299,13 @@ def read_csv(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
     with _open_bytes(path) as fb:
         # surrogateescape keeps undecodable bytes visible as lone surrogates, per row.
         f = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
+        # strict: a quote left open at the end of the file (or a stray one) is an error for that
+        # record, not a row holding the rest of the file; the reader carries on after it.
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            raise IngestError(f"{path}: the header row is not valid CSV ({e})") from None
         if header is None:
             return
         if cfg.text_field not in header:
@@ -301,7 +318,18 @@ def read_csv(path: str, cfg: IngestConfig) -> Iterator[Parsed]:
         bad: list[Quarantined] = []
         blank = 0
         line = reader.line_num
-        for record in reader:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                start, line = line + 1, reader.line_num
+                why = str(e)
+                if "unexpected end of data" in why:
+                    why = "a quoted field is never closed (unexpected end of data)"
+                bad.append(Quarantined(start, f"malformed CSV: {why}", ""))
+                continue
             start, line = line + 1, reader.line_num  # a quoted field may span several lines
             joined = delimiter.join(record)
             if len(record) != len(header):

@@ -6,7 +6,9 @@ written whole (models.logit_cache.write_shard) with a completion marker; a rerun
 finds the same folder, skips complete shards and ends with the same bytes as an uninterrupted
 run. When every shard is there, the folder becomes a `logits` snapshot in one catalog
 transaction. A cache is refused, not mixed, when the teacher's tokenizer is not the one the
-tokens were made with.
+tokens were made with, and — before any shard is written — when the teacher at that path is not
+the model (vocabulary, tokenizer) the dataset's other caches from it were made with (the logits
+gate's compatibility check). Tokens superseded by curation are not cached.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from data_quality import GatesConfig, gate
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size, tokenizer_sha256
 from models.loading_config import ModelSpec
 from models.logit_cache import (
@@ -39,6 +42,7 @@ from models.logit_cache import (
 )
 from tasks.logits.config import LogitCacheConfig
 from tasks.runtime import current_flow_run_id
+from tasks.tokens.tokenize import trainable_tokens
 from warehouse import Catalog, DatasetRef, StagedSnapshot, VersionInfo, validate_name
 from warehouse.files import atomic_write_text
 from warehouse.lock import WriterLock
@@ -74,13 +78,14 @@ def cache_key(teacher: ModelSpec, tok_hash: str, tokens: DatasetRef, cfg: LogitC
 
 def cache_logits(
     dataset: str, catalog: Catalog, teacher: ModelSpec, cfg: LogitCacheConfig | None = None,
+    gates: GatesConfig | None = None,
     *, flow_run_id: str | None = None, progress: bool = True,
 ) -> LogitsResult:  # fmt: skip
-    """Cache logits for every gated tokens version of `dataset` that lacks this cache."""
+    """Cache logits for every trainable tokens version of `dataset` that lacks this cache."""
     cfg = cfg or LogitCacheConfig()
     validate_name(dataset)
     started = time.monotonic()
-    tokens = [v for v in catalog.versions("tokens", dataset) if v.gate_passed]
+    tokens = trainable_tokens(catalog, dataset)
     if not tokens:
         raise LogitCacheError(f"no tokens snapshot of {dataset!r} has passed its gate")
     tokenizer = load_tokenizer(teacher)
@@ -105,6 +110,12 @@ def cache_logits(
     if todo:
         model = load_causal_lm(teacher, cfg.device)
         vocab = model_vocab_size(model)
+        planned = {
+            "dataset": dataset, "teacher": teacher.path, "vocab_size": vocab,
+            "tokenizer_sha256": tok_hash,
+            "target": f"logits/{dataset} (this run: {teacher.path}, vocabulary {vocab})",
+        }  # fmt: skip
+        gate("logits", None, catalog, gates, run=planned)  # before any shard is written
         for v in todo:
             ref, nbytes = _cache_version(
                 v, catalog, model, vocab, teacher, tok_hash, cfg, flow_run_id, progress
@@ -246,13 +257,17 @@ def _seed(seed: int, shard: int, block: int) -> int:
     return (seed * 1_000_003 + shard * 10_007 + block) % (2**63)
 
 
-@task(name="cache-teacher-logits", cache_policy=NO_CACHE)
+@task(name="cache-teacher-logits", task_run_name="teacher logits {dataset}", cache_policy=NO_CACHE)
 def cache_teacher_logits(
-    dataset: str, home: str, teacher: ModelSpec, cfg: LogitCacheConfig
+    dataset: str,
+    home: str,
+    teacher: ModelSpec,
+    cfg: LogitCacheConfig,
+    gates: GatesConfig | None = None,
 ) -> LogitsResult:
     """Cache sparse teacher distributions for new tokens snapshots (see `cache_logits`)."""
     return cache_logits(
-        dataset, Catalog(Path(home)), teacher, cfg, flow_run_id=current_flow_run_id()
+        dataset, Catalog(Path(home)), teacher, cfg, gates, flow_run_id=current_flow_run_id()
     )
 
 

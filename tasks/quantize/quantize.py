@@ -253,6 +253,14 @@ def quantize_model(
     return QuantizeResult(parent.key, info.to_dict(), False, metrics, seconds)
 
 
+def quantize_run_name() -> str:
+    """`quantize nf4 news-student`: the task run's name in the Prefect UI."""
+    from prefect.runtime import task_run
+
+    p = task_run.parameters
+    return f"quantize {p.get('method') or p['cfg'].method} {p['model_arg']}"
+
+
 def _speeds(model: torch.nn.Module, blocks: Any, val: Any, cfg: QuantizeConfig) -> dict[str, float]:
     """Forward tokens/s on `speed_blocks` test blocks (after a warm-up pass) and greedy
     generation tokens/s, batch 1."""
@@ -295,7 +303,7 @@ def _make_backend(
     }
 
 
-@task(name="quantize-model", cache_policy=NO_CACHE)
+@task(name="quantize-model", task_run_name=quantize_run_name, cache_policy=NO_CACHE)
 def quantize_registered(
     model_arg: str,
     home: str,

@@ -40,7 +40,7 @@ from tasks.publish import Lineage, done_run, publish, run_key
 from tasks.refresh.config import RefreshConfig
 from tasks.runtime import current_flow_run_id
 from warehouse import Catalog, validate_name
-from warehouse.registry import ModelInfo, get_model, list_models, set_model_gate
+from warehouse.registry import ModelInfo, list_models
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,12 @@ def refresh_student(
     started = time.monotonic()
     name = dcfg.student_name(dataset)
     current = promoted_model(catalog, name)
+    if current.teacher != teacher_spec.path:  # before anything is trained or written
+        raise DistillError(
+            f"{current.key} was distilled from {current.teacher}, but this run's teacher is "
+            f"{teacher_spec.path}: a refresh must not mix two teachers (run with the "
+            f"dataset's recorded settings, or distill a new student)"
+        )
     tokens, caches = training_data(catalog, dataset, teacher_spec, dcfg)
     seen = set(current.tokens)
     new = [i for i, v in enumerate(tokens) if v.ref.key not in seen]
@@ -264,15 +270,15 @@ def refresh_student(
         parent=current.key,
         flow_run_id=flow_run_id,
     )
-    # promote: the student gate decides (a pass promotes it); keep: recorded as not passed
+    # promote: the student gate decides (a pass promotes it, if `current` is still the
+    # promoted version); keep: recorded as not passed, with the decision
     info = publish(
         catalog, name, final, lineage, metrics, gate="student" if decision.promote else None,
         gates=gates, work=work / "checkpoints",
         gate_run={"bad_weights": nonfinite_weights(student)},
+        reject=None if decision.promote else {"refresh": decision.to_dict()},
+        requires_promoted=current.key,
     )  # fmt: skip
-    if not decision.promote:
-        set_model_gate(catalog, info.name, info.version, False, {"refresh": decision.to_dict()})
-        info = get_model(catalog, name, info.version)
     return RefreshResult(
         dataset,
         current.key,
@@ -285,7 +291,7 @@ def refresh_student(
     )
 
 
-@task(name="refresh-student", cache_policy=NO_CACHE)
+@task(name="refresh-student", task_run_name="refresh {dataset}", cache_policy=NO_CACHE)
 def refresh_student_task(
     dataset: str,
     home: str,

@@ -172,7 +172,14 @@ def stage_summaries(out: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     for i in out.get("ingest", []):
         made = f"raw v{i['ref']['version']}" if i.get("ref") else "nothing new"
-        rows.append(("ingest", f"{i['source']}: {i['accepted']:,} accepted, {made}"))
+        rows.append(
+            (
+                "ingest",
+                f"{i['source']}: {i['rows_in']:,} in = {i['accepted']:,} accepted + "
+                f"{i['already_present']:,} already present + {i['quarantined']:,} quarantined, "
+                f"{made}",
+            )
+        )
     c = out.get("curate") or {}
     if c:
         rows.append(
@@ -185,9 +192,13 @@ def stage_summaries(out: dict[str, Any]) -> list[tuple[str, str]]:
         )
     tok = (out.get("tokens") or {}).get("refs", [])
     if "tokens" in out:
-        rows.append(
-            ("tokens", f"{sum(r['rows'] for r in tok):,} new blocks" if tok else "up to date")
-        )
+        line = f"{sum(r['rows'] for r in tok):,} new blocks" if tok else "up to date"
+        over = (out.get("tokens") or {}).get("over_budget") or {}
+        if over:  # never silent: what the budget left for the next run
+            line += "; over tokens.max_documents, left for the next run: " + ", ".join(
+                f"{n:,} of {key}" for key, n in over.items()
+            )
+        rows.append(("tokens", line))
     lg = (out.get("logits") or {}).get("refs", [])
     if "logits" in out:
         rows.append(("logits", f"{len(lg)} new cache(s)" if lg else "up to date"))

@@ -9,13 +9,26 @@ blocks are what every reported figure is computed on, and the two never share a 
 text) is included with probability = its weight, decided by other bits of its content hash.
 One tokens version is made per source version (they are deltas),
 and a source version that already has one is skipped: reruns do nothing.
+
+Budgets: with `max_documents`, a run tokenizes at most that many documents of a source version
+and records how many it read (`source_offset`, `source_rows`) and how many are left
+(`source_remaining`, also reported as over budget); the version stays pending, and the next run
+continues where this one stopped. Never silently dropped, never marked done early.
+
+Curated first: once a raw version has a gated curated version, tokens made from the raw one
+before it was curated are superseded (`trainable_tokens` leaves them out of training), and the
+curated one is tokenized: uncurated rows never reach training beside their curated selves.
+
+Before anything is written, the tokens gate checks the run against the dataset's other tokens
+snapshots (block size, tokenizer): they are trained on together, so a mismatch fails with the
+reason instead of wedging every later run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +40,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from data_quality import GatesConfig, gate
 from models.loading import load_tokenizer, tokenizer_sha256
 from models.loading_config import ModelSpec
 from tasks.runtime import current_flow_run_id
 from tasks.tokens.config import TokensConfig
-from warehouse import Catalog, DatasetRef, validate_name
+from warehouse import Catalog, DatasetRef, VersionInfo, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +83,38 @@ def source_stage(catalog: Catalog, dataset: str, cfg: TokensConfig) -> str:
     if cfg.source_stage != "auto":
         return cfg.source_stage
     return "curated" if catalog.versions("curated", dataset) else "raw"
+
+
+def superseded(catalog: Catalog, dataset: str) -> set[str]:
+    """Keys of tokens versions made from a raw version that now has a gated curated version."""
+    curated = {v.parent for v in catalog.versions("curated", dataset) if v.gate_passed}
+    return {
+        v.ref.key for v in catalog.versions("tokens", dataset) if v.meta.get("source") in curated
+    }
+
+
+def trainable_tokens(catalog: Catalog, dataset: str) -> list[VersionInfo]:
+    """The tokens versions a student trains on: gated, and not superseded by curation."""
+    stale = superseded(catalog, dataset)
+    return [
+        v for v in catalog.versions("tokens", dataset) if v.gate_passed and v.ref.key not in stale
+    ]
+
+
+def progress_of(catalog: Catalog, dataset: str) -> dict[str, tuple[int, bool]]:
+    """Per source key: (rows read by its tokens versions so far, whether it is finished)."""
+    out: dict[str, tuple[int, bool]] = {}
+    for v in catalog.versions("tokens", dataset):
+        if v.gate_passed is False:
+            continue
+        src = str(v.meta.get("source"))
+        read, finished = out.get(src, (0, False))
+        if "source_remaining" not in v.meta:  # made before budgets were recorded: done
+            out[src] = (read, True)
+            continue
+        end = int(v.meta["source_offset"]) + int(v.meta["source_rows"])
+        out[src] = (max(read, end), finished or int(v.meta["source_remaining"]) == 0)
+    return out
 
 
 def render(
@@ -127,20 +173,26 @@ class TokenizeResult:
     dataset: str
     refs: list[DatasetRef]  # the tokens versions made by this run (none if up to date)
     skipped: list[str]  # source versions already tokenized
+    over_budget: dict[str, int] = field(default_factory=dict)  # source key -> rows left
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "refs": [r.to_dict() for r in self.refs],
             "skipped": self.skipped,
+            "over_budget": self.over_budget,
         }
 
 
 def tokenize(
     dataset: str, catalog: Catalog, teacher: ModelSpec, cfg: TokensConfig | None = None,
+    gates: GatesConfig | None = None,
     *, flow_run_id: str | None = None, progress: bool = True,
 ) -> TokenizeResult:  # fmt: skip
-    """Make a tokens version for each gated source version that has none yet."""
+    """Make a tokens version for each gated source version not yet (fully) tokenized.
+
+    Raises GateFailed, before writing anything, when the run would mix block sizes or
+    tokenizers with the dataset's other tokens snapshots."""
     cfg = cfg or TokensConfig()
     validate_name(dataset)
     stage = source_stage(catalog, dataset, cfg)
@@ -149,24 +201,37 @@ def tokenize(
         raise TokenizeError(
             f"no {stage} snapshot of {dataset!r} has passed its gate; ingest (and curate) first"
         )
-    done = {v.parent for v in catalog.versions("tokens", dataset) if v.gate_passed is not False}
+    done = progress_of(catalog, dataset)
+    todo = [s for s in sources if not done.get(s.ref.key, (0, False))[1]]
+    skipped = [s.ref.key for s in sources if s not in todo]
+    if not todo:
+        return TokenizeResult(dataset, [], skipped)
     tokenizer = load_tokenizer(teacher)
     if tokenizer.eos_token_id is None:
         raise TokenizeError(
             f"the tokenizer of {teacher.path} has no EOS token to separate documents"
         )
     tok_hash = tokenizer_sha256(tokenizer)
-    made, skipped = [], []
-    for src in sources:
-        if src.ref.key in done:
-            skipped.append(src.ref.key)
-            continue
-        made.append(
-            _tokenize_version(
-                src.ref, catalog, tokenizer, tok_hash, teacher, cfg, flow_run_id, progress
-            )
+    planned = {
+        "dataset": dataset, "block_size": cfg.block_size, "tokenizer_sha256": tok_hash,
+        "target": f"tokens/{dataset} (this run: block size {cfg.block_size}, tokenizer of "
+        f"{teacher.path})",
+    }  # fmt: skip
+    gate("tokens", None, catalog, gates, run=planned)  # before anything is written
+    made, over = [], {}
+    for src in todo:
+        offset = done.get(src.ref.key, (0, False))[0]
+        ref, left = _tokenize_version(
+            src.ref, catalog, tokenizer, tok_hash, teacher, cfg, flow_run_id, progress, offset
         )
-    return TokenizeResult(dataset, made, skipped)
+        made.append(ref)
+        if left:
+            over[src.ref.key] = left
+            log.warning(
+                "tokens %s: %d documents of %s are over tokens.max_documents=%d; they are "
+                "left for the next run", ref.key, left, src.ref.key, cfg.max_documents,
+            )  # fmt: skip
+    return TokenizeResult(dataset, made, skipped, over)
 
 
 def included(content_sha256: str, weight: float | None) -> bool:
@@ -181,30 +246,39 @@ def included(content_sha256: str, weight: float | None) -> bool:
 
 
 def _documents(
-    src: DatasetRef, limit: int | None, skipped: dict[str, int] | None = None
+    src: DatasetRef, limit: int | None, counts: dict[str, int], offset: int = 0
 ) -> Iterator[tuple[str, str, str | None, str]]:
+    """The kept rows of `src` after the first `offset`, in snapshot order, until `limit`
+    documents were included. `counts` gets `source_total` (kept rows), `source_rows` (rows
+    read, included or down-weighted out) and `downweighted_out`."""
     con = duckdb.connect()
     files = [str(f) for f in src.files()]
     cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [files]).fetchall()}
     where = "WHERE keep" if "keep" in cols else ""
     weight = "sample_weight" if "sample_weight" in cols else "NULL::DOUBLE"
+    ((total,),) = con.execute(f"SELECT count(*) FROM read_parquet(?) {where}", [files]).fetchall()
+    counts["source_total"] = int(total)
     sql = f"SELECT id, text, summary, content_sha256, {weight} FROM read_parquet(?) {where}"
     reader = con.sql(sql, params=[files]).to_arrow_reader(10_000)
-    n = 0
-    for batch in reader:
-        for doc_id, text, summary, digest, w in zip(
-            *(batch.column(i).to_pylist() for i in range(5)), strict=True
-        ):
-            if not included(digest, w):
-                if skipped is not None:
-                    skipped["downweighted_out"] = skipped.get("downweighted_out", 0) + 1
-                continue
-            if limit and n >= limit:
-                con.close()
-                return
-            n += 1
-            yield doc_id, text, summary, digest
-    con.close()
+    n = position = 0
+    try:
+        for batch in reader:
+            for doc_id, text, summary, digest, w in zip(
+                *(batch.column(i).to_pylist() for i in range(5)), strict=True
+            ):
+                position += 1
+                if position <= offset:
+                    continue
+                if limit and n >= limit:
+                    return
+                counts["source_rows"] += 1
+                if not included(digest, w):
+                    counts["downweighted_out"] += 1
+                    continue
+                n += 1
+                yield doc_id, text, summary, digest
+    finally:
+        con.close()
 
 
 def _tokenize_version(
@@ -216,13 +290,17 @@ def _tokenize_version(
     cfg: TokensConfig,
     flow_run_id: str | None,
     progress: bool,
-) -> DatasetRef:
+    offset: int = 0,
+) -> tuple[DatasetRef, int]:
+    """Tokenize `src` from its `offset`-th kept row (up to the budget); (the version, rows of
+    `src` still left for a later run)."""
     schema = tokens_schema(cfg.block_size)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     packers = {s: _Packer(cfg.block_size, pad) for s in SPLITS}
     counts = {"documents": 0, "tokens": 0, "loss_tokens": 0}
     counts |= {f"{s}_{unit}": 0 for s in SPLITS for unit in ("documents", "blocks")}
     counts |= {"downweighted_out": 0}  # kept rows left out by their sample_weight
+    counts |= {"source_offset": offset, "source_rows": 0, "source_total": 0}
     with catalog.writing():
         staged = catalog.stage_snapshot("tokens", src.name)
         rows: dict[str, list] = {name: [] for name in schema.names}
@@ -239,7 +317,7 @@ def _tokenize_version(
 
         bar = tqdm(unit=" docs", desc=f"tokenize {src.key}", disable=not progress)
         with pq.ParquetWriter(staged.dir / "part-0.parquet", schema, compression="zstd") as out:
-            for doc_id, text, summary, digest in _documents(src, cfg.max_documents, counts):
+            for doc_id, text, summary, digest in _documents(src, cfg.max_documents, counts, offset):
                 split = split_of(digest, cfg)
                 ids, mask = render(text, summary, tokenizer, cfg)
                 counts["documents"] += 1
@@ -258,6 +336,8 @@ def _tokenize_version(
         bar.close()
         if counts["documents"] == 0:
             raise TokenizeError(f"{src.key} has no documents to tokenize (all filtered out?)")
+        counts["source_remaining"] = counts["source_total"] - offset - counts["source_rows"]
+        counts["over_budget"] = counts["source_remaining"]
         meta = {
             "source": src.key,
             "teacher": teacher.path,
@@ -275,12 +355,14 @@ def _tokenize_version(
         ref.key, counts["documents"], counts["train_blocks"], counts["selection_blocks"],
         counts["test_blocks"], cfg.block_size,
     )  # fmt: skip
-    return ref
+    return ref, counts["source_remaining"]
 
 
-@task(name="tokenize-and-pack", cache_policy=NO_CACHE)
+@task(name="tokenize-and-pack", task_run_name="tokenize {dataset}", cache_policy=NO_CACHE)
 def tokenize_dataset(
-    dataset: str, home: str, teacher: ModelSpec, cfg: TokensConfig
+    dataset: str, home: str, teacher: ModelSpec, cfg: TokensConfig, gates: GatesConfig | None = None
 ) -> TokenizeResult:
     """Pack each new gated snapshot of the dataset into token blocks (see `tokenize`)."""
-    return tokenize(dataset, Catalog(Path(home)), teacher, cfg, flow_run_id=current_flow_run_id())
+    return tokenize(
+        dataset, Catalog(Path(home)), teacher, cfg, gates, flow_run_id=current_flow_run_id()
+    )

@@ -75,3 +75,20 @@ def test_gate_needs_something_to_check(catalog: Catalog) -> None:
         gate("raw", None, catalog)
     with pytest.raises(ValueError, match="no gate suite"):
         gate("nonsense", None, catalog, run={})
+
+
+def test_a_gate_renders_its_data_docs_under_the_home(catalog: Catalog) -> None:
+    ref = _publish_raw(catalog, ["a", "b", "b"], ["fine", "dup id", "other"])
+    with pytest.raises(GateFailed) as e:
+        gate("raw", ref, catalog)
+    docs = e.value.result.data_docs
+    assert docs is not None and Path(docs) == (
+        catalog.home / "data_docs" / "raw" / "raw-hand-1" / "index.html"
+    )
+    pages = list(Path(docs).parent.rglob("*.html"))
+    html = "\n".join(p.read_text() for p in pages)
+    assert "expect_column_values_to_be_unique" in html or "values must be unique" in html
+    assert e.value.result.to_dict()["data_docs"] == docs
+    with pytest.raises(GateFailed) as quiet:
+        gate("raw", ref, catalog, GatesConfig(data_docs=False))
+    assert quiet.value.result.data_docs is None

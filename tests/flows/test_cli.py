@@ -46,6 +46,7 @@ def test_status_of_an_empty_warehouse(home: Path) -> None:
         "ok": True,
         "home": str(home.resolve()),
         "datasets": [],
+        "settings": {},
         "ingest_runs": [],
         "models": [],
     }
@@ -116,15 +117,16 @@ def test_a_mostly_garbage_file_exits_3_naming_the_expectation(
 
 
 @pytest.mark.slow
-def test_ui_serves_prefect_on_localhost_and_cleans_up(home: Path, tmp_path: Path) -> None:
+def test_ui_serves_prefect_on_localhost_and_sigterm_stops_its_server(
+    home: Path, tmp_path: Path
+) -> None:
     import os
-    import socket
+    import signal
     import time
-    import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from flows.cli.prefect_env import free_port, healthy
+
+    port = free_port()
     env = {**os.environ, "LLM4ALL_HOME": str(home), "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(
@@ -132,28 +134,24 @@ def test_ui_serves_prefect_on_localhost_and_cleans_up(home: Path, tmp_path: Path
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
+    info_path = home / "prefect" / "server.json"
+    api = f"http://127.0.0.1:{port}/api"
     try:
-        info_path = tmp_path / "prefect" / "ui-server.json"
-        deadline = time.monotonic() + 120
-        healthy = False
-        while time.monotonic() < deadline and not healthy:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (info_path.exists() and healthy(api)):
             time.sleep(1)
-            try:
-                url = f"http://127.0.0.1:{port}/api/health"
-                healthy = urllib.request.urlopen(url, timeout=2).status == 200
-            except OSError:
-                continue
-        assert healthy, "the Prefect server did not come up"
+        assert healthy(api), "the Prefect server did not come up"
         info = json.loads(info_path.read_text())
-        assert info["api_url"] == f"http://127.0.0.1:{port}/api"
+        assert info["api_url"] == api and info["kind"] == "ui"
+        server_pid = int(info["pid"])
     finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # what a service manager sends; not the group
         proc.wait(timeout=60)
     assert not info_path.exists()  # no stale pointer to a dead server
+    assert not healthy(api, timeout=1.0)
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)  # the server went with it
 
 
 @pytest.mark.flow

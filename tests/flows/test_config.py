@@ -59,3 +59,30 @@ def test_the_readme_config_example_validates(tmp_path: Path) -> None:
     (tmp_path / "readme.yaml").write_text(block.group(1))
     cfg = load_config(tmp_path / "readme.yaml")
     assert cfg.distill.max_steps == 200 and cfg.refresh.replay_share == 0.5
+
+
+def test_a_dataset_reuses_its_recorded_settings_unless_told_otherwise(
+    tmp_path: Path, home: Path
+) -> None:
+    from flows.config import resolve_settings
+    from warehouse import Catalog
+
+    catalog = Catalog(home)
+    with catalog.writing():
+        catalog.record_settings(
+            "news", "tiny.yaml", {"tokens": {"block_size": 128}}, {"distill.max_steps": 12}
+        )
+    recorded, where = resolve_settings("news", None, None)
+    cfg = recorded.load()
+    assert where == home and recorded.origin == "recorded" and not recorded.told
+    assert cfg.tokens.block_size == 128 and cfg.distill.max_steps == 12
+    layered, _ = resolve_settings("news", None, {"distill.max_steps": 3})
+    assert layered.told and layered.load().tokens.block_size == 128  # --set on top
+    assert layered.load().distill.max_steps == 3
+    path = tmp_path / "other.yaml"
+    path.write_text("tokens:\n  block_size: 64\n")
+    given, _ = resolve_settings("news", path, None)  # --config replaces them
+    assert given.origin == "given" and given.load().tokens.block_size == 64
+    assert given.load().distill.max_steps == 200
+    fresh, _ = resolve_settings("other", None, None)  # nothing recorded: the defaults
+    assert fresh.origin == "defaults" and fresh.load().tokens.block_size == 256

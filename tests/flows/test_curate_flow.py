@@ -63,8 +63,9 @@ def test_curate_flow(
     assert Path(report["markdown"]).read_text().startswith("# curate funnel: curated/news@1")
     ref = cat.latest("curated", "news")
     assert ref is not None and ref.version == 1
-    shards = sorted((Path(ref.path) / "_minhash").glob("sig-*.parquet"))
-    assert len(shards) == 4  # 30 signatures in shards of 8
+    shards = sorted((Path(ref.path) / "_minhash").glob("sketch-*.parquet"))
+    assert len(shards) == 4  # 30 sketches in shards of 8
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in shards) == 30
     rows = pq.ParquetFile(ref.files()[0]).read().to_pydict()
     assert rows["exact_dup_of"][-1] == "r4"
     # nothing pending: a second run is a no-op

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -54,9 +55,72 @@ def test_demo_tiny_end_to_end(home: Path, catalog: Catalog, prefect_harness: Non
     names = {m.name for m in list_models(catalog)}
     assert names >= {kd["name"], ce["name"]}
 
-    again = _demo()  # nothing changed: every stage skips, a new report is still written
-    assert again["ingest"][0]["ref"] is None and again["curate"]["versions"] == []
-    assert again["distill"]["skipped"] and again["baseline"]["skipped"]
-    assert again["distill"]["model"]["key"] == kd["key"]
-    assert Path(again["report"]["report"]) != report
-    assert "curated earlier" in again["report"]["summary"][0]
+    # The README's unattended sequence on what the demo built: serve with nothing but the
+    # dataset's name (its recorded settings: tiny teacher, block size 128), a refresh with new
+    # articles, then the next pipeline. Neither may write tokens of another block size.
+    _serve_refresh_then_pipeline(home, catalog)
+
+
+def _serve_refresh_then_pipeline(home: Path, catalog: Catalog) -> None:
+    import itertools
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from flows.demo import demo_corpus
+
+    dataset = "cnn_dailymail_tiny"
+    new = home / "new-articles.jsonl"
+    with demo_corpus().open() as f:
+        new.write_text("".join(itertools.islice(f, TINY_ROWS, TINY_ROWS + 20)))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "LLM4ALL_HOME": str(home)}
+
+    def llm4all(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "flows.cli", *args], cwd=root, env=env, capture_output=True,
+            text=True, timeout=1800,
+        )  # fmt: skip
+
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "-d", dataset], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stderr is not None
+        said = []
+        for line in serve.stderr:
+            said.append(line)
+            if f"serving refresh/{dataset}" in line:
+                break
+        assert any("settings: recorded" in line for line in said), said
+        refresh = _when_served(lambda: llm4all(
+            "run", "refresh", "-d", dataset, "--wait", "--json", "--param", f"sources=['{new}']"
+        ))  # fmt: skip
+        assert refresh.returncode == 0, refresh.stderr[-3000:]
+        assert json.loads(refresh.stdout)["state"] == "Completed"
+        pipeline = llm4all("run", "pipeline", "-d", dataset, "--wait", "--json")
+        assert pipeline.returncode == 0, pipeline.stderr[-3000:]
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=120)
+    tokens = catalog.versions("tokens", dataset)
+    assert len(tokens) >= 3 and all(v.gate_passed for v in tokens)
+    assert {v.meta["block_size"] for v in tokens} == {128}  # never mixed
+    teachers = {m.teacher for m in list_models(catalog)}
+    assert len(teachers) == 1 and "demo-tiny" in teachers.pop()
+
+
+def _when_served(run: Any) -> Any:
+    """`run()` once the runner has polled (a first `llm4all run` may come before it)."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while True:
+        result = run()
+        waiting = "no runner serves" in result.stderr or "no deployment" in result.stderr
+        if result.returncode == 0 or not waiting:
+            return result
+        assert time.monotonic() < deadline, result.stderr
+        time.sleep(2)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -124,24 +125,37 @@ def test_a_crash_between_rename_and_commit_leaves_an_orphan_the_next_writer_move
     assert not (catalog.lake / ".tmp").exists() or not any((catalog.lake / ".tmp").iterdir())
 
 
-def test_second_writer_gets_a_clear_error_naming_the_holder(home: Path) -> None:
+def test_second_writer_waits_naming_the_holder_then_gives_up_or_gets_it(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time; from warehouse import Catalog\n"
             f"c = Catalog({str(home)!r})\n"
-            "with c.writing():\n    print('locked', flush=True); time.sleep(30)",
+            "with c.writing():\n    print('locked', flush=True); time.sleep(float(input()))",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(WarehouseBusy, match=f"pid {holder.pid}"), Catalog(home).writing():
+        caplog.set_level(logging.INFO, logger="warehouse.lock")
+        with (
+            pytest.raises(WarehouseBusy, match=f"pid {holder.pid}.*gave up after 1 s"),
+            Catalog(home, lock_timeout_s=1.0).writing(),
+        ):
             pass
+        assert f"held by pid {holder.pid}" in caplog.text  # the progress line names it
         # Readers are not blocked by a writer.
         assert Catalog(home).versions() == []
+        assert holder.stdin is not None
+        holder.stdin.write("1.5\n")
+        holder.stdin.flush()
+        with Catalog(home).writing():  # waits (default bound) until the holder is done
+            assert holder.poll() is not None or holder.wait(timeout=5) == 0
     finally:
         holder.kill()
         holder.wait()

@@ -59,3 +59,51 @@ def test_a_failed_insert_leaves_the_folder_where_it_was(
     assert (folder / "model.safetensors").read_text() == "A"
     monkeypatch.undo()
     assert list_models(catalog) == []
+
+
+def test_a_child_of_a_stale_parent_is_not_promoted(catalog: Catalog, tmp_path: Path) -> None:
+    """A refresh continues v1; meanwhile a retrain registered v2 and promoted it. The refresh's
+    v3 passes its gate but must not replace v2."""
+    _register(catalog, _saved(tmp_path / "a", "A"))
+    set_model_gate(catalog, "s", 1, True, None)
+    _register(catalog, _saved(tmp_path / "b", "B"))
+    set_model_gate(catalog, "s", 2, True, None)  # the fresh retrain
+    child = register_model(
+        catalog, "s", _saved(tmp_path / "c", "C"), teacher="t", tokens=[], logits=[],
+        config_hash="abc", metrics={}, parent="models/s@1", gate_passed=True,
+        requires_promoted="models/s@1",
+    )  # fmt: skip
+    assert child.gate_passed and not child.promoted
+    assert [m.promoted for m in list_models(catalog)] == [False, True, False]
+    fresh = register_model(
+        catalog, "s", _saved(tmp_path / "d", "D"), teacher="t", tokens=[], logits=[],
+        config_hash="abc", metrics={}, parent="models/s@2", gate_passed=True,
+        requires_promoted="models/s@2",
+    )  # fmt: skip
+    assert fresh.promoted and fresh.version == 4
+    set_model_gate(catalog, "s", 1, True, None)  # an older version passing later: no change
+    assert [m.promoted for m in list_models(catalog)] == [False, False, False, True]
+
+
+def test_a_model_folder_renamed_but_never_committed_is_moved_aside(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    _register(catalog, _saved(tmp_path / "a", "A"))
+    orphan = catalog.home / "models" / "s" / "v=2"  # a crash between rename and commit
+    _saved(orphan, "half")
+    info = _register(catalog, _saved(tmp_path / "b", "B"))
+    assert info.version == 2 and (Path(info.path) / "model.safetensors").read_text() == "B"
+    (trashed,) = (catalog.home / "trash").iterdir()
+    assert (trashed / "model.safetensors").read_text() == "half"
+
+
+def test_settings_are_recorded_and_replaced(catalog: Catalog) -> None:
+    assert catalog.settings("news") is None
+    with catalog.writing():
+        catalog.record_settings("news", "a.yaml", {"tokens": {"block_size": 16}}, {"x.y": 1})
+    s = catalog.settings("news")
+    assert s is not None and s["config"] == {"tokens": {"block_size": 16}}
+    assert s["overrides"] == {"x.y": 1} and s["config_path"] == "a.yaml"
+    with catalog.writing():
+        catalog.record_settings("news", None, {}, {})
+    assert catalog.settings("news")["config"] == {}  # type: ignore[index]

@@ -106,6 +106,58 @@ def test_changed_minhash_params_recompute_prior_signatures(tmp_path: Path) -> No
     assert r2.stats["near_dups"] == 1
 
 
+def _jaccard(x: str, y: str) -> float:
+    import numpy as np
+
+    from tasks.curate.lsh import jaccard_exact
+    from tasks.curate.minhash import SketchParams, sketch
+
+    s = sketch([x, y], SketchParams(num_perm=4))
+    return float(jaccard_exact(s.shingles, s.offsets, np.array([0]), np.array([1]))[0])
+
+
+def test_cross_snapshot_exact_verification_and_one_time_recompute(tmp_path: Path) -> None:
+    import json
+
+    rng = random.Random(4)
+    cat = Catalog(tmp_path / "home")
+    first = [_doc(rng, 200) for _ in range(20)]
+    _ingest(cat, tmp_path, "one", [{"id": f"a{i}", "text": t} for i, t in enumerate(first)])
+    r1 = curate_next("news", cat, CFG)
+    gate("curated", r1.ref, cat, GATES)
+    mh = Path(r1.ref.path) / "_minhash"
+    sketch_file = next(mh.glob("sketch-*.parquet"))
+    assert pq.read_schema(sketch_file).names == ["doc", "chars", "sig", "shingles"]
+    assert json.loads((mh / "params.json").read_text())["version"] == 2
+    above, below = _near(rng, first[0], 2), _near(rng, first[1], 10)
+    assert 0.8 <= _jaccard(first[0], above) < 0.95 and 0.4 < _jaccard(first[1], below) < 0.8
+    rows2 = [{"id": "above", "text": above}, {"id": "below", "text": below}]
+    rows2 += [{"id": f"b{i}", "text": _doc(rng, 200)} for i in range(12)]
+    _ingest(cat, tmp_path, "two", rows2)
+    r2 = curate_next("news", cat, CFG)
+    gate("curated", r2.ref, cat, GATES)
+    snap1 = {r["id"]: r for r in _rows(r1.ref)}
+    snap2 = {r["id"]: r for r in _rows(r2.ref)}
+    assert snap2["above"]["reason"] == "near_dup"  # a near-dup of an old kept row: dropped
+    assert snap2["above"]["near_dup_cluster"] == snap1["a0"]["near_dup_cluster"]
+    assert snap2["below"]["keep"]  # J under the threshold: kept, whatever its estimate
+    assert all(r["keep"] for r in _rows(r1.ref))  # the old rows stay as they were
+
+    # A params change recomputes earlier snapshots' sketches once, into the new snapshot.
+    before = (mh / "params.json").read_text()
+    cfg = CFG.model_copy(update={"near": CFG.near.model_copy(update={"seed": 9})})
+    _ingest(cat, tmp_path, "three", [{"id": "c0", "text": _near(rng, first[2], 1)}])
+    r3 = curate_next("news", cat, cfg)
+    gate("curated", r3.ref, cat, GATES)
+    assert r3.stats["recomputed_prior_signatures"] == 20 + 14
+    assert {r["id"]: r["reason"] for r in _rows(r3.ref)} == {"c0": "near_dup"}
+    assert (mh / "params.json").read_text() == before  # earlier snapshots are not written to
+    _ingest(cat, tmp_path, "four", [{"id": "d0", "text": _near(rng, first[3], 1)}])
+    r4 = curate_next("news", cat, cfg)
+    assert r4.stats["recomputed_prior_signatures"] == 0  # the recomputed copies are reused
+    assert {r["id"]: r["reason"] for r in _rows(r4.ref)} == {"d0": "near_dup"}
+
+
 def test_curated_gate_fails_on_low_kept_share(tmp_path: Path) -> None:
     cat = Catalog(tmp_path / "home")
     # distinct to ingest (whitespace differs), equal to exact dedup (whitespace collapsed)

@@ -12,8 +12,8 @@ import pytest
 
 from tasks.curate.config import DedupConfig
 from tasks.curate.dedup import dedup
-from tasks.curate.lsh import connected_components
-from tasks.curate.minhash import MinHashParams, band_hashes, minhash, shingle_hashes, words_of
+from tasks.curate.lsh import clusters
+from tasks.curate.minhash import SketchParams, band_keys, sketch, words_of
 from tasks.curate.semantic import semdedup
 
 
@@ -62,66 +62,54 @@ def _run(tmp: Path, texts: list[str | None], filters=("exact", "near"), cfg=None
 # --------------------------------------------------------------------------- hashing
 def test_words_normalise_case_punctuation_and_cjk() -> None:
     raw = words_of(pa.array(["Hello, WORLD!  again", "你好世界", "", None])).to_pylist()
-    got = [[w for w in ws or [] if w] for ws in raw]  # empty strings are dropped by the hasher
+    got = [[w for w in ws or [] if w] for ws in raw]  # empty strings are not words
     assert got == [["hello", "world", "again"], ["你", "好", "世", "界"], [], []]
 
 
-def test_shingles_counts_short_empty_and_truncated_docs() -> None:
-    texts = pa.array(["a b c d e f g", "one", "", "x " * 30])
-    _, per_doc, truncated = shingle_hashes(texts, 5, max_shingles=10)
-    assert per_doc.tolist() == [3, 1, 0, 10]  # 7 words -> 3 five-grams; 1 word -> 1; 30 -> cap
-    assert truncated.tolist() == [False, False, False, True]
+def test_shingle_sets_of_short_empty_repeated_and_truncated_docs() -> None:
+    distinct30 = " ".join(f"w{i}" for i in range(30))
+    texts = ["a b c d e f g", "one", "", "x " * 30, distinct30]
+    s = sketch(texts, SketchParams(num_perm=8, max_shingles=10))
+    # 7 words -> 3 five-grams; 1 word -> 1; none -> 0; one repeated 5-gram -> a set of 1;
+    # 26 distinct 5-grams -> the first 10
+    assert s.sizes.tolist() == [3, 1, 0, 1, 10]
+    assert s.truncated.tolist() == [False, False, False, True, True]
+    assert (s.sig[2] == 0xFFFFFFFF).all()  # no shingles: no signature
 
 
-def test_shingle_hashes_are_stable_and_order_sensitive() -> None:
-    h1, _, _ = shingle_hashes(pa.array(["a b c d e f"]), 5, 100)
-    h2, _, _ = shingle_hashes(pa.array(["x y", "a b c d e f"]), 5, 100)
-    h3, _, _ = shingle_hashes(pa.array(["f e d c b a"]), 5, 100)
-    assert np.array_equal(h1, h2[-2:])  # batch-independent
-    assert not set(h1) & set(h3)
+def test_sketches_are_batch_independent_and_order_sensitive() -> None:
+    p = SketchParams(num_perm=16)
+    one = sketch(["a b c d e f"], p)
+    two = sketch(["x y", "a b c d e f"], p)
+    rev = sketch(["f e d c b a"], p)
+    assert np.array_equal(one.shingles, two.shingles[two.offsets[1] :])
+    assert np.array_equal(one.sig[0], two.sig[1])
+    assert not set(one.shingles.tolist()) & set(rev.shingles.tolist())
+    # the structural collision of the version-1 hash (position-weighted sums) is gone
+    perm = sketch(["1 2 2 1 1", "2 1 1 2 1"], p)
+    assert perm.shingles[0] != perm.shingles[1]
 
 
 def test_minhash_estimates_jaccard() -> None:
     rng = random.Random(0)
     base = _doc(rng, 400)
-    params = MinHashParams(ngram=5, bands=16, rows=8, seed=1, max_shingles=10_000)
     variants = [_substitute(rng, base, k) for k in (3, 10, 25, 60)]
-    h, per, _ = shingle_hashes(pa.array([base, *variants]), 5, 10_000)
-    sig, has = minhash(h, per, params)
-    assert has.all() and sig.shape == (5, 128) and sig.dtype == np.uint32
+    s = sketch([base, *variants], SketchParams(num_perm=128, seed=1))
+    assert s.sig.shape == (5, 128) and s.sig.dtype == np.uint32
     for i, v in enumerate(variants, 1):
-        est = float((sig[0] == sig[i]).mean())
+        est = float((s.sig[0] == s.sig[i]).mean())
         assert abs(est - _jaccard(base, v)) < 0.12, (est, _jaccard(base, v))
-    bh = band_hashes(sig, params)
-    assert bh.shape == (5, 16)
-    assert (bh[0] == band_hashes(sig[:1], params)[0]).all()
+    bk = band_keys(s.sig, 21, 6)
+    assert bk.shape == (5, 21)
+    assert (bk[0] == band_keys(s.sig[:1], 21, 6)[0]).all()
 
 
-def test_minhash_chunks_do_not_change_signatures() -> None:
-    import tasks.curate.minhash as d
-
-    rng = random.Random(3)
-    texts = pa.array([_doc(rng, 300) for _ in range(20)])
-    params = MinHashParams(5, 4, 4, 0, 10_000)
-    h, per, _ = shingle_hashes(texts, 5, 10_000)
-    whole, _ = minhash(h, per, params)
-    old = d._CHUNK_SHINGLES
-    d._CHUNK_SHINGLES = 500
-    try:
-        chunked, _ = minhash(h, per, params)
-    finally:
-        d._CHUNK_SHINGLES = old
-    assert np.array_equal(whole, chunked)
-
-
-def test_connected_components_union_find() -> None:
+def test_clusters_are_connected_components() -> None:
     a = np.array([5, 1, 7, 9], np.int64)
     b = np.array([6, 5, 8, 8], np.int64)
-    nodes, labels = connected_components(a, b)
-    got = dict(zip(nodes.tolist(), labels.tolist(), strict=True))
-    assert got == {1: 1, 5: 1, 6: 1, 7: 7, 8: 7, 9: 7}
-    nodes, labels = connected_components(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    assert nodes.size == 0
+    got = clusters(10, a, b).tolist()
+    assert got == [0, 1, 2, 3, 4, 1, 1, 7, 7, 7]
+    assert clusters(3, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------- filters
@@ -178,7 +166,7 @@ def test_near_keep_longest(tmp_path: Path) -> None:
 
 def test_chains_are_cut_by_verification(tmp_path: Path) -> None:
     """A document halfway between two others must not glue them into one cluster unless
-    each edge is itself close: A ~ B and B ~ C at J ~ 0.55 are rejected by the 0.7 check."""
+    each edge is itself close: A ~ B and B ~ C at J ~ 0.55 are rejected by the 0.8 check."""
     rng = random.Random(5)
     a = _doc(rng, 400)
     b = _substitute(rng, a, 45)

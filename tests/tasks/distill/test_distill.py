@@ -104,3 +104,42 @@ def test_rouge_l_of_held_out_summaries_is_measured(catalog: Catalog, tmp_path: P
     assert 0.0 <= ev["student_rouge_l"] <= 1.0 and 0.0 <= ev["teacher_rouge_l"] <= 1.0
     assert len(ev["examples"]) == 3 and ev["examples"][0]["reference"]
     assert out.model["metrics"]["student_rouge_l"] == ev["student_rouge_l"]
+
+
+def test_caches_of_different_kinds_are_never_mixed(catalog: Catalog, tmp_path: Path) -> None:
+    """tokens@1 cached with 16 draws; then new data, and a cache run with 8 draws that covers
+    both snapshots: training uses the 8-draw caches of both, never one of each."""
+    from tasks.distill.distill import training_data
+
+    spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
+    _data(catalog, tmp_path, spec)  # tokens@1 + a 16-draw cache
+    more = ingest(str(write_jsonl(tmp_path / "b.jsonl", news_docs(30, prefix="court"))), "news",
+                  catalog, progress=False)  # fmt: skip
+    gate("raw", more.ref, catalog)
+    for ref in tokenize("news", catalog, spec, TokensConfig(block_size=16), progress=False).refs:
+        gate("tokens", ref, catalog)
+    # only tokens@2 has no cache of the 16-draw kind: refused, not mixed with another kind
+    eight = LogitCacheConfig(mode="sampled", samples=8, shard_blocks=4)
+    with pytest.raises(DistillError, match="tokens/news@2"):
+        training_data(catalog, "news", spec, CFG)
+    for ref in cache_logits("news", catalog, spec, eight, progress=False).refs:
+        gate("logits", ref, catalog)
+    tokens, caches = training_data(catalog, "news", spec, CFG)
+    assert [c.meta["params"]["samples"] for c in caches] == [8, 8]
+    assert [c.meta["tokens"] for c in caches] == [t.ref.key for t in tokens]
+
+
+def test_targets_of_different_draw_counts_refuse_to_concatenate() -> None:
+    import numpy as np
+
+    from models.logit_cache import LogitCacheError, SparseTargets, concat
+
+    def part(samples: int) -> SparseTargets:
+        return SparseTargets(
+            "sampled", ids=np.array([1], np.uint16), values=np.array([samples], np.uint8),
+            lengths=np.array([1], np.uint8), samples=samples,
+        )  # fmt: skip
+
+    assert concat([part(8), part(8)]).positions == 2
+    with pytest.raises(LogitCacheError, match="different kinds"):
+        concat([part(8), part(16)])

@@ -293,3 +293,68 @@ def test_partial_overlap_rewrites_only_the_new_rows_in_order(
     r = ingest(str(write_jsonl(tmp_path / "b.jsonl", mixed)), "mix", catalog, progress=False)
     assert [x["id"] for x in _rows(r.ref)] == [f"new{i}" for i in range(50)]
     assert r.ref.rows == 50 and r.already_present == 50
+
+
+# ------------------------------------------------------------------ hostile input
+def test_one_line_of_deeply_nested_brackets_is_quarantined_not_fatal(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [*good_records(25), "[" * 100_000 + "]" * 100_000, *good_records(25, prefix="late")],
+    )
+    r = ingest(str(src), "news", catalog, progress=False)
+    _accounted(r)
+    assert (r.rows_in, r.accepted, r.quarantined) == (51, 50, 1)
+    (q,) = catalog.quarantined("news")
+    assert q["line"] == 26 and q["reason"].startswith("unparseable line: RecursionError")
+
+
+def test_a_reused_id_with_other_content_is_quarantined_naming_the_first_line(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    rows = good_records(10)
+    src = write_jsonl(
+        tmp_path / "a.jsonl",
+        [*rows, {"id": "doc3", "text": "other text under an id already used"}, rows[4]],
+    )
+    r = ingest(str(src), "news", catalog, progress=False)
+    _accounted(r)  # 12 in = 10 accepted + 1 already present (the repeat) + 1 quarantined
+    assert (r.rows_in, r.accepted, r.already_present, r.quarantined) == (12, 10, 1, 1)
+    (q,) = catalog.quarantined("news")
+    assert q["line"] == 11 and q["reason"] == (
+        "id 'doc3' reused with different content (first at line 4)"
+    )
+    assert q["excerpt"] == "other text under an id already used"
+    # ... and across versions: the id belongs to the earlier version's row
+    later = write_jsonl(tmp_path / "b.jsonl", [{"id": "doc1", "text": "a new text, same id"},
+                                               {"id": "new", "text": "fresh"}])  # fmt: skip
+    r2 = ingest(str(later), "news", catalog, progress=False)
+    _accounted(r2)
+    assert (r2.accepted, r2.quarantined) == (1, 1)
+    reason = [q["reason"] for q in catalog.quarantined("news") if q["run_id"] == r2.run_id]
+    assert reason == [f"id 'doc1' reused with different content (first in {tmp_path / 'a.jsonl'})"]
+    assert [x["id"] for x in _rows(r2.ref)] == ["new"]
+
+
+def test_rows_without_ids_may_share_default_ids_across_files(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    """Default ids (<file>:<line>) are not the input's: a changed file is new content."""
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}])
+    ingest(str(tmp_path / "a.jsonl"), "news", catalog, progress=False)
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "zero"}, {"text": "one"}, {"text": "two"}])
+    r = ingest(str(tmp_path / "a.jsonl"), "news", catalog, progress=False)
+    assert (r.accepted, r.already_present, r.quarantined) == (1, 2, 0)
+
+
+def test_csv_ending_in_an_unterminated_quote_is_quarantined(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text('id,text\na,first row\nb,"never closed\nand the rest\nof the file\n')
+    r = ingest(str(src), "csv", catalog, progress=False)
+    _accounted(r)
+    assert [x["id"] for x in _rows(r.ref)] == ["a"]
+    (q,) = catalog.quarantined("csv")
+    assert q["line"] == 3 and "never closed" in q["reason"]

@@ -77,6 +77,9 @@ def test_refresh_continues_the_promoted_student_and_applies_the_rule(
     assert nothing.skipped and nothing.model is None and nothing.promoted == first["key"]
 
     _add(catalog, tmp_path, spec, news_docs(80, prefix="court"), "b")
+    other = ModelSpec(path=str(make_tiny_llama(tmp_path / "other-teacher", seed=1)))
+    with pytest.raises(DistillError, match="must not mix two teachers"):  # before training
+        refresh_student("news", catalog, other, DCFG, RefreshConfig(), GATES, progress=False)
     # A bar no short run can clear: the candidate is registered, the current version stays.
     strict = RefreshConfig(steps=6, min_new_gain=0.99)
     kept = refresh_student("news", catalog, spec, DCFG, strict, GATES, progress=False)

@@ -92,3 +92,63 @@ def test_nothing_gated_means_nothing_to_tokenize(
     ingest(str(write_jsonl(tmp_path / "a.jsonl", _docs(3))), "news", catalog, progress=False)
     with pytest.raises(TokenizeError, match="passed its gate"):  # ingested but not gated
         tokenize("news", catalog, teacher, progress=False)
+
+
+# ------------------------------------------------------------------ unattended operation
+def test_another_block_size_fails_the_gate_before_anything_is_written(
+    tmp_path: Path, catalog: Catalog, teacher: ModelSpec
+) -> None:
+    from data_quality import GateFailed, gate
+
+    _ingest_and_pass(catalog, tmp_path / "a.jsonl", _docs(20))
+    for ref in tokenize("news", catalog, teacher, TokensConfig(block_size=16), progress=False).refs:
+        gate("tokens", ref, catalog)
+    _ingest_and_pass(catalog, tmp_path / "b.jsonl", _docs(20, prefix="court"))
+    with pytest.raises(GateFailed, match=r"block_size.*tokens/news@1 \(block_size=16\)"):
+        tokenize("news", catalog, teacher, TokensConfig(block_size=32), progress=False)
+    assert [v.ref.key for v in catalog.versions("tokens", "news")] == ["tokens/news@1"]
+    assert not list((catalog.lake / ".tmp").glob("*"))  # nothing staged either
+
+
+def test_documents_over_the_budget_are_counted_and_tokenized_by_later_runs(
+    tmp_path: Path, catalog: Catalog, teacher: ModelSpec
+) -> None:
+    _ingest_and_pass(catalog, tmp_path / "a.jsonl", _docs(12))
+    cfg = TokensConfig(block_size=16, max_documents=5)
+    seen: list[str] = []
+    left = []
+    for _ in range(3):
+        result = tokenize("news", catalog, teacher, cfg, progress=False)
+        (ref,) = result.refs
+        seen += [d for docs in ref.read().column("doc_ids").to_pylist() for d in docs]
+        left.append(result.over_budget.get("raw/news@1", 0))
+    assert left == [7, 2, 0]
+    again = tokenize("news", catalog, teacher, cfg, progress=False)
+    assert again.refs == [] and again.skipped == ["raw/news@1"]  # done only now
+    metas = [v.meta for v in catalog.versions("tokens", "news")]
+    assert [m["documents"] for m in metas] == [5, 5, 2]
+    assert [m["source_offset"] for m in metas] == [0, 5, 10]
+    assert sorted(set(seen)) == sorted(str(i) for i in range(12))  # each once, none lost
+
+
+def test_tokens_of_raw_data_are_superseded_once_it_is_curated(
+    tmp_path: Path, catalog: Catalog, teacher: ModelSpec
+) -> None:
+    from data_quality import gate
+    from tasks.curate.config import DedupConfig
+    from tasks.curate.curate import curate_next
+    from tasks.tokens.tokenize import trainable_tokens
+
+    _ingest_and_pass(catalog, tmp_path / "a.jsonl", [*_docs(20), *_docs(5)])  # 5 repeats
+    cfg = TokensConfig(block_size=16)
+    (raw_tokens,) = tokenize("news", catalog, teacher, cfg, progress=False).refs
+    gate("tokens", raw_tokens, catalog)
+    assert [v.ref.key for v in trainable_tokens(catalog, "news")] == ["tokens/news@1"]
+    curated = curate_next("news", catalog, DedupConfig(), ["exact"]).ref
+    assert curated is not None
+    gate("curated", curated, catalog)
+    (cur_tokens,) = tokenize("news", catalog, teacher, cfg, progress=False).refs
+    gate("tokens", cur_tokens, catalog)
+    assert catalog.get("tokens", "news", 2).meta["source"] == "curated/news@1"
+    # the raw tokens no longer reach training: only the curated ones do
+    assert [v.ref.key for v in trainable_tokens(catalog, "news")] == ["tokens/news@2"]
