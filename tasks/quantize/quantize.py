@@ -248,7 +248,10 @@ def quantize_model(
         failed = get_model(catalog, name).to_dict()  # the version just registered
         e.stage_result = {"parent": parent.key, "model": failed, "metrics": metrics}
         if metrics.get("file"):
-            e.stage_result["file"] = str(Path(failed["path"]) / metrics["file"])
+            # the file stays (registered unpromoted); `export --json` names it as `path`
+            e.stage_result["file"] = e.stage_result["path"] = str(
+                Path(failed["path"]) / metrics["file"]
+            )
         raise
     return QuantizeResult(parent.key, info.to_dict(), False, metrics, seconds)
 

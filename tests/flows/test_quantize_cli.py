@@ -117,6 +117,12 @@ def test_export_command(prefect_harness: None, home: Path, tmp_path: Path) -> No
     assert "tensors: " in human.stdout and "calibration gptq" in human.stdout
     assert f"file: {home}" in human.stdout and "teacher-gguf-q4_0-mixed" in human.stdout
 
+    r = runner.invoke(app, [*args, "--type", "q4_1", "--json", "--set",
+                            "gates.quantized.max_ppl_delta_4bit=-50"])  # fmt: skip
+    failed = _json(r)
+    assert r.exit_code == 3 and failed["error"] == "gate_failed", r.stderr
+    assert Path(failed["path"]).is_file() and failed["model"]["gate_passed"] is False
+
     # bad input: one line, exit 2 (usage) or 1, and no file left behind
     before = sorted(p for p in home.rglob("*.gguf*"))
     for bad, code, line in (
