@@ -35,7 +35,7 @@ from tasks.logits.config import LogitCacheConfig
 from tasks.quantize.config import QuantizeConfig
 from tasks.refresh.config import RefreshConfig
 from tasks.tokens.config import TokensConfig
-from warehouse import Catalog, resolve_home
+from warehouse import resolve_home
 from warehouse.lock_config import LocksConfig
 
 
@@ -159,6 +159,8 @@ def resolve_settings(
         settings = Settings(None, {}, overrides, "given" if overrides else "defaults")
     home = resolve_home(settings.load().home)
     if config_path is None and dataset is not None:
+        from warehouse import Catalog  # DuckDB: only when a dataset's settings are looked up
+
         recorded = Catalog(home).settings(dataset)
         if recorded is not None:
             merged = recorded["overrides"] | overrides

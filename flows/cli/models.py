@@ -21,9 +21,19 @@ def cache_logits(
     debug: cli.DebugOpt = False,
 ) -> None:  # fmt: skip
     """Tokenize new snapshots and cache the teacher's sparse distributions (resumable)."""
+
+    def work(inv: cli.Invocation) -> dict[str, Any]:
+        from tasks.logits.pending import nothing_to_cache
+        from warehouse import Catalog
+
+        cfg = inv.cfg
+        done = nothing_to_cache(Catalog(inv.home), dataset, cfg.teacher, cfg.tokens, cfg.logits)
+        if done is not None:  # no flow run (and no teacher load) for nothing
+            return done
+        return inv.run_flow("flows.logits:cache_logits_flow", dataset=dataset)
+
     cli.run_command(
-        lambda inv: inv.run_flow("flows.logits:cache_logits_flow", dataset=dataset),
-        printers.logits, config=config,
+        work, printers.logits, config=config,
         sets=cli.with_flags({"logits.mode": mode, "teacher.path": teacher}, set_),
         as_json=as_json, debug=debug, names={"dataset name": dataset},
     )  # fmt: skip

@@ -56,7 +56,7 @@ def training_data(
     """(gated tokens versions not superseded by curation, their gated logit caches from the
     teacher; [] online). The caches of one run all hold the same kind of targets (mode and
     draws or k): the newest kind that covers every tokens version."""
-    from tasks.tokens.tokenize import trainable_tokens
+    from tasks.tokens.pending import trainable_tokens
 
     tokens = trainable_tokens(catalog, dataset)
     if not tokens:

@@ -13,7 +13,6 @@ gate's compatibility check). Tokens superseded by curation are not cached.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -41,8 +40,9 @@ from models.logit_cache import (
     write_shard,
 )
 from tasks.logits.config import LogitCacheConfig
+from tasks.logits.pending import cache_key
 from tasks.runtime import current_flow_run_id
-from tasks.tokens.tokenize import trainable_tokens
+from tasks.tokens.pending import trainable_tokens
 from warehouse import Catalog, DatasetRef, StagedSnapshot, VersionInfo, validate_name
 from warehouse.files import atomic_write_text
 from warehouse.lock import WriterLock
@@ -63,17 +63,6 @@ class LogitsResult:
         d = self.__dict__.copy()
         d["refs"] = [r.to_dict() for r in self.refs]
         return d
-
-
-def cache_key(teacher: ModelSpec, tok_hash: str, tokens: DatasetRef, cfg: LogitCacheConfig) -> str:
-    payload = {
-        "teacher": teacher.path,
-        "tokenizer_sha256": tok_hash,
-        "tokens": tokens.key,
-        "tokens_sha256": tokens.sha256,
-        **cfg.params(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_logits(

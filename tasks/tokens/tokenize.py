@@ -45,7 +45,8 @@ from models.loading import load_tokenizer, tokenizer_sha256
 from models.loading_config import ModelSpec
 from tasks.runtime import current_flow_run_id
 from tasks.tokens.config import TokensConfig
-from warehouse import Catalog, DatasetRef, VersionInfo, validate_name
+from tasks.tokens.pending import progress_of, source_stage
+from warehouse import Catalog, DatasetRef, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -77,44 +78,6 @@ def split_of(content_sha256: str, cfg: TokensConfig) -> str:
     if int(content_sha256[:8], 16) / 2**32 >= cfg.validation_share:
         return "train"
     return "selection" if int(content_sha256[16:24], 16) / 2**32 < cfg.selection_share else "test"
-
-
-def source_stage(catalog: Catalog, dataset: str, cfg: TokensConfig) -> str:
-    if cfg.source_stage != "auto":
-        return cfg.source_stage
-    return "curated" if catalog.versions("curated", dataset) else "raw"
-
-
-def superseded(catalog: Catalog, dataset: str) -> set[str]:
-    """Keys of tokens versions made from a raw version that now has a gated curated version."""
-    curated = {v.parent for v in catalog.versions("curated", dataset) if v.gate_passed}
-    return {
-        v.ref.key for v in catalog.versions("tokens", dataset) if v.meta.get("source") in curated
-    }
-
-
-def trainable_tokens(catalog: Catalog, dataset: str) -> list[VersionInfo]:
-    """The tokens versions a student trains on: gated, and not superseded by curation."""
-    stale = superseded(catalog, dataset)
-    return [
-        v for v in catalog.versions("tokens", dataset) if v.gate_passed and v.ref.key not in stale
-    ]
-
-
-def progress_of(catalog: Catalog, dataset: str) -> dict[str, tuple[int, bool]]:
-    """Per source key: (rows read by its tokens versions so far, whether it is finished)."""
-    out: dict[str, tuple[int, bool]] = {}
-    for v in catalog.versions("tokens", dataset):
-        if v.gate_passed is False:
-            continue
-        src = str(v.meta.get("source"))
-        read, finished = out.get(src, (0, False))
-        if "source_remaining" not in v.meta:  # made before budgets were recorded: done
-            out[src] = (read, True)
-            continue
-        end = int(v.meta["source_offset"]) + int(v.meta["source_rows"])
-        out[src] = (max(read, end), finished or int(v.meta["source_remaining"]) == 0)
-    return out
 
 
 def render(

@@ -8,7 +8,7 @@ import pytest
 
 from tasks.curate.config import DedupError, NearConfig
 from tasks.curate.curate import compute_minhash_signatures
-from tasks.curate.minhash import MinHashParams
+from tasks.curate.minhash import SketchParams
 from tasks.curate.shards import Shard, ShardNotReadable, require_readable
 
 
@@ -18,5 +18,5 @@ def test_a_shard_missing_on_a_worker_names_the_shared_filesystem(tmp_path: Path)
         require_readable(shard)
     assert isinstance(e.value, DedupError)  # the CLI prints it as one line
     with pytest.raises(ShardNotReadable, match=r"work-00000\.parquet"):
-        compute_minhash_signatures.fn(shard, MinHashParams.from_config(NearConfig()))
+        compute_minhash_signatures.fn(shard, SketchParams.from_config(NearConfig()))
     assert not (tmp_path / "out").exists()

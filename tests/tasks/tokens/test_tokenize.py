@@ -137,7 +137,7 @@ def test_tokens_of_raw_data_are_superseded_once_it_is_curated(
     from data_quality import gate
     from tasks.curate.config import DedupConfig
     from tasks.curate.curate import curate_next
-    from tasks.tokens.tokenize import trainable_tokens
+    from tasks.tokens.pending import trainable_tokens
 
     _ingest_and_pass(catalog, tmp_path / "a.jsonl", [*_docs(20), *_docs(5)])  # 5 repeats
     cfg = TokensConfig(block_size=16)
