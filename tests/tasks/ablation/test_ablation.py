@@ -1,0 +1,169 @@
+"""The curation ablation's bookkeeping: the noisy corpus records its noise, the statistics, the
+filter report and the verdict are the stated arithmetic."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from tasks.ablation.config import NoiseConfig
+from tasks.ablation.corpus import NOISE_KINDS, build_corpus, corrupt, jaccard, text_key
+from tasks.ablation.curation import factuality_threshold, filter_report
+from tasks.ablation.effect import mean_sd, verdict
+
+NAMES = ["Paris", "London", "Madrid", "Oslo", "Berlin", "Vienna", "Rome", "Lisbon"]
+WORDS = [
+    "the",
+    "city",
+    "said",
+    "police",
+    "court",
+    "state",
+    "year",
+    "people",
+    "market",
+    "week",
+    "team",
+    "season",
+    "world",
+]
+
+
+def source(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Inline pairs: word salad articles naming one city and one number, summaries restating
+    them (so rule corruptions always apply)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        city, num = NAMES[i % len(NAMES)], 10 + i
+        body = " ".join(rng.choice(WORDS) for _ in range(120))
+        text = f"report {i}: the police in {city} said {num} people came. {body}"
+        rows.append({"text": text, "summary": f"police in {city} said {num} people came.",
+                     "hallucinated": None})  # fmt: skip
+    return rows
+
+
+def machine(articles: list[str]) -> list[str]:
+    """A stand-in writer (the teacher's role): a new article keeping the first words."""
+    return [" ".join(a.split()[:6]) + " " + " ".join(["market"] * 100) for a in articles]
+
+
+def test_corpus_records_each_injected_noise_at_the_stated_rates() -> None:
+    cfg = NoiseConfig(rows=50, heldout=10, calibration=20, min_chars=0, seed=3)
+    built = build_corpus(source(100), cfg, machine)
+    rows = built.rows
+    assert len(rows) == 50 and len({r["id"] for r in rows}) == 50
+    counts = built.counts()
+    assert counts["duplicate"] == round(50 * 0.2)
+    # machine and unfaithful rows are drawn among the originals; a copy inherits its kinds
+    originals = [r for r in rows if "duplicate" not in r["noise"]]
+    assert len(originals) == 40
+    assert sum("machine" in r["noise"] for r in originals) == round(50 * 0.15)
+    assert sum("unfaithful" in r["noise"] for r in originals) == round(50 * 0.3)
+    for r in rows:
+        assert set(r["noise"]) <= set(NOISE_KINDS)
+        if "machine" in r["noise"]:
+            assert r["text"].endswith("market market")
+        if "unfaithful" in r["noise"]:
+            assert r["detail"]["unfaithful"].startswith("rules: ")
+    # per group: the first row in corpus order is the kept original, the rest are duplicates
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["detail"]["group"], []).append(r)
+    for members in groups.values():
+        assert "duplicate" not in members[0]["noise"]
+        assert all("duplicate" in m["noise"] for m in members[1:])
+        for m in members[1:]:
+            assert jaccard(m["text"], members[0]["text"]) < 1.0
+            assert m["summary"] == members[0]["summary"]
+    # held-out and calibration articles are clean and never corpus articles
+    corpus_keys = {text_key(r["text"]) for r in rows}
+    held = {text_key(r["text"]) for r in built.heldout}
+    calib = {text_key(r["text"]) for r in built.calibration}
+    assert len(built.heldout) == 10 and len(built.calibration) == 20
+    assert not (held & corpus_keys) and not (calib & corpus_keys) and not (held & calib)
+
+
+def test_near_copies_land_in_the_jaccard_range() -> None:
+    cfg = NoiseConfig(rows=30, heldout=4, calibration=20, min_chars=0, machine_share=0.0,
+                      min_jaccard=0.5, max_jaccard=0.7, seed=1)  # fmt: skip
+    built = build_corpus(source(60), cfg, None)
+    copies = [r for r in built.rows if "jaccard" in r["detail"]]
+    assert len(copies) == 6
+    assert all(r["detail"]["jaccard"] <= 0.7 for r in copies)
+    assert all(r["detail"]["jaccard"] > 0.3 for r in copies)  # substituted, not rewritten
+
+
+def test_machine_rows_need_a_writer() -> None:
+    with pytest.raises(ValueError, match="teacher"):
+        build_corpus(source(80), NoiseConfig(rows=20, heldout=4, calibration=20, min_chars=0),
+                     None)  # fmt: skip
+
+
+def test_corruption_states_what_the_article_does_not() -> None:
+    rng = random.Random(0)
+    doc = "the police in Paris said 40 people came to the court."
+    for _ in range(20):
+        made = corrupt("Police in Paris said 40 people came.", doc, ["London", "Oslo"], rng)
+        assert made is not None
+        new, kinds = made
+        assert new != "Police in Paris said 40 people came."
+        assert kinds and set(kinds) <= {"entity", "number", "negation"}
+    assert corrupt("", doc, [], rng) is None
+
+
+def test_mean_and_sample_sd() -> None:
+    assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_sd([5.0]) == (5.0, 0.0)
+    assert mean_sd([1.0, float("nan"), 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert all(math.isnan(x) for x in mean_sd([]))
+
+
+def test_filter_report_scores_each_filter_against_its_noise() -> None:
+    rows = [
+        {"noise": []}, {"noise": []}, {"noise": ["duplicate"]}, {"noise": ["duplicate"]},
+        {"noise": ["unfaithful"]}, {"noise": ["machine"]},
+    ]  # fmt: skip
+    keep = {"keep": True, "reason": None}
+    decisions = [
+        keep, {"keep": False, "reason": "near_dup:0"}, {"keep": False, "reason": "near_dup:0"},
+        keep, {"keep": False, "reason": "unfaithful"}, keep,
+    ]  # fmt: skip
+    rep = filter_report(rows, decisions)
+    near = next(f for f in rep["filters"] if f["filter"] == "near")
+    assert near["dropped"] == 2 and near["precision"] == 0.5 and near["recall"] == 0.5
+    fact = next(f for f in rep["filters"] if f["filter"] == "unfaithful")
+    assert fact["precision"] == 1.0 and fact["recall"] == 1.0
+    assert rep["by_kind"]["machine"]["recall"] == 0.0
+    assert rep["by_kind"]["clean"] == {"rows": 2, "removed": 1, "recall": 0.5}
+    assert rep["precision"] == pytest.approx(2 / 3) and rep["recall"] == 0.5
+    assert filter_report([{"text": "x"}], [keep]) == {}  # unlabelled corpus: nothing to score
+
+
+def test_factuality_threshold_is_set_at_the_stated_false_positive_rate() -> None:
+    scores = [i / 10 for i in range(10)]  # 0.0 .. 0.9
+    t = factuality_threshold([*scores, None], 0.2)
+    assert sum(s < t for s in scores) == 2
+    assert factuality_threshold([], 0.1) == 0.0
+
+
+def test_verdict_applies_the_issue_bars() -> None:
+    raw = {"ppl_mean": 20.0, "ppl_sd": 1.0, "pref_mean": 0.5, "pref_sd": 0.01,
+           "cost_tokens": 1000}  # fmt: skip
+    cur = {"ppl_mean": 17.5, "ppl_sd": 0.5, "pref_mean": 0.55, "pref_sd": 0.02,
+           "cost_tokens": 700}  # fmt: skip
+    v = verdict(raw, cur)
+    assert v["ppl_better"] and v["ppl_gap_in_sd"] == 2.5
+    assert v["pref_better"] and v["pref_gap_in_sd"] == pytest.approx(2.5)
+    assert v["cheaper"] and v["cost_ratio"] == 0.7
+    v = verdict(raw, cur | {"ppl_mean": 18.5, "cost_tokens": 900})
+    assert not v["ppl_better"] and not v["cheaper"]
+
+
+def test_json_output_is_strict() -> None:
+    from bench.curation_effect import strict
+
+    out = strict({"a": [1.0, float("nan")], "b": {"c": math.inf}, "d": "x"})
+    assert out == {"a": [1.0, None], "b": {"c": None}, "d": "x"}
