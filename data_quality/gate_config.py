@@ -55,8 +55,8 @@ class QuantizedGateConfig(BaseModel):
     """Largest held-out perplexity increase, in percent of the fp32 parent's, of an 8-bit model
     (llama.cpp LLaMA-7B Q8_0: +0.01%)."""
     max_ppl_delta_4bit: float = 5.0
-    """Largest held-out perplexity increase, in percent, of a 4-bit model (llama.cpp LLaMA-7B
-    Q4_K_M: +0.9%; small models lose more)."""
+    """Largest held-out perplexity increase, in percent, of a model below 8 bits (4-5-bit:
+    llama.cpp LLaMA-7B Q4_K_M +0.9%; small models lose more)."""
 
 
 class GatesConfig(BaseModel):

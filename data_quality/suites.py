@@ -433,8 +433,9 @@ def quantized_suite(
     ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
 ) -> list[Check]:
     """A quantized model (passed as `run`: its registry key and metrics): every metric finite,
-    its quantized weights smaller than fp32, held-out perplexity within
-    `gates.quantized.max_ppl_delta_8bit` / `_4bit` percent of its fp32 parent's."""
+    its quantized weights and its folder on disk smaller than the fp32 weights, held-out
+    perplexity within `gates.quantized.max_ppl_delta_8bit` (8 bits) / `_4bit` (fewer) percent
+    of its fp32 parent's."""
     import math
 
     import great_expectations.expectations as gxe
@@ -445,7 +446,7 @@ def quantized_suite(
     numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
     limit = (
         cfg.quantized.max_ppl_delta_4bit
-        if metrics["bits"] <= 4
+        if metrics["bits"] < 8
         else cfg.quantized.max_ppl_delta_8bit
     )
     frame = pd.DataFrame(
@@ -454,6 +455,7 @@ def quantized_suite(
                 "model": run["target"],
                 "metrics_finite": all(math.isfinite(v) for v in numbers),
                 "weight_bytes_ratio": float(metrics["weight_bytes_ratio"]),
+                "disk_bytes_ratio": float(metrics["disk_bytes_ratio"]),
                 "ppl_delta_pct": float(metrics["ppl_delta_pct"]),
             }
         ]
@@ -466,6 +468,9 @@ def quantized_suite(
                 gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True]),
                 gxe.ExpectColumnValuesToBeBetween(
                     column="weight_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="disk_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
                 ),
                 gxe.ExpectColumnValuesToBeBetween(column="ppl_delta_pct", max_value=limit),
             ],

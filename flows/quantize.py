@@ -25,17 +25,23 @@ def quantize_flow(
     dataset: str | None = None,
     config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
-    """Quantize MODEL (NAME[:VERSION] or `teacher`) with `quantize.method`, evaluate it on
-    DATASET's validation blocks (default: the data MODEL was trained on), register and gate."""
+    """Quantize MODEL (NAME[:VERSION] or `teacher`) with `method` (default `quantize.method`;
+    `llm4all export` passes gguf-*), evaluate it on DATASET's test blocks (default: the data
+    MODEL was trained on), register and gate."""
     cfg, home = run_config(config_path, overrides)
     on = dataset or _trained_on(Catalog(Path(home)), model)
     if on is None:  # the teacher without --dataset: quantize_registered says what is missing
-        return quantize_registered(model, home, cfg.teacher, cfg.quantize, cfg.gates).to_dict()
+        return quantize_registered(
+            model, home, cfg.teacher, cfg.quantize, cfg.gates, method=method
+        ).to_dict()
     with dataset_run("quantize", on, config_path, overrides) as run:
         cfg = run.cfg
         q = cfg.quantize
-        return quantize_registered(model, run.home, cfg.teacher, q, cfg.gates, dataset).to_dict()
+        return quantize_registered(
+            model, run.home, cfg.teacher, q, cfg.gates, dataset, method
+        ).to_dict()
 
 
 def _trained_on(catalog: Catalog, model: str) -> str | None:

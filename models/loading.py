@@ -41,10 +41,20 @@ def resolve(spec: ModelSpec) -> tuple[str, str | None]:
             raise ModelLoadError(f"GGUF file not found: {path}")
         return str(path.parent), path.name
     if path.exists():
-        return str(path), None
+        return str(path), _gguf_variant(path)
     if p.startswith((".", "/", "~")):
         raise ModelLoadError(f"model folder not found: {path}")
     return p, None  # a HF id
+
+
+def _gguf_variant(folder: Path) -> str | None:
+    """The GGUF file of a registered gguf-* variant's folder (its quantization.json says
+    `"format": "gguf"`, models/gguf_quant.py); None for any other folder."""
+    meta = folder / "quantization.json"
+    if not meta.is_file():
+        return None
+    info = json.loads(meta.read_text())
+    return info.get("file") if info.get("format") == "gguf" else None
 
 
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:

@@ -17,6 +17,9 @@ Backends (`QuantConfig.method`, models/quant_config.py):
   dynamic-int8   torch dynamic quantization (CPU only): int8 weights per output channel,
                  activations quantized per batch at run time. HF Conv1D layers (GPT-2) are
                  turned into nn.Linear first, or only the head would be quantized.
+  gguf-*         one GGUF file in GGML blocks, embeddings included (models/gguf_quant.py:
+                 `write_variant` makes it, from calibration blocks; `load` here reads it back
+                 through transformers, dequantized). llama.cpp, ollama and LM Studio run it.
 
 bitsandbytes and torchao go through transformers' own integrations (BitsAndBytesConfig,
 TorchAoConfig): the model is written to a temporary folder and loaded back quantized, so any
@@ -90,7 +93,10 @@ def available(method: str, device: str = "cpu") -> str | None:
         return f"unknown quantization method {method!r}; expected one of {', '.join(METHODS)}"
     _quiet()
     backend = QuantConfig(method=method).backend
-    if backend == "bitsandbytes":
+    if backend == "gguf":
+        if find_spec("gguf") is None:
+            return f"{method} needs the gguf package (pip install gguf)"
+    elif backend == "bitsandbytes":
         if find_spec("accelerate") is None:
             return f"{method} needs accelerate (transformers' bitsandbytes loader): pip install accelerate"
         try:
@@ -130,6 +136,8 @@ def quantize(model: PreTrainedModel, cfg: QuantConfig) -> PreTrainedModel:
     Raises QuantError (one line) when the method cannot run on this platform or fails."""
     device = device_of(cfg)
     _check(cfg, device)
+    if cfg.backend == "gguf":
+        raise QuantError(f"{cfg.method} writes a file: models/gguf_quant.write_variant")
     try:
         if cfg.backend == "torch":
             return _dynamic(model, cfg)
@@ -365,6 +373,10 @@ def load(folder: str | Path, device: str | None = None) -> PreTrainedModel:
         cfg = cfg.model_copy(update={"device": device})
     dev = device_of(cfg)
     _check(cfg, dev)
+    if cfg.backend == "gguf":
+        from models.gguf_quant import load_variant
+
+        return load_variant(folder, dev)
     if cfg.backend == "torch":
         return _load_dynamic(Path(folder), cfg)
     import torch

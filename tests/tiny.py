@@ -93,6 +93,32 @@ def make_tokenizer_dir(path: Path, extra_words: tuple[str, ...] = ()) -> Path:
     return path
 
 
+def make_bpe_tokenizer_dir(path: Path, vocab_size: int = 320) -> Path:
+    """A byte-level BPE tokenizer (GPT-2 style, what a GGUF export writes) trained in memory
+    on sentences of WORDS, with a chat template; saved in `path`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<pad>", "<eos>", "<|im_start|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )  # fmt: skip
+    text = [
+        " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + f" {i}." for i in range(200)
+    ]
+    tok.train_from_iterator(text, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+    )
+    fast.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<eos>{% endfor %}"
+    path.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(path))
+    return path
+
+
 def make_tiny_llama(
     path: Path, vocab_size: int | None = None, seed: int = 0, hidden_size: int = 32
 ) -> Path:

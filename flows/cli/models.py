@@ -1,4 +1,4 @@
-"""Model commands: cache-logits, distill, quantize."""
+"""Model commands: cache-logits, distill, quantize, export."""
 
 from __future__ import annotations
 
@@ -80,7 +80,10 @@ def quantize(
     ],
     method: Annotated[
         str | None,
-        typer.Option(help="int8 | nf4 | torchao-int8 | torchao-int4 | dynamic-int8"),
+        typer.Option(
+            help="int8 | nf4 | torchao-int8 | torchao-int4 | dynamic-int8 | gguf-TYPE[-mixed] "
+            "(TYPE: q8_0 q5_1 q5_0 q4_1 q4_0; `export` writes the same)"
+        ),
     ] = None,
     dataset: Annotated[
         str | None,
@@ -103,5 +106,51 @@ def quantize(
     cli.run_command(
         work, printers.quantize, config=config,
         sets=cli.with_flags({"quantize.method": method}, set_), as_json=as_json, debug=debug,
+        names={"model name": model.partition(":")[0], "dataset name": dataset},
+    )  # fmt: skip
+
+
+@cli.app.command()
+def export(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="NAME[:VERSION] of a registered model, or teacher.")
+    ],
+    format_: Annotated[str, typer.Option("--format", help="gguf (the one format)")] = "gguf",
+    gguf_type: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="q8_0 | q5_1 | q5_0 | q4_1 | q4_0; `,mixed` (e.g. q4_0,mixed) raises the "
+            "tensors measured most sensitive to higher types within quantize.mixed_budget",
+        ),
+    ] = "q8_0",
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", "-d", help="Calibrate on its training blocks, evaluate on its test blocks."
+        ),
+    ] = None,
+    config: cli.ConfigOpt = None, set_: cli.SetOpt = None, as_json: cli.JsonOpt = False,
+    debug: cli.DebugOpt = False,
+) -> None:  # fmt: skip
+    """Write a registered model (or the teacher) as one GGUF file (llama.cpp, ollama, LM Studio),
+    evaluate it loaded back through transformers, register it with lineage, gate it."""
+    from models.quant_config import QuantError, gguf_method
+
+    if format_ != "gguf":
+        raise cli.usage_error(f"--format must be gguf, not {format_!r}")
+    try:
+        method = gguf_method(gguf_type)
+    except QuantError as e:
+        raise cli.usage_error(f"--type: {e}") from None
+
+    def work(inv: cli.Invocation) -> dict[str, Any]:
+        out = inv.run_flow(
+            "flows.quantize:quantize_flow", model=model, dataset=dataset, method=method
+        )
+        return {"path": out.get("file"), **out}
+
+    cli.run_command(
+        work, printers.export, config=config, sets=set_, as_json=as_json, debug=debug,
         names={"model name": model.partition(":")[0], "dataset name": dataset},
     )  # fmt: skip

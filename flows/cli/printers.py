@@ -123,16 +123,30 @@ def quantize(out: dict[str, Any]) -> None:
          f"{x['disk_bytes_ratio']:.3f}x"),
         ("held-out ppl", f"{x['ppl']:.3f}", f"{x['parent_ppl']:.3f}",
          f"{x['ppl_delta_pct']:+.2f}%"),
-        ("forward tok/s", f"{x['fwd_tokens_per_s']:,.0f}", f"{x['parent_fwd_tokens_per_s']:,.0f}",
-         f"{x['fwd_speedup']:.2f}x"),
-        ("generate tok/s", f"{x['gen_tokens_per_s']:,.1f}", f"{x['parent_gen_tokens_per_s']:,.1f}",
-         f"{x['gen_speedup']:.2f}x"),
     ]  # fmt: skip
+    if "llama_cpp_ppl" in x:
+        rows.append(("llama.cpp ppl", f"{x['llama_cpp_ppl']:.3f}", f"{x['parent_ppl']:.3f}",
+                     f"{x['llama_cpp_ppl_delta_pct']:+.2f}%"))  # fmt: skip
+    for label, key, parent in (("forward tok/s", "fwd_tokens_per_s", "parent_fwd_tokens_per_s"),
+                               ("generate tok/s", "gen_tokens_per_s", "parent_gen_tokens_per_s")):  # fmt: skip
+        if x.get(key) is not None:
+            rows.append(
+                (label, f"{x[key]:,.1f}", f"{x[parent]:,.1f}", f"{x[key] / x[parent]:.2f}x")
+            )
     say(f"  {'':<15} {'quantized':>14} {'fp32':>14} {'ratio':>9}")
     for label, q, f, r in rows:
         say(f"  {label:<15} {q:>14} {f:>14} {r:>9}")
+    if "tensor_types" in x:
+        types = ", ".join(f"{k} x{v}" for k, v in sorted(x["tensor_types"].items()))
+        say(f"  tensors: {types}; calibration {x['calibration']}")
+    say(f"  speed: {x.get('runtime', 'pytorch')}")
     say(f"  peak RSS {x['peak_rss_mb']:,.0f} MB; {x['eval_blocks']} blocks of {x['dataset']}")
     say(f"gate quantized: {gate}")
+
+
+def export(out: dict[str, Any]) -> None:
+    quantize(out)
+    say(f"file: {out['path']}")
 
 
 def stages(out: dict[str, Any]) -> None:
@@ -201,8 +215,9 @@ def model_figure(metrics: dict[str, Any]) -> str:
     """A registered model's headline figure: a student's perplexity against its teacher, a
     quantized variant's size and perplexity change against its fp32 parent."""
     if "ppl_delta_pct" in metrics:
+        ratio = metrics.get("disk_bytes_ratio", metrics.get("weight_bytes_ratio"))
         return (
-            f"{metrics['method']}: {metrics['weight_bytes_ratio']:.2f}x weight bytes, "
+            f"{metrics['method']}: {ratio:.3f}x bytes on disk, "
             f"ppl {metrics['ppl_delta_pct']:+.2f}% vs the parent"
         )
     return f"ppl x{metrics.get('ppl_ratio')} of the teacher"

@@ -17,13 +17,17 @@ class QuantizeError(RuntimeError):
     importing torch."""
 
 
+GGUF_FIELDS = {"calibration", "mixed_budget", "calib_blocks", "sensitivity_blocks"}
+
+
 class QuantizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     # ------------------------------------------------------------------ what
     method: QuantMethod = "int8"
     """Backend of `llm4all quantize`: int8, nf4, torchao-int8, torchao-int4, dynamic-int8
-    (models/quant.py)."""
+    (models/quant.py), or gguf-TYPE[-mixed] with TYPE q8_0, q5_1, q5_0, q4_1 or q4_0 (one GGUF
+    file, embeddings included: models/gguf_quant.py; what `llm4all export` writes)."""
     methods: list[QuantMethod] = Field(default_factory=list)
     """Methods the pipeline applies to each new student after distillation (one registered variant
     each); empty: none. Not part of the run key."""
@@ -46,6 +50,20 @@ class QuantizeConfig(BaseModel):
     device: str | None = None
     """cpu, cuda ...; default: CUDA if present."""
 
+    # ------------------------------------------------------------------ gguf-* methods
+    calibration: Literal["gptq", "imatrix", "rtn"] = "gptq"
+    """Below 8 bits: gptq (GPTQ into GGML blocks), imatrix (block scales searched, weighted by
+    the calibration inputs' mean square) or rtn (round to nearest, no data). q8_0: always rtn."""
+    mixed_budget: float = Field(0.16, gt=0.0, le=1.0)
+    """gguf-*-mixed: the quantized tensors' bytes may reach this fraction of their fp32 bytes
+    (q4_0 everywhere is 0.141x, q5_0 0.172x, q8_0 0.266x); the tensors that measure most
+    sensitive per extra byte get the higher types."""
+    calib_blocks: int = Field(16, ge=1)
+    """Training blocks (never held-out ones) whose inputs GPTQ and imatrix are computed on."""
+    sensitivity_blocks: int = Field(4, ge=1)
+    """Further training blocks on which -mixed measures each tensor's sensitivity (one forward
+    pass per tensor)."""
+
     # ------------------------------------------------------------------ evaluation
     eval_blocks: int | None = Field(64, ge=1)
     """Validation token blocks the perplexities are measured on (the first N of the dataset's gated
@@ -67,11 +85,17 @@ class QuantizeConfig(BaseModel):
             group_size=self.group_size,
             skip_modules=list(self.skip_modules),
             device=self.device,
+            calibration=self.calibration,
+            mixed_budget=self.mixed_budget,
         )
 
     def config_hash(self) -> str:
         """What determines the quantized weights and their evaluation (not `methods`, the
-        name, the device or the timing settings)."""
+        name, the device or the timing settings; the gguf-* settings only for gguf-*)."""
         skip = {"methods", "name", "device", "speed_blocks", "speed_tokens", "batch_blocks"}
+        if not self.method.startswith("gguf-"):
+            skip |= GGUF_FIELDS
+        elif not self.method.endswith("-mixed"):
+            skip |= {"mixed_budget", "sensitivity_blocks"}
         payload = self.model_dump(exclude=skip)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

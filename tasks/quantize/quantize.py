@@ -4,9 +4,15 @@ fp32 parent, in one process -> registry (lineage to the parent) -> gate.
 The evaluation is the distill stage's: held-out perplexity on the test token blocks of a
 dataset's gated tokens snapshots (never trained on), here of the parent in fp32 and of its
 quantized copy, so the delta is the quantization's alone. Beside it: the bytes of the quantized
-weights against their fp32 bytes, the bytes on disk, the process's peak RSS, and forward and
+weights against their fp32 bytes, the bytes on disk (the whole registered folder: weights,
+config, tokenizer) against the fp32 weights' bytes, the process's peak RSS, and forward and
 generation tokens/s of both. The key of a run hashes the parent, the backend settings and the
 evaluation data, so a rerun with the same inputs registers nothing (`skipped`).
+
+gguf-* methods (tasks/quantize/gguf.py) write one GGUF file, calibrated on training blocks
+(never the test blocks); the evaluation loads the file back through transformers
+(dequantized), and its speed is llama.cpp's (when llama-cpp-python is installed, with
+llama.cpp's own perplexity on the same blocks): the dequantized copy runs at fp32's speed.
 
 Public entry points (the pipeline and refresh flows call these):
     quantize_model(model_arg, catalog, teacher_spec, cfg, gates, dataset=None, method=None,
@@ -44,6 +50,7 @@ from tasks.distill.data import read_blocks
 from tasks.distill.evaluate import compare_on_blocks, generation_speed, model_bytes
 from tasks.publish import Lineage, done_run, publish, run_key
 from tasks.quantize.config import QuantizeConfig, QuantizeError
+from tasks.quantize.gguf import llama_cpp_figures, make_gguf
 from tasks.runtime import current_flow_run_id
 from warehouse import Catalog, VersionInfo, validate_name
 from warehouse.catalog import CatalogError
@@ -65,8 +72,14 @@ class QuantizeResult:
     metrics: dict[str, Any] | None  # None when skipped (the model's metrics hold them)
     seconds: float
 
+    @property
+    def file(self) -> str | None:
+        """gguf-*: the registered .gguf file (what `llm4all export` hands the user)."""
+        name = (self.metrics or self.model.get("metrics") or {}).get("file")
+        return str(Path(self.model["path"]) / name) if name else None
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dict(self.__dict__) | {"file": self.file}
 
 
 @dataclass
@@ -165,24 +178,30 @@ def quantize_model(
         raise QuantError(reason)
     fp32 = load_causal_lm(parent.spec, device)
     vocab = model_vocab_size(fp32)
-    t0 = time.monotonic()
-    quantized = quantize(fp32, qcfg)
-    quantize_s = time.monotonic() - t0
-    wb = weight_bytes(quantized)
-    if wb["layers"] == 0:
-        raise QuantizeError(f"{method} quantized no layer of {parent.key}")
     work = catalog.home / "work" / "quantize" / key
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
-    save(quantized, qcfg, final)  # before any forward: what is evaluated is what is saved
-    on_disk = disk_bytes(final)
+    t0 = time.monotonic()
+    try:  # a failure leaves no partial variant behind
+        if qcfg.backend == "gguf":
+            quantized, made = make_gguf(
+                fp32, parent.spec, teacher_spec, qcfg, cfg, blocks, final, name=name,
+                parent_key=parent.key, device=device,
+            )  # fmt: skip
+        else:
+            quantized, made = _make_backend(fp32, parent, qcfg, final, method)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    quantize_s = made.pop("quantize_s", None) or time.monotonic() - t0
     scores = compare_on_blocks(quantized, fp32, blocks, val, vocab, cfg.batch_blocks)
     ppl, parent_ppl = scores["student_ppl"], scores["teacher_ppl"]
-    speed = {
-        tag: _speeds(model, blocks, val, cfg)
-        for tag, model in (("parent", fp32), ("quantized", quantized))
-    }
-    load_tokenizer(parent.spec).save_pretrained(str(final))
+    parent_speed = _speeds(fp32, blocks, val, cfg)
+    if qcfg.backend == "gguf":  # its speed is a GGUF runtime's: llama.cpp's, when installed
+        speed = llama_cpp_figures(final, blocks, val, cfg, parent_ppl)
+    else:
+        speed = {"runtime": "pytorch"} | _speeds(quantized, blocks, val, cfg)
+    on_disk = disk_bytes(final)
     fp32_bytes = model_bytes(fp32)
     metrics = {
         "method": method,
@@ -196,20 +215,20 @@ def quantize_model(
         "ppl": round(ppl, 4),
         "ppl_delta_pct": round(100 * (ppl / parent_ppl - 1), 4),
         "top1_agreement": round(scores["top1_agreement"], 4),
-        "quantized_layers": wb["layers"],
-        "weight_bytes": wb["quantized_bytes"],
-        "weight_bytes_fp32": wb["fp32_bytes"],
-        "weight_bytes_ratio": round(wb["quantized_bytes"] / wb["fp32_bytes"], 4),
+        **made,
+        "weight_bytes_ratio": round(made["weight_bytes"] / made["weight_bytes_fp32"], 4),
         "disk_bytes": on_disk,
         "fp32_bytes": fp32_bytes,
         "disk_bytes_ratio": round(on_disk / fp32_bytes, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "parent_fwd_tokens_per_s": speed["parent"]["fwd"],
-        "fwd_tokens_per_s": speed["quantized"]["fwd"],
-        "fwd_speedup": round(speed["quantized"]["fwd"] / speed["parent"]["fwd"], 3),
-        "parent_gen_tokens_per_s": speed["parent"]["gen"],
-        "gen_tokens_per_s": speed["quantized"]["gen"],
-        "gen_speedup": round(speed["quantized"]["gen"] / speed["parent"]["gen"], 3),
+        "runtime": speed.pop("runtime"),
+        **{k: v for k, v in speed.items() if k.startswith("llama_cpp")},
+        "parent_fwd_tokens_per_s": parent_speed["fwd_tokens_per_s"],
+        "fwd_tokens_per_s": speed.get("fwd_tokens_per_s"),
+        "fwd_speedup": _ratio(speed.get("fwd_tokens_per_s"), parent_speed["fwd_tokens_per_s"]),
+        "parent_gen_tokens_per_s": parent_speed["gen_tokens_per_s"],
+        "gen_tokens_per_s": speed.get("gen_tokens_per_s"),
+        "gen_speedup": _ratio(speed.get("gen_tokens_per_s"), parent_speed["gen_tokens_per_s"]),
         "quantize_s": round(quantize_s, 3),
         "run_key": key,
     }
@@ -228,6 +247,11 @@ def quantize_model(
     except GateFailed as e:
         failed = get_model(catalog, name).to_dict()  # the version just registered
         e.stage_result = {"parent": parent.key, "model": failed, "metrics": metrics}
+        if metrics.get("file"):
+            # the file stays (registered unpromoted); `export --json` names it as `path`
+            e.stage_result["file"] = e.stage_result["path"] = str(
+                Path(failed["path"]) / metrics["file"]
+            )
         raise
     return QuantizeResult(parent.key, info.to_dict(), False, metrics, seconds)
 
@@ -254,7 +278,32 @@ def _speeds(model: torch.nn.Module, blocks: Any, val: Any, cfg: QuantizeConfig) 
         fwd = ids.numel() / (time.perf_counter() - t)
     prompt = torch.from_numpy(blocks.input_ids[val[0], :16][None])
     gen = generation_speed(model, prompt, cfg.speed_tokens)
-    return {"fwd": round(fwd, 1), "gen": round(gen, 1)}
+    return {"fwd_tokens_per_s": round(fwd, 1), "gen_tokens_per_s": round(gen, 1)}
+
+
+def _ratio(x: float | None, parent: float) -> float | None:
+    return round(x / parent, 3) if x is not None and parent > 0 else None
+
+
+def _make_backend(
+    fp32: torch.nn.Module, parent: Parent, qcfg: Any, final: Path, method: str
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A bitsandbytes / torchao / torch dynamic variant saved into `final` (before any
+    forward: what is evaluated is what is saved), with its tokenizer."""
+    t0 = time.monotonic()
+    quantized = quantize(fp32, qcfg)
+    quantize_s = time.monotonic() - t0
+    wb = weight_bytes(quantized)
+    if wb["layers"] == 0:
+        raise QuantizeError(f"{method} quantized no layer of {parent.key}")
+    save(quantized, qcfg, final)
+    load_tokenizer(parent.spec).save_pretrained(str(final))
+    return quantized, {
+        "quantized_layers": wb["layers"],
+        "weight_bytes": wb["quantized_bytes"],
+        "weight_bytes_fp32": wb["fp32_bytes"],
+        "quantize_s": quantize_s,
+    }
 
 
 @task(name="quantize-model", task_run_name=quantize_run_name, cache_policy=NO_CACHE)
