@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,8 +109,9 @@ def score(
 ) -> None:  # fmt: skip
     """Score any file without touching the warehouse: one output row per input row, in order."""
     flags = {"ingest.text_field": text_field, "ingest.id_field": id_field}
+    warm_up = None
     if filters is None or {"exact", "near"} & {f.strip() for f in filters.split(",")}:
-        _warm_up_kernels(source)  # overlaps numba's start-up with the config and the reader
+        warm_up = _warm_up_kernels(source)  # overlaps numba's start-up with config and reader
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         names = _filters(filters, inv.cfg)
@@ -127,29 +129,33 @@ def score(
             teacher=inv.cfg.teacher,
         ).to_dict()  # fmt: skip
 
-    cli.run_command(
-        work, printers.score, config=config, sets=cli.with_flags(flags, set_), as_json=as_json,
-        debug=debug, prefect=False,
-    )  # fmt: skip
+    try:
+        cli.run_command(
+            work, printers.score, config=config, sets=cli.with_flags(flags, set_),
+            as_json=as_json, debug=debug, prefect=False,
+        )  # fmt: skip
+    finally:  # no thread outlives the command (in-process callers, e.g. tests, reuse stderr)
+        if warm_up is not None:
+            warm_up.join()
 
 
-def _warm_up_kernels(source: str) -> None:
+def _warm_up_kernels(source: str) -> threading.Thread | None:
     """Load (or, on the first run after an install, compile) the near-dup kernels on a thread:
     numba's start-up (~1 s of CPU) then runs beside the config and the reader. Not for a tiny
     input, which runs them interpreted (`tasks.curate.jit`)."""
-    import threading
-
     from tasks.curate.jit import is_tiny
 
     if is_tiny(source):
-        return
+        return None
 
     def warm() -> None:
         from tasks.curate import kernels
 
         kernels.warm_up()
 
-    threading.Thread(target=warm, name="numba-warm-up", daemon=True).start()
+    thread = threading.Thread(target=warm, name="numba-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @cli.app.command()
