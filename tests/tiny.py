@@ -162,3 +162,28 @@ def make_tiny_sentence_transformer(root: Path) -> str:
     out = root / "st"
     SentenceTransformer(modules=[word, pool], device="cpu").save(str(out))
     return str(out)
+
+
+def tiny_pipeline_config(folder: Path, **sections: dict) -> Path:
+    """The smallest config in which every stage does its real work (tiny teacher, 16-token
+    blocks, a few steps), written to `folder/cfg.yaml`; `sections` update it per top-level key
+    (e.g. `distill={"max_steps": 4}`). For the served-deployment tests and the stress/idle
+    benches."""
+    import yaml
+
+    cfg: dict[str, dict] = {
+        "teacher": {"path": str(make_tiny_llama(folder / "teacher"))},
+        "dedup": {"semantic": {"enabled": False}, "quality": {"enabled": False}},
+        "tokens": {"block_size": 16, "validation_share": 0.25},
+        "logits": {"samples": 8, "shard_blocks": 8},
+        "distill": {"max_steps": 2, "batch_blocks": 2, "eval_every": 2, "eval_speed_tokens": 4,
+                    "rouge_pairs": 0},
+        "refresh": {"steps": 2},
+        "gates": {"student": {"max_ppl_ratio": 1e6}, "curated": {"min_rows_for_shares": 1000},
+                  "data_docs": False},
+    }  # fmt: skip
+    for key, values in sections.items():
+        cfg[key] = cfg.get(key, {}) | values
+    path = folder / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -15,12 +15,11 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.helpers import news_docs, write_jsonl
-from tests.tiny import make_tiny_llama
+from tests.tiny import tiny_pipeline_config
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
@@ -29,20 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _config(tmp: Path, source: Path) -> Path:
     """The smallest pipeline that does every stage's real work, every minute."""
-    cfg = {
-        "teacher": {"path": str(make_tiny_llama(tmp / "teacher"))},
-        "dedup": {"semantic": {"enabled": False}, "quality": {"enabled": False}},
-        "tokens": {"block_size": 16, "validation_share": 0.25},
-        "logits": {"samples": 8, "shard_blocks": 8},
-        "distill": {"max_steps": 2, "batch_blocks": 2, "eval_every": 2, "eval_speed_tokens": 4,
-                    "rouge_pairs": 0},
-        "refresh": {"sources": [str(source)], "pipeline_cron": "* * * * *", "steps": 2},
-        "gates": {"student": {"max_ppl_ratio": 1e6}, "curated": {"min_rows_for_shares": 1000},
-                  "data_docs": False},
-    }  # fmt: skip
-    path = tmp / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_pipeline_config(
+        tmp, refresh={"sources": [str(source)], "pipeline_cron": "* * * * *", "steps": 2}
+    )
 
 
 def _env(home: Path) -> dict[str, str]:

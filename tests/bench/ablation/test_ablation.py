@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from tasks.ablation.config import NoiseConfig
-from tasks.ablation.corpus import NOISE_KINDS, build_corpus, corrupt, jaccard, text_key
-from tasks.ablation.curation import factuality_threshold, filter_report
-from tasks.ablation.effect import mean_sd, verdict
+from bench.ablation.config import NoiseConfig
+from bench.ablation.corpus import NOISE_KINDS, build_corpus, corrupt, jaccard, text_key
+from bench.ablation.curation import factuality_threshold, filter_report
+from bench.ablation.effect import mean_sd, verdict
 
 NAMES = ["Paris", "London", "Madrid", "Oslo", "Berlin", "Vienna", "Rome", "Lisbon"]
 WORDS = [
