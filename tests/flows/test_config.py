@@ -15,27 +15,26 @@ def test_defaults_and_shipped_profiles_validate() -> None:
         load_config(path)  # every shipped profile must load
 
 
-def test_unknown_keys_are_rejected_by_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ingest:\n  max_charz: 10\n", r"unknown key 'ingest\.max_charz'"),
+        ("ingset: {}\n", "unknown key 'ingset'"),
+        ("gates:\n  raw:\n    max_quarantined_share: 2\n", r"gates\.raw\.max_quarantined_share"),
+        ("ingest: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_bad_keys_values_and_files_say_what_is_wrong(
+    tmp_path: Path, text: str, message: str
+) -> None:
     p = tmp_path / "c.yaml"
-    p.write_text("ingest:\n  max_charz: 10\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'ingest\.max_charz'"):
-        load_config(p)
-    p.write_text("ingset: {}\n")
-    with pytest.raises(ConfigError, match="unknown key 'ingset'"):
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_config(p)
 
 
-def test_bad_values_and_bad_files_say_what_is_wrong(tmp_path: Path) -> None:
-    p = tmp_path / "c.yaml"
-    p.write_text("gates:\n  raw:\n    max_quarantined_share: 2\n")
-    with pytest.raises(ConfigError, match=r"gates\.raw\.max_quarantined_share"):
-        load_config(p)
-    p.write_text("ingest: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(p)
-    p.write_text("- a list\n")
-    with pytest.raises(ConfigError, match="mapping"):
-        load_config(p)
+def test_a_missing_config_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
 

@@ -20,16 +20,22 @@ def _json(result) -> dict:
     return json.loads(out)
 
 
-def test_quantize_command(prefect_harness: None, home: Path, tmp_path: Path) -> None:
-    from tests.tiny import make_tiny_llama
-
-    teacher = make_tiny_llama(tmp_path / "teacher", hidden_size=64)
+def _news_with_cached_logits(tmp_path: Path, teacher: Path) -> list[str]:
+    """Dataset `news` ingested and its teacher logits cached; the `--set` options used."""
     src = write_jsonl(tmp_path / "news.jsonl", news_docs(40))
     assert runner.invoke(app, ["ingest", str(src), "-d", "news"]).exit_code == 0
     common = ["--set", f"teacher.path={teacher}", "--set", "tokens.block_size=16"]
     common += ["--set", "tokens.validation_share=0.2", "--set", "quantize.speed_tokens=2"]
     r = runner.invoke(app, ["cache-logits", "-d", "news", *common, "--set", "logits.samples=8"])
     assert r.exit_code == 0, r.stderr
+    return common
+
+
+def test_quantize_command(prefect_harness: None, home: Path, tmp_path: Path) -> None:
+    from tests.tiny import make_tiny_llama
+
+    teacher = make_tiny_llama(tmp_path / "teacher", hidden_size=64)
+    common = _news_with_cached_logits(tmp_path, teacher)
 
     args = ["quantize", "--model", "teacher", "-d", "news", *common]
     r = runner.invoke(app, [*args, "--method", "torchao-int8", "--json"])
@@ -80,12 +86,7 @@ def test_export_command(prefect_harness: None, home: Path, tmp_path: Path) -> No
     from tests.tiny import make_bpe_tokenizer_dir, make_tiny_llama
 
     teacher = make_tiny_llama(make_bpe_tokenizer_dir(tmp_path / "teacher"), hidden_size=64)
-    src = write_jsonl(tmp_path / "news.jsonl", news_docs(40))
-    assert runner.invoke(app, ["ingest", str(src), "-d", "news"]).exit_code == 0
-    common = ["--set", f"teacher.path={teacher}", "--set", "tokens.block_size=16"]
-    common += ["--set", "tokens.validation_share=0.2", "--set", "quantize.speed_tokens=2"]
-    r = runner.invoke(app, ["cache-logits", "-d", "news", *common, "--set", "logits.samples=8"])
-    assert r.exit_code == 0, r.stderr
+    common = _news_with_cached_logits(tmp_path, teacher)
     args = ["export", "--model", "teacher", "-d", "news", "--format", "gguf", *common]
 
     r = runner.invoke(app, [*args, "--type", "q8_0", "--json"])

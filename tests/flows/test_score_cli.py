@@ -34,6 +34,12 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+def _score(src: Path, out: Path, filters: str, *sets: str):
+    """`llm4all score SRC -o OUT --filters FILTERS` with a `--set` for each of `sets`."""
+    return _invoke("score", str(src), "-o", str(out), "--filters", filters,
+                   *(arg for kv in sets for arg in ("--set", kv)))  # fmt: skip
+
+
 def test_score_jsonl_contract(tmp_path: Path) -> None:
     rng = random.Random(0)
     docs = [_doc(rng) for _ in range(5)]
@@ -90,17 +96,8 @@ def test_score_semantic_with_tiny_model(tmp_path: Path, tiny_st_model: str) -> N
         [{"text": "the cat and the dog"}, {"text": "The cat and the dog"}, {"text": "river"}],
     )
     out = tmp_path / "out.parquet"
-    res = _invoke(
-        "score",
-        str(src),
-        "-o",
-        str(out),
-        "--filters",
-        "semantic",
-        "--set",
-        f"dedup.semantic.model={tiny_st_model}",
-        "--set",
-        "dedup.semantic.eps=0.0001",
+    res = _score(
+        src, out, "semantic", f"dedup.semantic.model={tiny_st_model}", "dedup.semantic.eps=0.0001"
     )
     assert res.exit_code == 0, res.output
     d = pq.read_table(out).to_pydict()
@@ -159,18 +156,7 @@ def test_score_fills_factuality_and_mgt_scores(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     with_lm = tmp_path / "lm.parquet"
-    res = _invoke(
-        "score",
-        str(src),
-        "-o",
-        str(with_lm),
-        "--filters",
-        "factuality",
-        "--set",
-        f"teacher.path={teacher}",
-        "--set",
-        "dedup.factuality.lm=true",
-    )
+    res = _score(src, with_lm, "factuality", f"teacher.path={teacher}", "dedup.factuality.lm=true")
     assert res.exit_code == 0, res.output
     lm_scores = pq.read_table(with_lm).column("factuality_score").to_pylist()
     assert all(0.0 <= v <= 1.0 for v in lm_scores[:2]) and lm_scores[2] is None
@@ -191,16 +177,7 @@ def test_score_thresholds_turn_scores_into_decisions(tmp_path: Path) -> None:
     ]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "o.parquet"
-    res = _invoke(
-        "score",
-        str(src),
-        "-o",
-        str(out),
-        "--filters",
-        "exact,factuality",
-        "--set",
-        "dedup.factuality.threshold=0.5",
-    )
+    res = _score(src, out, "exact,factuality", "dedup.factuality.threshold=0.5")
     assert res.exit_code == 0, res.output
     d = pq.read_table(out).to_pydict()
     assert d["keep"] == [True, False] and d["reason"] == [None, "unfaithful"]

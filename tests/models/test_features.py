@@ -53,17 +53,22 @@ def test_hidden_mse_is_scale_free() -> None:
     torch.testing.assert_close(hidden_mse(s * 100, t * 100, eye), hidden_mse(s, t, eye))
 
 
-@pytest.mark.parametrize("make", [_llama, _gpt2], ids=["llama", "gpt2"])
-def test_a_full_copy_of_the_teacher_has_zero_feature_loss(make) -> None:
-    teacher = make()
-    student = student_from_teacher(teacher, [0, 1, 2, 3])
-    fd = FeatureDistiller(student, teacher, [0, 1, 2, 3], hidden=True, relations=True)
+def _losses(fd: FeatureDistiller, student, teacher) -> dict:
+    """The feature terms of one batch of random ids (student with grad, teacher without)."""
     ids = torch.randint(0, 50, (2, 10))
     with fd.capturing():
         student(input_ids=ids)
         with torch.no_grad():
             teacher(input_ids=ids)
-        losses = fd.losses()
+        return fd.losses()
+
+
+@pytest.mark.parametrize("make", [_llama, _gpt2], ids=["llama", "gpt2"])
+def test_a_full_copy_of_the_teacher_has_zero_feature_loss(make) -> None:
+    teacher = make()
+    student = student_from_teacher(teacher, [0, 1, 2, 3])
+    fd = FeatureDistiller(student, teacher, [0, 1, 2, 3], hidden=True, relations=True)
+    losses = _losses(fd, student, teacher)
     assert set(losses) == {"hidden", "relation"}
     for name, per in losses.items():
         assert per.shape == (2, 10), name
@@ -77,12 +82,7 @@ def test_a_layer_subset_student_gets_gradients_from_both_terms(make) -> None:
     teacher = make()
     student = student_from_teacher(teacher, [0, 3])
     fd = FeatureDistiller(student, teacher, [0, 3], hidden=True, relations=True)
-    ids = torch.randint(0, 50, (2, 10))
-    with fd.capturing():
-        student(input_ids=ids)
-        with torch.no_grad():
-            teacher(input_ids=ids)
-        losses = fd.losses()
+    losses = _losses(fd, student, teacher)
     assert all(float(v.mean()) > 0 for v in losses.values())
     sum(v.mean() for v in losses.values()).backward()
     last = list(student.parameters())

@@ -15,7 +15,7 @@ from tasks.logits.cache import cache_logits
 from tasks.logits.config import LogitCacheConfig
 from tasks.tokens.config import TokensConfig
 from tasks.tokens.tokenize import tokenize
-from tests.helpers import news_docs, write_jsonl
+from tests.helpers import news_docs, tokenized_pairs, write_jsonl
 from tests.tiny import make_tiny_llama
 from warehouse import Catalog
 from warehouse.registry import get_model, list_models
@@ -91,12 +91,7 @@ def test_offline_needs_a_cache_online_does_not(catalog: Catalog, tmp_path: Path)
 
 def test_rouge_l_of_held_out_summaries_is_measured(catalog: Catalog, tmp_path: Path) -> None:
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
-    docs = [d | {"summary": d["text"].split(".")[0]} for d in news_docs(60)]
-    r = ingest(str(write_jsonl(tmp_path / "pairs.jsonl", docs)), "pairs", catalog, progress=False)
-    gate("raw", r.ref, catalog)
-    tcfg = TokensConfig(block_size=32, validation_share=0.3)
-    for ref in tokenize("pairs", catalog, spec, tcfg, progress=False).refs:
-        gate("tokens", ref, catalog)
+    tokenized_pairs(catalog, tmp_path, spec, n=60)
     cfg = CFG.model_copy(update={"mode": "online", "rouge_pairs": 3, "rouge_max_new_tokens": 4})
     out = distill("pairs", catalog, spec, cfg, _gates(100.0), progress=False)
     ev = out.evaluation

@@ -20,25 +20,16 @@ from tasks.logits.config import LogitCacheConfig
 from tasks.logits.summaries import SUMMARIES, read_summary_blocks, training_documents
 from tasks.tokens.config import TokensConfig
 from tasks.tokens.tokenize import tokenize
-from tests.helpers import news_docs, write_jsonl
+from tests.helpers import news_docs, tokenized_pairs, write_jsonl
 from tests.tiny import make_tiny_llama
 from warehouse import Catalog
-
-
-def _pairs(catalog: Catalog, tmp_path: Path, spec: ModelSpec) -> None:
-    docs = [d | {"summary": d["text"].split(".")[0]} for d in news_docs(40)]
-    r = ingest(str(write_jsonl(tmp_path / "pairs.jsonl", docs)), "pairs", catalog, progress=False)
-    gate("raw", r.ref, catalog)
-    tcfg = TokensConfig(block_size=32, validation_share=0.3)
-    for ref in tokenize("pairs", catalog, spec, tcfg, progress=False).refs:
-        gate("tokens", ref, catalog)
 
 
 def test_teacher_summaries_are_cached_gated_and_train_on_the_summary_only(
     catalog: Catalog, tmp_path: Path
 ) -> None:
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
-    _pairs(catalog, tmp_path, spec)
+    tokenized_pairs(catalog, tmp_path, spec)
     tokens = catalog.get("tokens", "pairs", 1)
     table = pq.read_table(tokens.ref.files(), columns=["split", "doc_ids"], partitioning=None)
     train_docs = {d for s, ds in zip(table.column("split").to_pylist(),
