@@ -49,6 +49,8 @@ from models.quant import save as save_quantized
 from tasks.distill.evaluate import count_params, generation_speed
 
 ROOT = Path(__file__).resolve().parent.parent
+# The in-memory backends; gguf-* methods write a file and are measured by bench/gguf.py.
+IN_MEMORY = tuple(m for m in METHODS if not m.startswith("gguf-"))
 RESULTS = ROOT / "bench" / "results" / "quant_cpu.txt"
 CHART = ROOT / "docs" / "quant.png"
 
@@ -147,7 +149,7 @@ def optimizer_state_bytes(model: torch.nn.Module) -> dict[str, float]:
     return out
 
 
-def run(profile: str, methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+def run(profile: str, methods: tuple[str, ...] = IN_MEMORY) -> dict[str, Any]:
     p = dict(PROFILES[profile])
     torch.manual_seed(0)
     make = smollm2_models if profile == "smollm2" else tiny_models
@@ -317,7 +319,7 @@ def report(out: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    ap.add_argument("--methods", default=",".join(IN_MEMORY), help="comma-separated subset")
     args = ap.parse_args()
     out = run(args.profile, tuple(m for m in args.methods.split(",") if m))
     text = report(out)
