@@ -67,6 +67,7 @@ def _serve_refresh_then_pipeline(home: Path, catalog: Catalog) -> None:
     import signal
     import subprocess
     import sys
+    import threading
 
     from flows.demo import demo_corpus
 
@@ -95,6 +96,8 @@ def _serve_refresh_then_pipeline(home: Path, catalog: Catalog) -> None:
             if f"serving refresh/{dataset}" in line:
                 break
         assert any("settings: recorded" in line for line in said), said
+        # keep reading: the served runs log to serve's stderr, and a full pipe would block it
+        threading.Thread(target=serve.stderr.read, daemon=True).start()
         refresh = _when_served(lambda: llm4all(
             "run", "refresh", "-d", dataset, "--wait", "--json", "--param", f"sources=['{new}']"
         ))  # fmt: skip
@@ -104,7 +107,7 @@ def _serve_refresh_then_pipeline(home: Path, catalog: Catalog) -> None:
         assert pipeline.returncode == 0, pipeline.stderr[-3000:]
     finally:
         serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=300)  # Prefect stops its runner first; slow on busy cores
+        serve.wait(timeout=120)
     tokens = catalog.versions("tokens", dataset)
     assert len(tokens) >= 3 and all(v.gate_passed for v in tokens)
     assert {v.meta["block_size"] for v in tokens} == {128}  # never mixed
