@@ -48,13 +48,14 @@ def _nothing_to_run(
     from warehouse import Catalog
 
     catalog, cfg = Catalog(inv.home), inv.cfg
-    if settings_to_record(catalog, dataset, inv.settings, replace=True):
-        return None
-    return nothing_to_run(
-        catalog, dataset, sources if sources is not None else cfg.refresh.sources,
-        teacher=cfg.teacher, ingest=cfg.ingest, dedup=cfg.dedup, tokens=cfg.tokens,
-        logits=cfg.logits, distill=cfg.distill, quantize=cfg.quantize,
-    )  # fmt: skip
+    with catalog.reading():  # one view of the catalog for every check
+        if settings_to_record(catalog, dataset, inv.settings, replace=True):
+            return None
+        return nothing_to_run(
+            catalog, dataset, sources if sources is not None else cfg.refresh.sources,
+            teacher=cfg.teacher, ingest=cfg.ingest, dedup=cfg.dedup, tokens=cfg.tokens,
+            logits=cfg.logits, distill=cfg.distill, quantize=cfg.quantize,
+        )  # fmt: skip
 
 
 @cli.app.command()
