@@ -32,8 +32,9 @@ def cache_logits(
         from tasks.logits.pending import nothing_to_cache
         from warehouse import Catalog
 
-        cfg = inv.cfg
-        done = nothing_to_cache(Catalog(inv.home), dataset, cfg.teacher, cfg.tokens, cfg.logits)
+        cfg, catalog = inv.cfg, Catalog(inv.home)
+        with catalog.reading():  # one view of the catalog for every check
+            done = nothing_to_cache(catalog, dataset, cfg.teacher, cfg.tokens, cfg.logits)
         if done is not None:  # no flow run (and no teacher load) for nothing
             return done
         return inv.run_flow("flows.logits:cache_logits_flow", dataset=dataset)
