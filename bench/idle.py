@@ -9,7 +9,7 @@ repeats when no new data has come:
 
   curate          every raw version is already curated
   cache-logits    every gated snapshot is already cached
-  pipeline        the same input file again: ingest finds no new rows, every stage skips
+  pipeline        the same input file again: unchanged, every stage has nothing to do
 
 first with the home's Prefect server up (as under `llm4all ui` or after any flow command),
 then with it stopped. Prints one line per command and state (median and max wall seconds over

@@ -12,6 +12,7 @@ they were scheduled (`warehouse.lock.RunLock`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,19 +67,36 @@ def dataset_run(
 
 
 def remember_settings(catalog: Catalog, dataset: str, settings: Settings, replace: bool) -> None:
-    recorded = catalog.settings(dataset)
-    if recorded is not None:
-        if not (replace and settings.told):
-            return
-        same = recorded["config"] == settings.data and recorded["overrides"] == settings.overrides
-        if same:
-            return
-    data = {k: v for k, v in settings.data.items() if k != "home"}
+    if not settings_to_record(catalog, dataset, settings, replace):
+        return
     with catalog.writing():
         catalog.record_settings(
-            dataset, settings.config_path, data, settings.overrides, _flow_run_id()
-        )
+            dataset, settings.config_path, _recordable(settings.data), settings.overrides,
+            _flow_run_id(),
+        )  # fmt: skip
     log.info("recorded the settings of %s (%s)", dataset, settings.describe())
+
+
+def settings_to_record(catalog: Catalog, dataset: str, settings: Settings, replace: bool) -> bool:
+    """Whether a run of `dataset` with `settings` records them once it succeeds (`remember`):
+    when none are recorded yet or, with `replace`, when it was told others than the recorded
+    ones. Compared as the catalog stores them (no `home`, through JSON), so settings resolved
+    from the recorded ones are the same settings."""
+    recorded = catalog.settings(dataset)
+    if recorded is None:
+        return True
+    if not (replace and settings.told):
+        return False
+    told = _as_stored(_recordable(settings.data)), _as_stored(settings.overrides)
+    return told != (recorded["config"], recorded["overrides"])
+
+
+def _recordable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "home"}  # where it is found, not what it is
+
+
+def _as_stored(value: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def scheduled_at() -> float | None:

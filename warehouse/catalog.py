@@ -164,6 +164,7 @@ class Catalog:
         self.busy_timeout_s = busy_timeout_s
         self._lock = WriterLock(self.home, timeout_s=lock_timeout_s)
         self._con: duckdb.DuckDBPyConnection | None = None  # open only inside a transaction
+        self._read_con: duckdb.DuckDBPyConnection | None = None  # open only inside reading()
 
     # ------------------------------------------------------------------ connections
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -182,6 +183,9 @@ class Catalog:
         if self._con is not None:  # inside our own transaction: read through it
             yield self._con
             return
+        if self._read_con is not None:  # inside reading()
+            yield self._read_con
+            return
         if not self.db_path.exists():
             yield None
             return
@@ -189,6 +193,21 @@ class Catalog:
         try:
             yield con
         finally:
+            con.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Catalog]:
+        """Serve every read inside from one read connection: one view of the catalog, and one
+        open instead of one per read (a check made of many small reads, e.g. whether a pipeline
+        run has anything to do). Reads only: writers wait meanwhile, `writing()` is refused."""
+        if self._con is not None or self._read_con is not None or not self.db_path.exists():
+            yield self
+            return
+        self._read_con = self._connect(read_only=not self._lock.held)
+        try:
+            yield self
+        finally:
+            con, self._read_con = self._read_con, None
             con.close()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -204,6 +223,8 @@ class Catalog:
         if self._lock.held:
             yield self
             return
+        if self._read_con is not None:
+            raise CatalogError("catalog writes cannot start inside `reading()`")
         self._lock.acquire()
         try:
             self.lake.mkdir(parents=True, exist_ok=True)

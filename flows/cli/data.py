@@ -80,7 +80,10 @@ def curate(
         from tasks.curate.pending import nothing_to_curate
         from warehouse import Catalog
 
-        if nothing_to_curate(Catalog(inv.home), dataset):  # no flow run for nothing
+        catalog = Catalog(inv.home)
+        with catalog.reading():  # one view of the catalog for every check
+            nothing = nothing_to_curate(catalog, dataset)
+        if nothing:  # no flow run for nothing
             return {"dataset": dataset, "filters": names, "versions": [], "rows": 0, "kept": 0}
         inv.connect()
         from flows.cli.prefect_env import configure_logging

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from flows.cli import app as cli
 from flows.cli import printers
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="NAME[:VERSION] of a registered model, or teacher.")
+]
 
 
 @cli.app.command("cache-logits")
@@ -26,8 +32,9 @@ def cache_logits(
         from tasks.logits.pending import nothing_to_cache
         from warehouse import Catalog
 
-        cfg = inv.cfg
-        done = nothing_to_cache(Catalog(inv.home), dataset, cfg.teacher, cfg.tokens, cfg.logits)
+        cfg, catalog = inv.cfg, Catalog(inv.home)
+        with catalog.reading():  # one view of the catalog for every check
+            done = nothing_to_cache(catalog, dataset, cfg.teacher, cfg.tokens, cfg.logits)
         if done is not None:  # no flow run (and no teacher load) for nothing
             return done
         return inv.run_flow("flows.logits:cache_logits_flow", dataset=dataset)
@@ -75,9 +82,7 @@ def distill(
 
 @cli.app.command()
 def quantize(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="NAME[:VERSION] of a registered model, or teacher.")
-    ],
+    model: ModelOpt,
     method: Annotated[
         str | None,
         typer.Option(
@@ -100,21 +105,15 @@ def quantize(
     if method is not None and method not in METHODS:
         raise cli.usage_error(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
 
-    def work(inv: cli.Invocation) -> dict[str, Any]:
-        return inv.run_flow("flows.quantize:quantize_flow", model=model, dataset=dataset)
-
-    cli.run_command(
-        work, printers.quantize, config=config,
-        sets=cli.with_flags({"quantize.method": method}, set_), as_json=as_json, debug=debug,
-        names={"model name": model.partition(":")[0], "dataset name": dataset},
+    _quantize_flow(
+        model, dataset, printers.quantize, sets=cli.with_flags({"quantize.method": method}, set_),
+        config=config, as_json=as_json, debug=debug,
     )  # fmt: skip
 
 
 @cli.app.command()
 def export(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="NAME[:VERSION] of a registered model, or teacher.")
-    ],
+    model: ModelOpt,
     format_: Annotated[str, typer.Option("--format", help="gguf (the one format)")] = "gguf",
     gguf_type: Annotated[
         str,
@@ -144,13 +143,28 @@ def export(
     except QuantError as e:
         raise cli.usage_error(f"--type: {e}") from None
 
+    _quantize_flow(
+        model, dataset, printers.export, sets=set_, config=config, as_json=as_json, debug=debug,
+        method=method, path=True,
+    )  # fmt: skip
+
+
+def _quantize_flow(
+    model: str, dataset: str | None, printer: Callable[[dict[str, Any]], None], *,
+    sets: list[str] | None, config: Path | None, as_json: bool, debug: bool,
+    method: str | None = None, path: bool = False,
+) -> None:  # fmt: skip
+    """The body of `quantize` and `export`: the quantize flow on MODEL (with `method`, or
+    quantize.method of the config), the model and dataset names validated first; with `path`,
+    the result leads with the file written (export's GGUF)."""
+
     def work(inv: cli.Invocation) -> dict[str, Any]:
         out = inv.run_flow(
             "flows.quantize:quantize_flow", model=model, dataset=dataset, method=method
         )
-        return {"path": out.get("file"), **out}
+        return {"path": out.get("file"), **out} if path else out
 
     cli.run_command(
-        work, printers.export, config=config, sets=set_, as_json=as_json, debug=debug,
+        work, printer, config=config, sets=sets, as_json=as_json, debug=debug,
         names={"model name": model.partition(":")[0], "dataset name": dataset},
     )  # fmt: skip

@@ -24,11 +24,38 @@ def pipeline(
     debug: cli.DebugOpt = False,
 ) -> None:  # fmt: skip
     """Every stage, each gated: ingest, curate, tokens, logits, distill (unchanged inputs skip)."""
+
+    def work(inv: cli.Invocation) -> dict[str, Any]:
+        done = _nothing_to_run(inv, dataset, sources)
+        if done is not None:  # no flow run (and no model load) for nothing
+            return done
+        return inv.run_flow("flows.pipeline:pipeline_flow", dataset=dataset, sources=sources)
+
     cli.run_command(
-        lambda inv: inv.run_flow("flows.pipeline:pipeline_flow", dataset=dataset, sources=sources),
-        printers.stages, config=config, sets=set_, as_json=as_json, debug=debug,
+        work, printers.stages, config=config, sets=set_, as_json=as_json, debug=debug,
         names={"dataset name": dataset},
     )  # fmt: skip
+
+
+def _nothing_to_run(
+    inv: cli.Invocation, dataset: str, sources: list[str] | None
+) -> dict[str, Any] | None:
+    """What a pipeline run of `dataset` would return when it has nothing to do, answered from
+    the catalog (`tasks/pending.py`); None when it might do something, or record other
+    settings for the dataset."""
+    from flows.runtime import settings_to_record
+    from tasks.pending import nothing_to_run
+    from warehouse import Catalog
+
+    catalog, cfg = Catalog(inv.home), inv.cfg
+    with catalog.reading():  # one view of the catalog for every check
+        if settings_to_record(catalog, dataset, inv.settings, replace=True):
+            return None
+        return nothing_to_run(
+            catalog, dataset, sources if sources is not None else cfg.refresh.sources,
+            teacher=cfg.teacher, ingest=cfg.ingest, dedup=cfg.dedup, tokens=cfg.tokens,
+            logits=cfg.logits, distill=cfg.distill, quantize=cfg.quantize,
+        )  # fmt: skip
 
 
 @cli.app.command()

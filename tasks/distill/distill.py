@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,64 +28,15 @@ from models.loading_config import ModelSpec
 from tasks.distill.config import DistillConfig, DistillError
 from tasks.distill.data import CacheReader, TokenBlocks, read_blocks
 from tasks.distill.evaluate import evaluate_student, summary_rouge
+from tasks.distill.pending import DistillResult, student_run
 from tasks.distill.students import make_student
 from tasks.distill.train import train_student
 from tasks.logits.summaries import SUMMARIES, read_summary_blocks
-from tasks.publish import Lineage, done_run, publish, run_key
+from tasks.publish import Lineage, done_run, publish
 from tasks.runtime import current_flow_run_id, launch_rank
-from warehouse import Catalog, VersionInfo, validate_name
+from warehouse import Catalog, VersionInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DistillResult:
-    dataset: str
-    model: dict[str, Any]
-    skipped: bool  # the registry already held this exact model
-    train: dict[str, Any] | None
-    evaluation: dict[str, Any] | None
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def training_data(
-    catalog: Catalog, dataset: str, teacher: ModelSpec, cfg: DistillConfig
-) -> tuple[list[VersionInfo], list[VersionInfo]]:
-    """(gated tokens versions not superseded by curation, their gated logit caches from the
-    teacher; [] online). The caches of one run all hold the same kind of targets (mode and
-    draws or k): the newest kind that covers every tokens version."""
-    from tasks.tokens.pending import trainable_tokens
-
-    tokens = trainable_tokens(catalog, dataset)
-    if not tokens:
-        raise DistillError(f"no tokens snapshot of {dataset!r} has passed its gate")
-    if cfg.mode == "online":
-        return tokens, []
-    by_kind: dict[str, dict[str, VersionInfo]] = {}
-    for v in catalog.versions("logits", dataset):
-        if v.gate_passed and v.meta.get("teacher") == teacher.path:
-            by_kind.setdefault(cache_kind(v.meta), {})[str(v.meta.get("tokens"))] = v
-    complete = [k for k in by_kind if all(t.ref.key in by_kind[k] for t in tokens)]
-    if not complete:
-        best = max(by_kind, key=lambda k: sum(t.ref.key in by_kind[k] for t in tokens), default="")
-        missing = next(t for t in tokens if t.ref.key not in by_kind.get(best, {}))
-        raise DistillError(
-            f"no gated logit cache of {missing.ref.key} from {teacher.path}"
-            + (f" with the others' kind of targets ({best})" if by_kind else "")
-            + f": run `llm4all cache-logits --dataset {dataset}` first, or set "
-            "distill.mode=online"
-        )
-    kind = max(complete, key=lambda k: max(c.ref.version for c in by_kind[k].values()))
-    return tokens, [by_kind[kind][t.ref.key] for t in tokens]
-
-
-def cache_kind(meta: dict[str, Any]) -> str:
-    """What makes two caches' targets mixable: the mode, and S draws or k ids."""
-    params = meta.get("params") or {}
-    return f"{params.get('mode')}/{params.get('samples', params.get('k'))}"
 
 
 def held_out_pairs(
@@ -173,20 +123,12 @@ def distill(
 
     cfg = cfg or DistillConfig()
     gates = gates or GatesConfig()
-    validate_name(dataset)
-    name = cfg.student_name(dataset)
-    validate_name(name)
     started = time.monotonic()
-    tokens, caches = training_data(catalog, dataset, teacher_spec, cfg)
-    key = run_key({
-        "teacher": teacher_spec.path,
-        "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
-        "logits": [(v.ref.key, v.ref.sha256) for v in caches],
-        "config": cfg.config_hash(),
-    })  # fmt: skip
+    run = student_run(catalog, dataset, teacher_spec, cfg)
+    name, tokens, caches, key = run.name, run.tokens, run.caches, run.key
     if done := done_run(catalog, name, key):
         log.info("%s already holds this run (%s): nothing to do", done.key, key)
-        return DistillResult(dataset, done.to_dict(), True, None, None, 0.0)
+        return DistillResult.already_done(dataset, done)
 
     teacher = load_causal_lm(teacher_spec, rank_device(cfg.device))
     vocab = model_vocab_size(teacher)

@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,33 +41,14 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from tasks.ingest.config import IngestConfig
+from tasks.ingest.pending import IngestResult, config_sha256, resolve_source, source_sha256
 from tasks.ingest.readers import QUARANTINE, Parsed, Quarantined, read_source
 from tasks.runtime import current_flow_run_id, run_name
-from warehouse import Catalog, DatasetRef, validate_name
+from warehouse import Catalog, validate_name
 from warehouse.files import atomic_path
 from warehouse.sql import sql_list, sql_str
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class IngestResult:
-    dataset: str
-    source: str
-    run_id: str
-    ref: DatasetRef | None  # None when the run added no new content
-    rows_in: int
-    accepted: int
-    already_present: int
-    quarantined: int
-    blank_lines: int
-    seconds: float
-    quarantine_examples: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ref"] = self.ref.to_dict() if self.ref else None
-        return d
 
 
 # --------------------------------------------------------------------------- normalise
@@ -132,8 +112,10 @@ def ingest(
     started = time.monotonic()
     started_at = datetime.now(UTC).replace(tzinfo=None)
     run_id = uuid.uuid4().hex[:12]
-    source = str(Path(source).resolve()) if not source.startswith("hf:") else source
+    source = resolve_source(source)
     batches = read_source(source, cfg)  # raises IngestError before anything is written
+    # Hashed before it is read: bytes that change meanwhile are not taken for what was read.
+    identity = {"source_sha256": source_sha256(source), "ingest_config_sha256": config_sha256(cfg)}
 
     with catalog.writing():
         scratch = catalog.scratch_dir()
@@ -162,6 +144,7 @@ def ingest(
             if accepted:
                 parent = earlier[-1].ref.key if earlier else None
                 meta = {"source": source, "run_id": run_id, "quarantined": counts.quarantined}
+                meta |= identity  # what `tasks/ingest/pending.unchanged` compares a source with
                 ref = tx.publish(staged, parent=parent, flow_run_id=flow_run_id, meta=meta)
             version = ref.version if ref else None
             tx.execute(

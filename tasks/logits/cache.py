@@ -42,7 +42,7 @@ from models.logit_cache import (
     write_shard,
 )
 from tasks.logits.config import LogitCacheConfig
-from tasks.logits.pending import cache_key
+from tasks.logits.pending import cache_key, cached_keys
 from tasks.logits.summaries import SUMMARIES, fill_summaries
 from tasks.runtime import current_flow_run_id
 from tasks.tokens.pending import trainable_tokens
@@ -89,11 +89,7 @@ def cache_logits(
                 f"({v.meta.get('teacher')}, {str(v.meta.get('tokenizer_sha256'))[:12]}) than "
                 f"the teacher {teacher.path} ({tok_hash[:12]}): re-tokenize, do not mix"
             )
-    existing = {
-        v.meta.get("cache_key")
-        for v in catalog.versions("logits", dataset)
-        if v.gate_passed is not False
-    }
+    existing = cached_keys(catalog, dataset)
     todo = [v for v in tokens if cache_key(teacher, tok_hash, v.ref, cfg) not in existing]
     skipped = [v.ref.key for v in tokens if v not in todo]
     refs: list[DatasetRef] = []

@@ -28,6 +28,16 @@ def cache_key(teacher: ModelSpec, tok_hash: str, tokens: DatasetRef, cfg: LogitC
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cached_keys(catalog: Catalog, dataset: str) -> set[str]:
+    """The cache keys of `dataset`'s logits versions that did not fail their gate: a tokens
+    version whose `cache_key` is among them needs no cache of these parameters."""
+    return {
+        str(v.meta.get("cache_key"))
+        for v in catalog.versions("logits", dataset)
+        if v.gate_passed is not False
+    }
+
+
 def nothing_to_cache(
     catalog: Catalog, dataset: str, teacher: ModelSpec, tokens: TokensConfig,
     logits: LogitCacheConfig,
@@ -39,23 +49,19 @@ def nothing_to_cache(
     tokenized, and every trainable tokens version has a cache with this run's key. The key
     uses the tokenizer hash the tokens version recorded: a teacher with another tokenizer is
     the flow's error to report, so it is never "nothing to do"."""
-    for stage in ("tokens", "logits"):
-        if any(v.gate_passed is None for v in catalog.versions(stage, dataset)):
-            return None
+    versions = catalog.versions("tokens", dataset)  # read once, for every check below
+    if any(v.gate_passed is None for v in versions + catalog.versions("logits", dataset)):
+        return None
     sources = [
         v
         for v in catalog.versions(source_stage(catalog, dataset, tokens), dataset)
         if v.gate_passed
     ]
-    done = progress_of(catalog, dataset)
+    done = progress_of(catalog, dataset, versions)
     if not sources or any(not done.get(s.ref.key, (0, False))[1] for s in sources):
         return None
-    trainable = trainable_tokens(catalog, dataset)
-    existing = {
-        v.meta.get("cache_key")
-        for v in catalog.versions("logits", dataset)
-        if v.gate_passed is not False
-    }
+    trainable = trainable_tokens(catalog, dataset, versions)
+    existing = cached_keys(catalog, dataset)
     if not trainable or any(
         cache_key(teacher, str(v.meta.get("tokenizer_sha256")), v.ref, logits) not in existing
         for v in trainable

@@ -26,7 +26,6 @@ import logging
 import resource
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,6 @@ from data_quality import GateFailed, GatesConfig
 from models.loading import load_causal_lm, load_tokenizer, model_vocab_size
 from models.loading_config import ModelSpec
 from models.quant import (
-    QUANT_FILE,
     QuantError,
     available,
     device_of,
@@ -48,88 +46,18 @@ from models.quant import (
 )
 from tasks.distill.data import read_blocks
 from tasks.distill.evaluate import compare_on_blocks, generation_speed, model_bytes
-from tasks.publish import Lineage, done_run, publish, run_key
+from tasks.publish import Lineage, done_run, publish
 from tasks.quantize.config import QuantizeConfig, QuantizeError
 from tasks.quantize.gguf import llama_cpp_figures, make_gguf
+from tasks.quantize.pending import Parent, QuantizeResult, variant_run
 from tasks.runtime import current_flow_run_id
-from warehouse import Catalog, VersionInfo, validate_name
-from warehouse.catalog import CatalogError
-from warehouse.registry import ModelInfo, get_model, list_models
+from warehouse import Catalog
+from warehouse.registry import get_model
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-TEACHER = "teacher"  # the model argument that names the configured teacher
-
-
-@dataclass
-class QuantizeResult:
-    parent: str  # registry key of the fp32 parent (models/NAME@V), or the teacher's path
-    model: dict[str, Any]  # the registered quantized model (ModelInfo.to_dict())
-    skipped: bool  # the registry already held this exact run
-    metrics: dict[str, Any] | None  # None when skipped (the model's metrics hold them)
-    seconds: float
-
-    @property
-    def file(self) -> str | None:
-        """gguf-*: the registered .gguf file (what `llm4all export` hands the user)."""
-        name = (self.metrics or self.model.get("metrics") or {}).get("file")
-        return str(Path(self.model["path"]) / name) if name else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__) | {"file": self.file}
-
-
-@dataclass
-class Parent:
-    key: str  # lineage: models/NAME@V, or the teacher's path
-    name: str  # for the default name of the variant
-    spec: ModelSpec  # how to load it, in fp32
-    info: ModelInfo | None  # None for the teacher
-
-
-def resolve_parent(model_arg: str, catalog: Catalog, teacher: ModelSpec) -> Parent:
-    """`teacher`, `NAME` (its promoted version, else its newest) or `NAME:VERSION`."""
-    if model_arg == TEACHER:
-        return Parent(teacher.path, TEACHER, teacher.model_copy(update={"dtype": "float32"}), None)
-    name, _, version = model_arg.partition(":")
-    validate_name(name, "model name")
-    if version and not version.isdigit():
-        raise QuantizeError(f"model {model_arg!r}: the version after ':' must be a number")
-    try:
-        if version:
-            info = get_model(catalog, name, int(version))
-        else:
-            models = list_models(catalog, name)
-            promoted = [m for m in models if m.promoted]
-            info = (promoted or models)[-1] if models else get_model(catalog, name)
-    except CatalogError as e:
-        raise QuantizeError(f"{e}: see `llm4all status`, or quantize `teacher`") from None
-    if (Path(info.path) / QUANT_FILE).exists():
-        raise QuantizeError(f"{info.key} is already quantized: quantize its fp32 parent")
-    spec = ModelSpec(path=info.path, dtype="float32")
-    return Parent(info.key, name, spec, info)
-
-
-def eval_tokens(catalog: Catalog, dataset: str) -> list[VersionInfo]:
-    tokens = [v for v in catalog.versions("tokens", dataset) if v.gate_passed]
-    if not tokens:
-        raise QuantizeError(f"no tokens snapshot of {dataset!r} has passed its gate")
-    return tokens
-
-
-def _dataset_of(parent: Parent, dataset: str | None) -> str:
-    if dataset:
-        return validate_name(dataset)
-    for key in parent.info.tokens if parent.info else []:
-        stage, _, rest = key.partition("/")
-        if stage == "tokens" and "@" in rest:
-            return rest.partition("@")[0]
-    raise QuantizeError(
-        f"no dataset to evaluate {parent.key} on: pass --dataset (its validation blocks)"
-    )
 
 
 def quantize_model(
@@ -151,20 +79,11 @@ def quantize_model(
     method = method or cfg.method
     qcfg = cfg.quant_config(method)
     started = time.monotonic()
-    parent = resolve_parent(model_arg, catalog, teacher_spec)
-    dataset = _dataset_of(parent, dataset)
-    name = cfg.name if cfg.name and method == cfg.method else f"{parent.name}-{method}"
-    validate_name(name, "model name")
-    tokens = eval_tokens(catalog, dataset)
-    key = run_key({
-        "parent": parent.key,
-        "parent_created": str(parent.info.created_at) if parent.info else None,
-        "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
-        "config": cfg.model_copy(update={"method": method}).config_hash(),
-    })  # fmt: skip
+    run = variant_run(model_arg, catalog, teacher_spec, cfg, dataset, method)
+    parent, dataset, name, tokens, key = run.parent, run.dataset, run.name, run.tokens, run.key
     if done := done_run(catalog, name, key):
         log.info("%s already holds this run (%s): nothing to do", done.key, key)
-        return QuantizeResult(parent.key, done.to_dict(), True, None, 0.0)
+        return QuantizeResult.already_done(parent.key, done)
 
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in tokens])
     val = blocks.test()[: cfg.eval_blocks]

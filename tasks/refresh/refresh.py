@@ -33,8 +33,9 @@ from models.loading import load_causal_lm, model_vocab_size
 from models.loading_config import ModelSpec
 from tasks.distill.config import DistillConfig, DistillError
 from tasks.distill.data import CacheReader, TokenBlocks, read_blocks
-from tasks.distill.distill import nonfinite_weights, save_student, training_data
+from tasks.distill.distill import nonfinite_weights, save_student
 from tasks.distill.evaluate import evaluate_student
+from tasks.distill.pending import training_data
 from tasks.distill.train import held_out_loss, train_student
 from tasks.publish import Lineage, done_run, publish, run_key
 from tasks.refresh.config import RefreshConfig

@@ -14,26 +14,39 @@ def source_stage(catalog: Catalog, dataset: str, cfg: TokensConfig) -> str:
     return "curated" if catalog.versions("curated", dataset) else "raw"
 
 
-def superseded(catalog: Catalog, dataset: str) -> set[str]:
-    """Keys of tokens versions made from a raw version that now has a gated curated version."""
+def _tokens(
+    catalog: Catalog, dataset: str, versions: list[VersionInfo] | None
+) -> list[VersionInfo]:
+    return catalog.versions("tokens", dataset) if versions is None else versions
+
+
+def superseded(
+    catalog: Catalog, dataset: str, versions: list[VersionInfo] | None = None
+) -> set[str]:
+    """Keys of tokens versions made from a raw version that now has a gated curated version.
+    `versions`: the dataset's tokens versions, when the caller has read them already (each
+    function here takes them so)."""
     curated = {v.parent for v in catalog.versions("curated", dataset) if v.gate_passed}
     return {
-        v.ref.key for v in catalog.versions("tokens", dataset) if v.meta.get("source") in curated
+        v.ref.key for v in _tokens(catalog, dataset, versions) if v.meta.get("source") in curated
     }
 
 
-def trainable_tokens(catalog: Catalog, dataset: str) -> list[VersionInfo]:
+def trainable_tokens(
+    catalog: Catalog, dataset: str, versions: list[VersionInfo] | None = None
+) -> list[VersionInfo]:
     """The tokens versions a student trains on: gated, and not superseded by curation."""
-    stale = superseded(catalog, dataset)
-    return [
-        v for v in catalog.versions("tokens", dataset) if v.gate_passed and v.ref.key not in stale
-    ]
+    versions = _tokens(catalog, dataset, versions)
+    stale = superseded(catalog, dataset, versions)
+    return [v for v in versions if v.gate_passed and v.ref.key not in stale]
 
 
-def progress_of(catalog: Catalog, dataset: str) -> dict[str, tuple[int, bool]]:
+def progress_of(
+    catalog: Catalog, dataset: str, versions: list[VersionInfo] | None = None
+) -> dict[str, tuple[int, bool]]:
     """Per source key: (rows read by its tokens versions so far, whether it is finished)."""
     out: dict[str, tuple[int, bool]] = {}
-    for v in catalog.versions("tokens", dataset):
+    for v in _tokens(catalog, dataset, versions):
         if v.gate_passed is False:
             continue
         src = str(v.meta.get("source"))

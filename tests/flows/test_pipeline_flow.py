@@ -59,6 +59,16 @@ def _latest_run_logs(flow_name: str) -> list[str]:
     return [entry.message for entry in logs]
 
 
+def _flow_runs(flow_name: str) -> int:
+    """How many runs of `flow_name` the Prefect API knows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        flows = FlowFilter(name=FlowFilterName(any_=[flow_name]))
+        return len(client.read_flow_runs(flow_filter=flows))
+
+
 def _cli(*args: str) -> tuple[int, dict]:
     res = CliRunner().invoke(app, [*args, "--json"])
     return res.exit_code, (json.loads(res.stdout) if res.stdout.strip() else {"output": res.output})
@@ -84,10 +94,20 @@ def test_pipeline_then_refresh(
     assert "step 1/4: loss" in distill_logs and "tokens/s" in distill_logs
     assert "student gate passed for models/news-student@1" in distill_logs
 
+    runs = _flow_runs("pipeline")
     code, again = _cli("pipeline", "-d", "news", a, "-c", cfg)  # nothing changed
     assert code == 0, again
     assert again["ingest"][0]["ref"] is None and again["curate"]["versions"] == []
     assert again["tokens"]["refs"] == [] and again["distill"]["skipped"]
+    assert _flow_runs("pipeline") == runs  # answered from the catalog: no flow run
+    human = CliRunner().invoke(app, ["pipeline", "-d", "news", a, "-c", cfg])
+    assert human.exit_code == 0 and "nothing new" in human.stdout
+    assert "distill  models/news-student@1 (already there)" in human.stdout
+    # Other settings for the dataset: the flow runs (every stage skips) and records them.
+    code, told = _cli("pipeline", "-d", "news", a, "-c", cfg, "--set", "locks.progress_s=30")
+    assert code == 0, told
+    assert told["distill"]["skipped"] and _flow_runs("pipeline") == runs + 1
+    assert Catalog(home).settings("news")["overrides"] == {"locks.progress_s": 30}
 
     b = str(write_jsonl(tmp_path / "b.jsonl", news_docs(80, prefix="court")))
     # Another run of the dataset holds its run lock until the refresh queues behind it: the

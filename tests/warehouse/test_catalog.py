@@ -69,6 +69,34 @@ def test_publish_versions_latest_and_lineage(catalog: Catalog) -> None:
         catalog.get("raw", "news", 7)
 
 
+def test_reads_inside_reading_share_one_connection(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    with catalog.reading():  # no catalog yet: reads answer as outside
+        assert catalog.versions("raw") == [] and catalog.ingest_runs() == []
+    with catalog.writing(), catalog.transaction() as tx:
+        tx.publish(_stage_rows(catalog, "news", 3), meta={"k": 1})
+    outside = catalog.versions("raw", "news"), catalog.settings("news"), catalog.ingest_runs()
+    opened: list[object] = []
+    connect = duckdb.connect
+
+    def counted(*args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        opened.append(args)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counted)
+    with catalog.reading():
+        inside = catalog.versions("raw", "news"), catalog.settings("news"), catalog.ingest_runs()
+        assert catalog.get("raw", "news").meta == {"k": 1} and len(opened) == 1
+        with pytest.raises(CatalogError, match="reading"), catalog.writing():
+            pass
+    assert inside == outside and len(opened) == 1
+    catalog.versions("raw", "news")
+    assert len(opened) == 2  # outside it: a connection per read again
+
+
 def test_writes_need_the_writer_lock(catalog: Catalog) -> None:
     with pytest.raises(CatalogError, match="writer lock"):
         catalog.stage_snapshot("raw", "news")

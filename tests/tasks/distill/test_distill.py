@@ -104,7 +104,7 @@ def test_rouge_l_of_held_out_summaries_is_measured(catalog: Catalog, tmp_path: P
 def test_caches_of_different_kinds_are_never_mixed(catalog: Catalog, tmp_path: Path) -> None:
     """tokens@1 cached with 16 draws; then new data, and a cache run with 8 draws that covers
     both snapshots: training uses the 8-draw caches of both, never one of each."""
-    from tasks.distill.distill import training_data
+    from tasks.distill.pending import training_data
 
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
     _data(catalog, tmp_path, spec)  # tokens@1 + a 16-draw cache

@@ -106,6 +106,70 @@ def test_reingest_adds_nothing_and_new_content_makes_a_delta(
     assert len(catalog.ingest_runs("news")) == 3
 
 
+def test_a_version_records_the_bytes_and_settings_it_was_read_from(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    import hashlib
+
+    from data_quality import gate
+    from tasks.ingest.pending import config_sha256, source_sha256, unchanged
+
+    src = write_jsonl(tmp_path / "a.jsonl", good_records(20))
+    assert unchanged(catalog, "news", str(src), IngestConfig()) is None  # never ingested
+    r1 = ingest(str(src), "news", catalog, progress=False)
+    meta = catalog.get("raw", "news", 1).meta
+    assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert meta["ingest_config_sha256"] == config_sha256(IngestConfig())
+    assert unchanged(catalog, "news", str(src), IngestConfig()) is None  # its gate is pending
+    gate("raw", r1.ref, catalog)
+    same = unchanged(catalog, "news", str(src), IngestConfig())
+    r2 = ingest(str(src), "news", catalog, progress=False).to_dict()  # what a rerun reports
+    assert same is not None and same.pop("unchanged_since") == "raw/news@1"
+    assert same.pop("gate") is None and same["run_id"] is None
+    for key in ("run_id", "seconds"):
+        same.pop(key), r2.pop(key)
+    assert same == r2 and r2["ref"] is None and r2["already_present"] == 20
+    # Other settings, other bytes: a rerun might read other rows.
+    assert unchanged(catalog, "news", str(src), IngestConfig(max_chars=10)) is None
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(src.read_bytes())
+    assert unchanged(catalog, "news", str(copy), IngestConfig()) is not None  # same bytes
+    with copy.open("ab") as f:
+        f.write(b'{"id": "late", "text": "one more row"}\n')
+    assert unchanged(catalog, "news", str(copy), IngestConfig()) is None
+    assert source_sha256(str(tmp_path / "missing.jsonl")) is None
+    assert source_sha256("hf:some/dataset") is None
+
+
+def test_a_source_that_quarantined_rows_is_never_taken_as_unchanged(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    from data_quality import gate
+    from tasks.ingest.pending import unchanged
+
+    src = write_jsonl(tmp_path / "a.jsonl", [*good_records(20), {"text": ""}])
+    r = ingest(str(src), "news", catalog, progress=False)
+    gate("raw", r.ref, catalog)
+    assert r.quarantined == 1  # a rerun quarantines it again and gates the run: work
+    assert unchanged(catalog, "news", str(src), IngestConfig()) is None
+
+
+def test_a_folder_source_hashes_every_file_below_it(tmp_path: Path) -> None:
+    from tasks.ingest.pending import source_sha256
+
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha")
+    (root / "sub" / "b.txt").write_text("beta")
+    before = source_sha256(str(root))
+    assert before is not None and source_sha256(str(root)) == before
+    (root / "sub" / "b.txt").write_text("beta, edited")
+    edited = source_sha256(str(root))
+    assert edited not in (None, before)
+    (root / "sub" / "b.txt").rename(root / "sub" / "c.txt")  # a file's name is its rows' id
+    assert source_sha256(str(root)) not in (None, before, edited)
+
+
 def test_repeats_within_one_file_keep_the_first(tmp_path: Path, catalog: Catalog) -> None:
     src = write_jsonl(
         tmp_path / "d.jsonl",

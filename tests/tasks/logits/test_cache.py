@@ -63,6 +63,32 @@ def test_cache_covers_every_position_and_passes_its_gate(
     assert again.refs == [] and again.skipped == ["tokens/news@1"]
 
 
+def test_nothing_to_cache_answers_from_the_catalog_what_cache_logits_would_do(
+    tmp_path: Path, catalog: Catalog, models_dir: Path
+) -> None:
+    from tasks.logits.pending import cached_keys, nothing_to_cache
+
+    teacher = ModelSpec(path=str(models_dir / "teacher"))
+    tcfg, cfg = TokensConfig(block_size=16), LogitCacheConfig(mode="topk", k=4, shard_blocks=4)
+    _tokens(catalog, tmp_path, teacher)
+    assert cached_keys(catalog, "news") == set()
+    assert nothing_to_cache(catalog, "news", teacher, tcfg, cfg) is None  # not cached yet
+    (ref,) = cache_logits("news", catalog, teacher, cfg, progress=False).refs
+    assert nothing_to_cache(catalog, "news", teacher, tcfg, cfg) is None  # its gate is pending
+    gate("logits", ref, catalog)
+    assert cached_keys(catalog, "news") == {catalog.get("logits", "news", 1).meta["cache_key"]}
+    assert nothing_to_cache(catalog, "news", teacher, tcfg, cfg) == {
+        "tokens": {"dataset": "news", "refs": [], "skipped": ["raw/news@1"]},
+        "logits": {"dataset": "news", "refs": [], "skipped": ["tokens/news@1"]},
+        "gates": [],
+    }
+    other = cfg.model_copy(update={"k": 8})  # another cache key: cache_logits has work
+    assert nothing_to_cache(catalog, "news", teacher, tcfg, other) is None
+    assert [
+        r.version for r in cache_logits("news", catalog, teacher, other, progress=False).refs
+    ] == [2]
+
+
 def test_resume_after_a_crash_gives_the_same_bytes(
     tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

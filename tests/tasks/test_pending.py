@@ -1,0 +1,168 @@
+"""tasks/pending.py: what a pipeline run would do, from the catalog alone, against a dataset
+built stage by stage (ingest, curate, tokens, logits, distill, each gated): nothing when
+nothing changed; work (None) when a source, a setting or the catalog says otherwise."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_quality import GatesConfig, gate
+from models.loading_config import ModelSpec
+from tasks.curate.config import DedupConfig
+from tasks.curate.curate import curate_next
+from tasks.distill.config import DistillConfig
+from tasks.distill.distill import distill
+from tasks.ingest.config import IngestConfig
+from tasks.ingest.ingest import ingest
+from tasks.logits.cache import cache_logits
+from tasks.logits.config import LogitCacheConfig
+from tasks.pending import nothing_to_run
+from tasks.quantize.config import QuantizeConfig
+from tasks.quantize.quantize import quantize_model
+from tasks.tokens.config import TokensConfig
+from tasks.tokens.tokenize import tokenize
+from tests.helpers import news_docs, write_jsonl
+from tests.tiny import make_tiny_llama
+from warehouse import Catalog
+
+GATES = GatesConfig.model_validate(
+    {"student": {"max_ppl_ratio": 1e6}, "curated": {"min_rows_for_shares": 1000}}
+)
+
+
+@dataclass
+class Built:
+    home: Path
+    source: Path
+    teacher: ModelSpec
+    settings: dict[str, Any]  # the sections nothing_to_run takes
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """Dataset `news` as a pipeline leaves it: every stage done and gated, a student registered."""
+    root = tmp_path_factory.mktemp("pending")
+    teacher = ModelSpec(path=str(make_tiny_llama(root / "teacher")))
+    settings: dict[str, Any] = {
+        "teacher": teacher,
+        "ingest": IngestConfig(),
+        "dedup": DedupConfig.model_validate(
+            {"semantic": {"enabled": False}, "quality": {"enabled": False}}
+        ),
+        "tokens": TokensConfig(block_size=16, validation_share=0.25),
+        "logits": LogitCacheConfig(samples=8, shard_blocks=8),
+        "distill": DistillConfig(
+            max_steps=2, batch_blocks=2, eval_every=2, eval_speed_tokens=4, rouge_pairs=0
+        ),
+        "quantize": QuantizeConfig(eval_blocks=4, speed_blocks=2, speed_tokens=2, device="cpu"),
+    }
+    catalog = Catalog(root / "home")
+    source = write_jsonl(root / "news.jsonl", news_docs(40))
+    gate(
+        "raw", ingest(str(source), "news", catalog, settings["ingest"], progress=False).ref, catalog
+    )
+    curated = curate_next("news", catalog, settings["dedup"], ["exact", "near"])
+    gate("curated", curated.ref, catalog, GATES)
+    for ref in tokenize("news", catalog, teacher, settings["tokens"], progress=False).refs:
+        gate("tokens", ref, catalog)
+    for ref in cache_logits("news", catalog, teacher, settings["logits"], progress=False).refs:
+        gate("logits", ref, catalog)
+    distill("news", catalog, teacher, settings["distill"], GATES, progress=False)
+    return Built(root / "home", source, teacher, settings)
+
+
+def _ask(built: Built, sources: list[Path], home: Path | None = None, **changed: Any) -> Any:
+    settings = built.settings | changed
+    return nothing_to_run(
+        Catalog(home or built.home), "news", [str(s) for s in sources], **settings
+    )
+
+
+def _copy(built: Built, tmp_path: Path) -> Catalog:
+    """A copy of the built home (paths in it are relative), for a test that changes it."""
+    shutil.copytree(built.home, tmp_path / "home")
+    return Catalog(tmp_path / "home")
+
+
+def test_nothing_changed_is_nothing_to_do(built: Built) -> None:
+    out = _ask(built, [built.source])
+    assert out is not None
+    (ingested,) = out["ingest"]
+    assert ingested["source"] == str(built.source.resolve()) and ingested["ref"] is None
+    assert (ingested["rows_in"], ingested["accepted"], ingested["already_present"]) == (40, 0, 40)
+    assert ingested["unchanged_since"] == "raw/news@1"
+    curate = {"dataset": "news", "versions": [], "rows": 0, "kept": 0}
+    assert out["curate"] == curate | {"filters": ["exact", "near", "factuality"]}
+    assert out["tokens"] == {"dataset": "news", "refs": [], "skipped": ["curated/news@1"]}
+    assert out["logits"] == {"dataset": "news", "refs": [], "skipped": ["tokens/news@1"]}
+    assert out["gates"] == [] and out["quantize"] == []
+    d = out["distill"]
+    assert d["skipped"] and d["model"]["key"] == "models/news-student@1" and d["train"] is None
+    assert _ask(built, []) is not None  # no source to ingest: the same
+    copy = built.source.parent / "copy.jsonl"
+    shutil.copyfile(built.source, copy)
+    assert _ask(built, [copy]) is not None  # the same bytes under another name
+
+
+def test_a_changed_file_is_work(built: Built, tmp_path: Path) -> None:
+    changed = tmp_path / "news.jsonl"
+    changed.write_bytes(built.source.read_bytes() + b'{"id": "late", "text": "team market 99"}\n')
+    assert _ask(built, [changed]) is None
+    assert _ask(built, [built.source, changed]) is None  # every source must be unchanged
+    assert _ask(built, [tmp_path / "missing.jsonl"]) is None  # the flow says it is missing
+
+
+@pytest.mark.parametrize(
+    ("section", "update"),
+    [
+        ("distill", {"max_steps": 3}),  # another student: its run key is not registered
+        ("logits", {"samples": 16}),  # another cache
+        ("ingest", {"max_chars": 50}),  # the same bytes may read as other rows
+        ("teacher", {"path": "/elsewhere/teacher"}),  # another teacher's cache and student
+    ],
+)
+def test_another_setting_that_changes_the_result_is_work(
+    built: Built, section: str, update: dict[str, Any]
+) -> None:
+    changed = built.settings[section].model_copy(update=update)
+    assert _ask(built, [built.source], **{section: changed}) is None
+
+
+def test_a_setting_outside_every_run_key_is_still_nothing_to_do(built: Built) -> None:
+    distill = built.settings["distill"].model_copy(update={"rouge_pairs": 3})  # evaluation only
+    assert _ask(built, [built.source], distill=distill) is not None
+
+
+def test_a_quantized_variant_not_yet_made_is_work_then_nothing(
+    built: Built, tmp_path: Path
+) -> None:
+    catalog = _copy(built, tmp_path)
+    quantize = built.settings["quantize"].model_copy(update={"methods": ["dynamic-int8"]})
+    assert _ask(built, [built.source], catalog.home, quantize=quantize) is None
+    quantize_model("news-student", catalog, built.teacher, quantize, GATES, dataset="news",
+                   method="dynamic-int8")  # fmt: skip
+    out = _ask(built, [built.source], catalog.home, quantize=quantize)
+    assert out is not None
+    (variant,) = out["quantize"]
+    assert variant["skipped"] and variant["model"]["key"] == "models/news-student-dynamic-int8@1"
+    assert variant["parent"] == "models/news-student@1"
+    more = quantize.model_copy(update={"methods": ["dynamic-int8", "int8"]})
+    assert _ask(built, [built.source], catalog.home, quantize=more) is None  # int8: not made
+
+
+def test_new_data_in_the_catalog_is_work(built: Built, tmp_path: Path) -> None:
+    catalog = _copy(built, tmp_path)
+    more = write_jsonl(tmp_path / "more.jsonl", news_docs(10, prefix="court"))
+    r = ingest(str(more), "news", catalog, progress=False)
+    assert _ask(built, [built.source], catalog.home) is None  # raw@2 waits for its gate
+    gate("raw", r.ref, catalog)
+    assert _ask(built, [built.source], catalog.home) is None  # ... then for curation
+    curated = curate_next("news", catalog, built.settings["dedup"], ["exact", "near"])
+    assert _ask(built, [built.source], catalog.home) is None  # ... for its gate
+    gate("curated", curated.ref, catalog, GATES)
+    assert _ask(built, [built.source], catalog.home) is None  # ... for tokens, logits, a student
