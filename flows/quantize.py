@@ -12,9 +12,9 @@ from prefect import flow
 from flows.config import Config, run_config
 from flows.runtime import dataset_run
 from models.quant_config import QuantError
+from tasks.quantize.pending import trained_on
 from tasks.quantize.quantize import quantize_registered
-from warehouse import Catalog, CatalogError, resolve_home
-from warehouse.registry import get_model, list_models
+from warehouse import Catalog, resolve_home
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def quantize_flow(
     `llm4all export` passes gguf-*), evaluate it on DATASET's test blocks (default: the data
     MODEL was trained on), register and gate."""
     cfg, home = run_config(config_path, overrides)
-    on = dataset or _trained_on(Catalog(Path(home)), model)
+    on = dataset or trained_on(Catalog(Path(home)), model)
     if on is None:  # the teacher without --dataset: quantize_registered says what is missing
         return quantize_registered(
             model, home, cfg.teacher, cfg.quantize, cfg.gates, method=method
@@ -42,22 +42,6 @@ def quantize_flow(
         return quantize_registered(
             model, run.home, cfg.teacher, q, cfg.gates, dataset, method
         ).to_dict()
-
-
-def _trained_on(catalog: Catalog, model: str) -> str | None:
-    """The dataset a registered model (NAME or NAME:VERSION) was trained on: whose run lock a
-    quantization of it takes, and whose settings it uses."""
-    name, _, version = model.partition(":")
-    try:
-        info = get_model(catalog, name, int(version)) if version.isdigit() else None
-        info = info or (list_models(catalog, name) or [None])[-1]
-    except CatalogError:
-        return None
-    for key in info.tokens if info else []:
-        stage, _, rest = key.partition("/")
-        if stage == "tokens" and "@" in rest:
-            return rest.partition("@")[0]
-    return None
 
 
 def quantize_variants(model: str, dataset: str, cfg: Config) -> list[dict[str, Any]]:

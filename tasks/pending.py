@@ -8,20 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 from models.loading_config import ModelSpec
-from models.quant_config import QuantError
 from tasks.curate.config import CurateError, DedupConfig, parse_filters
 from tasks.curate.pending import nothing_to_curate
-from tasks.distill.config import DistillConfig, DistillError
-from tasks.distill.pending import DistillResult, student_run
+from tasks.distill.config import DistillConfig
+from tasks.distill.pending import already_distilled
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.pending import unchanged
 from tasks.logits.config import LogitCacheConfig
 from tasks.logits.pending import nothing_to_cache
-from tasks.publish import done_run
-from tasks.quantize.config import QuantizeConfig, QuantizeError
-from tasks.quantize.pending import QuantizeResult, variant_run
+from tasks.quantize.config import QuantizeConfig
+from tasks.quantize.pending import already_quantized
 from tasks.tokens.config import TokensConfig
-from warehouse import Catalog, CatalogError, InvalidName
+from warehouse import Catalog
 
 
 def nothing_to_run(
@@ -46,26 +44,25 @@ def nothing_to_run(
         return None
     try:
         filters = parse_filters(None, dedup)
-        run = student_run(catalog, dataset, teacher, distill)
-        student = done_run(catalog, run.name, run.key)
-        if student is None:
-            return None
-        variants = []
-        for method in quantize.methods:
-            quantize.quant_config(method)  # a method the flow would refuse is its to report
-            v = variant_run(run.name, catalog, teacher, quantize, dataset, method)
-            variant = done_run(catalog, v.name, v.key)
-            if variant is None:
-                return None
-            variants.append(QuantizeResult.already_done(v.parent.key, variant).to_dict())
-    except (CurateError, DistillError, QuantizeError, QuantError, CatalogError, InvalidName):
+    except CurateError:
         return None  # the flow says what is wrong
+    student = already_distilled(catalog, dataset, teacher, distill)
+    if student is None:
+        return None
+    variants = []
+    for method in quantize.methods:
+        variant = already_quantized(
+            catalog, student.model["name"], teacher, quantize, dataset, method
+        )
+        if variant is None:
+            return None
+        variants.append(variant.to_dict())
     curated = {"dataset": dataset, "filters": filters, "versions": [], "rows": 0, "kept": 0}
     return {
         "dataset": dataset,
         "ingest": ingested,
         "curate": curated,
         **cached,
-        "distill": DistillResult.already_done(dataset, student).to_dict(),
+        "distill": student.to_dict(),
         "quantize": variants,
     }

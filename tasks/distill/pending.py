@@ -1,7 +1,8 @@
 """What distillation has left to do, from the catalog alone (no Prefect, no torch, no model):
 the data a student of a dataset trains on, the run key of that training, and whether the
-registry already holds its student. `distill` starts here, and `llm4all pipeline` answers
-"nothing to do" from it (`tasks/pending.py`) without starting a flow run."""
+registry already holds its student. `distill` starts here, and `llm4all distill` and
+`llm4all pipeline` (`tasks/pending.py`) answer "nothing to do" from it without starting a flow
+run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 
 from models.loading_config import ModelSpec
 from tasks.distill.config import DistillConfig, DistillError
-from tasks.publish import run_key
+from tasks.publish import done_run, run_key
 from tasks.tokens.pending import trainable_tokens
-from warehouse import Catalog, VersionInfo, validate_name
+from warehouse import Catalog, CatalogError, InvalidName, VersionInfo, validate_name
 from warehouse.registry import ModelInfo
 
 
@@ -94,3 +95,17 @@ def student_run(
         "config": cfg.config_hash(),
     })  # fmt: skip
     return StudentRun(name, tokens, caches, key)
+
+
+def already_distilled(
+    catalog: Catalog, dataset: str, teacher: ModelSpec, cfg: DistillConfig
+) -> DistillResult | None:
+    """The result a `distill` run of `dataset` returns when the registry already holds the
+    student it would train (its run key); None when it would train, or fail (the run says
+    why)."""
+    try:
+        run = student_run(catalog, dataset, teacher, cfg)
+        done = done_run(catalog, run.name, run.key)
+    except (DistillError, CatalogError, InvalidName):
+        return None
+    return DistillResult.already_done(dataset, done) if done else None

@@ -1,7 +1,8 @@
 """What quantization has left to do, from the catalog alone (no Prefect, no torch, no model):
 which model a variant is made from, the data it is evaluated on, the run key, and whether the
-registry already holds the variant. `quantize_model` starts here, and `llm4all pipeline`
-answers "nothing to do" from it (`tasks/pending.py`) without starting a flow run."""
+registry already holds the variant. `quantize_model` starts here, and `llm4all quantize`,
+`llm4all export` and `llm4all pipeline` (`tasks/pending.py`) answer "nothing to do" from it
+without starting a flow run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from models.loading_config import ModelSpec
 from models.quant import QUANT_FILE
-from tasks.publish import run_key
+from models.quant_config import QuantError
+from tasks.publish import done_run, run_key
 from tasks.quantize.config import QuantizeConfig, QuantizeError
 from warehouse import Catalog, VersionInfo, validate_name
 from warehouse.catalog import CatalogError
@@ -96,13 +98,34 @@ def eval_tokens(catalog: Catalog, dataset: str) -> list[VersionInfo]:
 def _dataset_of(parent: Parent, dataset: str | None) -> str:
     if dataset:
         return validate_name(dataset)
-    for key in parent.info.tokens if parent.info else []:
+    trained = _tokens_dataset(parent.info)
+    if trained is None:
+        raise QuantizeError(
+            f"no dataset to evaluate {parent.key} on: pass --dataset (its validation blocks)"
+        )
+    return trained
+
+
+def _tokens_dataset(info: ModelInfo | None) -> str | None:
+    """The dataset of the first tokens snapshot a registered model was trained on."""
+    for key in info.tokens if info else []:
         stage, _, rest = key.partition("/")
         if stage == "tokens" and "@" in rest:
             return rest.partition("@")[0]
-    raise QuantizeError(
-        f"no dataset to evaluate {parent.key} on: pass --dataset (its validation blocks)"
-    )
+    return None
+
+
+def trained_on(catalog: Catalog, model_arg: str) -> str | None:
+    """The dataset a registered model (NAME: its newest version, or NAME:VERSION) was trained
+    on: whose run lock a quantization of it takes, and whose settings it uses; None for the
+    teacher or a model not registered."""
+    name, _, version = model_arg.partition(":")
+    try:
+        info = get_model(catalog, name, int(version)) if version.isdigit() else None
+        info = info or (list_models(catalog, name) or [None])[-1]
+    except CatalogError:
+        return None
+    return _tokens_dataset(info)
 
 
 def variant_run(
@@ -123,3 +146,19 @@ def variant_run(
         "config": cfg.model_copy(update={"method": method}).config_hash(),
     })  # fmt: skip
     return VariantRun(parent, dataset, name, tokens, key)
+
+
+def already_quantized(
+    catalog: Catalog, model_arg: str, teacher: ModelSpec, cfg: QuantizeConfig,
+    dataset: str | None, method: str | None = None,
+) -> QuantizeResult | None:  # fmt: skip
+    """The result a `quantize_model` run returns when the registry already holds the variant
+    it would make (its run key); None when it would quantize, or fail (the run says why)."""
+    method = method or cfg.method
+    try:
+        cfg.quant_config(method)  # a method the run would refuse is its to report
+        run = variant_run(model_arg, catalog, teacher, cfg, dataset, method)
+        done = done_run(catalog, run.name, run.key)
+    except (QuantizeError, QuantError, CatalogError, ValueError):  # ValueError: a bad name
+        return None
+    return QuantizeResult.already_done(run.parent.key, done) if done else None

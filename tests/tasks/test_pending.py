@@ -17,12 +17,14 @@ from tasks.curate.config import DedupConfig
 from tasks.curate.curate import curate_next
 from tasks.distill.config import DistillConfig
 from tasks.distill.distill import distill
+from tasks.distill.pending import already_distilled
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.ingest import ingest
 from tasks.logits.cache import cache_logits
 from tasks.logits.config import LogitCacheConfig
 from tasks.pending import nothing_to_run
 from tasks.quantize.config import QuantizeConfig
+from tasks.quantize.pending import already_quantized, trained_on
 from tasks.quantize.quantize import quantize_model
 from tasks.tokens.config import TokensConfig
 from tasks.tokens.tokenize import tokenize
@@ -166,3 +168,35 @@ def test_new_data_in_the_catalog_is_work(built: Built, tmp_path: Path) -> None:
     assert _ask(built, [built.source], catalog.home) is None  # ... for its gate
     gate("curated", curated.ref, catalog, GATES)
     assert _ask(built, [built.source], catalog.home) is None  # ... for tokens, logits, a student
+
+
+def test_already_distilled_is_what_a_distill_run_returns(built: Built) -> None:
+    catalog, teacher, cfg = Catalog(built.home), built.teacher, built.settings["distill"]
+    done = already_distilled(catalog, "news", teacher, cfg)
+    assert done is not None and done.skipped
+    assert done.to_dict() == distill("news", catalog, teacher, cfg, GATES).to_dict()
+    assert (
+        already_distilled(catalog, "news", teacher, cfg.model_copy(update={"max_steps": 3})) is None
+    )
+    assert already_distilled(catalog, "other", teacher, cfg) is None  # no data: the run says so
+
+
+def test_already_quantized_is_what_a_quantize_run_returns(built: Built, tmp_path: Path) -> None:
+    catalog = _copy(built, tmp_path)
+    teacher, cfg = built.teacher, built.settings["quantize"]
+    assert trained_on(catalog, "news-student") == "news"
+    assert trained_on(catalog, "news-student:1") == "news"
+    assert trained_on(catalog, "teacher") is None and trained_on(catalog, "nope") is None
+    assert already_quantized(catalog, "news-student", teacher, cfg, None, "dynamic-int8") is None
+    quantize_model("news-student", catalog, teacher, cfg, GATES, method="dynamic-int8")
+    done = already_quantized(catalog, "news-student", teacher, cfg, None, "dynamic-int8")
+    assert done is not None and done.skipped and done.parent == "models/news-student@1"
+    again = quantize_model("news-student", catalog, teacher, cfg, GATES, method="dynamic-int8")
+    assert done.to_dict() == again.to_dict()
+    assert already_quantized(catalog, "news-student", teacher, cfg, "news", "dynamic-int8")
+    named = cfg.model_copy(update={"method": "dynamic-int8"})  # the method from the config
+    assert already_quantized(catalog, "news-student", teacher, named, None) is not None
+    for model, method in (("news-student", "int8"), ("nope", "dynamic-int8"),
+                          ("news-student-dynamic-int8", "int8"), ("news-student:x", "int8")):  # fmt: skip
+        assert already_quantized(catalog, model, teacher, cfg, None, method) is None, model
+    assert already_quantized(catalog, "teacher", teacher, cfg, None, "dynamic-int8") is None
