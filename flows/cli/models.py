@@ -62,6 +62,9 @@ def distill(
         from tasks.runtime import launch_rank
 
         if launch_rank() == 0:
+            done = _already_distilled(inv, dataset)
+            if done is not None:  # no flow run (and no model load) for nothing
+                return done
             return inv.run_flow("flows.distill:distill_flow", dataset=dataset)
         # Another process of a multi-process launch: it trains its share of every batch beside
         # the main one's flow run (no flow of its own), and prints nothing: the main process
@@ -78,6 +81,22 @@ def distill(
         sets=cli.with_flags({"distill.mode": mode, "distill.max_steps": steps}, set_),
         as_json=as_json, debug=debug, names={"dataset name": dataset},
     )  # fmt: skip
+
+
+def _already_distilled(inv: cli.Invocation, dataset: str) -> dict[str, Any] | None:
+    """What a distill run of `dataset` returns when the registry already holds its student,
+    answered from the catalog (`tasks/distill/pending.py`); None when it might train, or would
+    record settings for the dataset (none are recorded yet)."""
+    from flows.runtime import settings_to_record
+    from tasks.distill.pending import already_distilled
+    from warehouse import Catalog
+
+    catalog, cfg = Catalog(inv.home), inv.cfg
+    with catalog.reading():  # one view of the catalog for every check
+        if settings_to_record(catalog, dataset, inv.settings, replace=False):
+            return None
+        done = already_distilled(catalog, dataset, cfg.teacher, cfg.distill)
+    return done.to_dict() if done is not None else None
 
 
 @cli.app.command()
@@ -159,12 +178,36 @@ def _quantize_flow(
     the result leads with the file written (export's GGUF)."""
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
-        out = inv.run_flow(
-            "flows.quantize:quantize_flow", model=model, dataset=dataset, method=method
-        )
+        out = _already_quantized(inv, model, dataset, method)
+        if out is None:  # no flow run (and no model load) for nothing
+            out = inv.run_flow(
+                "flows.quantize:quantize_flow", model=model, dataset=dataset, method=method
+            )
         return {"path": out.get("file"), **out} if path else out
 
     cli.run_command(
         work, printer, config=config, sets=sets, as_json=as_json, debug=debug,
         names={"model name": model.partition(":")[0], "dataset name": dataset},
     )  # fmt: skip
+
+
+def _already_quantized(
+    inv: cli.Invocation, model: str, dataset: str | None, method: str | None
+) -> dict[str, Any] | None:
+    """What a quantize run of MODEL returns when the registry already holds the variant it
+    would make, answered from the catalog (`tasks/quantize/pending.py`) with the settings the
+    run uses (those of the dataset MODEL was trained on, without --dataset); None when it might
+    quantize, or fail."""
+    from flows.config import resolve_settings
+    from tasks.quantize.pending import already_quantized, trained_on
+    from warehouse import Catalog
+
+    catalog, cfg = Catalog(inv.home), inv.cfg
+    if not dataset:
+        on = trained_on(catalog, model)
+        if on is None:  # the teacher without --dataset: the run says what is missing
+            return None
+        cfg = resolve_settings(on, inv.config_path, inv.overrides)[0].load()
+    with catalog.reading():  # one view of the catalog for every check
+        done = already_quantized(catalog, model, cfg.teacher, cfg.quantize, dataset, method)
+    return done.to_dict() if done is not None else None

@@ -112,6 +112,8 @@ def test_export_command(prefect_harness: None, home: Path, tmp_path: Path) -> No
     (reg,) = status["models"]
     assert reg["metrics"]["disk_bytes_ratio"] == m["disk_bytes_ratio"]
     assert "gguf-q8_0: " in runner.invoke(app, ["status"]).stdout
+    again = runner.invoke(app, [*args, "--type", "q8_0", "--json"])  # from the catalog
+    assert again.exit_code == 0 and _json(again)["path"] == out["path"] and _json(again)["skipped"]
 
     human = runner.invoke(app, [*args, "--type", "q4_0,mixed"])
     assert human.exit_code in (0, 3), human.stderr  # the 4-bit gate may fail a random model
