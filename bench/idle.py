@@ -3,12 +3,15 @@
     python -m bench.idle [--repeat 5]
 
 Builds a tiny dataset with `llm4all pipeline` (tiny teacher from a config, inline news rows;
-the command also starts the home's local Prefect server), then times, each as a whole process
-(`bench.common.run_process`: start-up, imports and exit included), the commands a schedule
-repeats when no new data has come:
+the command also starts the home's local Prefect server) and a dynamic-int8 variant of its
+student with `llm4all quantize`, then times, each as a whole process (`bench.common.
+run_process`: start-up, imports and exit included), the commands a schedule repeats when no
+new data has come:
 
   curate          every raw version is already curated
   cache-logits    every gated snapshot is already cached
+  distill         the registry already holds the student of this data and config
+  quantize        ... and its dynamic-int8 variant (the settings of the dataset it was trained on)
   pipeline        the same input file again: unchanged, every stage has nothing to do
 
 first with the home's Prefect server up (as under `llm4all ui` or after any flow command),
@@ -51,13 +54,17 @@ def main() -> int:
     def llm4all(*a: str) -> dict:
         return run_process([sys.executable, "-m", "flows.cli", *a], cwd=ROOT, env=env)
 
+    quantize = ["quantize", "--model", f"{DATASET}-student", "--method", "dynamic-int8", "--json"]
     build = llm4all("pipeline", "-d", DATASET, str(data), "-c", str(cfg), "--json")
-    if build["rc"] != 0:
-        print(build["stderr"][-3000:])
-        return 1
+    for step in (build, llm4all(*quantize)):
+        if step["rc"] != 0:
+            print(step["stderr"][-3000:])
+            return 1
     commands = {
         "curate": ["curate", "-d", DATASET, "--json"],
         "cache-logits": ["cache-logits", "-d", DATASET, "-c", str(cfg), "--json"],
+        "distill": ["distill", "-d", DATASET, "--json"],
+        "quantize": quantize,
         "pipeline (same file)": ["pipeline", "-d", DATASET, str(data), "-c", str(cfg), "--json"],
     }
     lines = [
