@@ -35,13 +35,12 @@ from tasks.distill.config import DistillConfig, DistillError
 from tasks.distill.data import CacheReader, TokenBlocks, read_blocks
 from tasks.distill.distill import nonfinite_weights, save_student
 from tasks.distill.evaluate import evaluate_student
-from tasks.distill.pending import training_data
 from tasks.distill.train import held_out_loss, train_student
-from tasks.publish import Lineage, done_run, publish, run_key
+from tasks.publish import Lineage, publish
 from tasks.refresh.config import RefreshConfig
+from tasks.refresh.pending import RefreshResult, done_before, promoted_model, refresh_run
 from tasks.runtime import current_flow_run_id
-from warehouse import Catalog, validate_name
-from warehouse.registry import ModelInfo, list_models
+from warehouse import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +67,6 @@ class RefreshDecision:
         d["old_regression"] = round(self.old_regression, 5)
         d["new_gain"] = round(self.new_gain, 5)
         return d
-
-
-@dataclass
-class RefreshResult:
-    dataset: str
-    parent: str | None  # the version that was continued
-    model: dict[str, Any] | None  # the candidate (None when there was nothing to do)
-    promoted: str | None  # the promoted version after this run
-    skipped: str | None  # why nothing was trained, if so
-    decision: dict[str, Any] | None
-    train: dict[str, Any] | None
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def decide(
@@ -119,13 +103,6 @@ def spread(indices: np.ndarray, n: int) -> np.ndarray:
     return indices[np.linspace(0, len(indices) - 1, n).round().astype(int)]
 
 
-def promoted_model(catalog: Catalog, name: str) -> ModelInfo:
-    current = [m for m in list_models(catalog, name) if m.promoted]
-    if not current:
-        raise DistillError(f"no promoted version of {name!r}: run `llm4all distill` first")
-    return current[-1]
-
-
 def perplexity(
     model: Any, blocks: TokenBlocks, indices: np.ndarray, vocab: int, batch: int
 ) -> float:
@@ -145,46 +122,16 @@ def refresh_student(
     from transformers import AutoModelForCausalLM
 
     dcfg, rcfg, gates = dcfg or DistillConfig(), rcfg or RefreshConfig(), gates or GatesConfig()
-    validate_name(dataset)
     started = time.monotonic()
-    name = dcfg.student_name(dataset)
-    current = promoted_model(catalog, name)
-    if current.teacher != teacher_spec.path:  # before anything is trained or written
-        raise DistillError(
-            f"{current.key} was distilled from {current.teacher}, but this run's teacher is "
-            f"{teacher_spec.path}: a refresh must not mix two teachers (run with the "
-            f"dataset's recorded settings, or distill a new student)"
-        )
-    tokens, caches = training_data(catalog, dataset, teacher_spec, dcfg)
-    seen = set(current.tokens)
-    new = [i for i, v in enumerate(tokens) if v.ref.key not in seen]
-    if not new:
-        why = f"no tokens snapshot of {dataset!r} newer than {current.key}'s data"
-        log.info("refresh: %s", why)
-        return RefreshResult(dataset, current.key, None, current.key, why, None, None, 0.0)
-    tcfg = dcfg.model_copy(
-        update={
-            "max_steps": rcfg.steps,
-            "warmup_steps": rcfg.warmup_steps,
-            "lr": rcfg.lr or dcfg.lr,
-            "early_stop_patience": 0,
-        }
-    )
-    payload = {
-        "parent": current.key,
-        "tokens": [(v.ref.key, v.ref.sha256) for v in tokens],
-        "logits": [(v.ref.key, v.ref.sha256) for v in caches],
-        "distill": tcfg.config_hash(),
-        "refresh": rcfg.model_dump(exclude={"sources", "cron", "pipeline_cron"}),
-    }
-    key = run_key(payload)
-    if done := done_run(catalog, name, key):
-        log.info("%s already holds this refresh (%s)", done.key, key)
-        promoted = promoted_model(catalog, name).key
-        return RefreshResult(
-            dataset, current.key, done.to_dict(), promoted, "done before",
-            done.metrics.get("refresh"), None, 0.0,
-        )  # fmt: skip
+    run = refresh_run(catalog, dataset, teacher_spec, dcfg, rcfg)
+    if nothing := run.nothing_new():
+        log.info("refresh: %s", nothing.skipped)
+        return nothing
+    if done := done_before(catalog, run):
+        log.info("%s already holds this refresh (%s)", done.model["key"], run.key)
+        return done
+    name, current, tokens, caches, new = run.name, run.current, run.tokens, run.caches, run.new
+    tcfg, key = run.train_cfg, run.key
 
     device = tcfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     teacher = load_causal_lm(teacher_spec, device)
