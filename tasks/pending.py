@@ -1,7 +1,8 @@
-"""What a pipeline run has left to do, from the catalog alone (no Prefect, no torch, no model):
-`llm4all pipeline` answers "nothing to do" from it without starting a flow run. Each stage's
-own pending module answers for its stage; whatever none of them can vouch for (a pending gate,
-a source it cannot hash, data it would refuse) leaves the answer to the flow."""
+"""What a pipeline or refresh run has left to do, from the catalog alone (no Prefect, no torch,
+no model): `llm4all pipeline` and `llm4all refresh` answer "nothing to do" from it without
+starting a flow run. Each stage's own pending module answers for its stage; whatever none of
+them can vouch for (a pending gate, a source it cannot hash, data it would refuse) leaves the
+answer to the flow."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from tasks.logits.config import LogitCacheConfig
 from tasks.logits.pending import nothing_to_cache
 from tasks.quantize.config import QuantizeConfig
 from tasks.quantize.pending import already_quantized
+from tasks.refresh.config import RefreshConfig
+from tasks.refresh.pending import already_refreshed
 from tasks.tokens.config import TokensConfig
 from warehouse import Catalog
 
@@ -30,12 +33,63 @@ def nothing_to_run(
     """The result of a pipeline run of `dataset` on `sources` with nothing to do (the shape
     `pipeline_flow` returns, every stage skipped), or None when any stage might do something.
 
-    Nothing to do: every source is unchanged since a gated raw version
+    Nothing to do: no new data (`data_unchanged`), the registry holds the student that this
+    data and config make (its run key, `tasks/distill/pending.py`) and each variant of it that
+    `quantize.methods` asks for. The caller checks that the run would not record other
+    settings for the dataset (`flows/runtime.settings_to_record`)."""
+    data = data_unchanged(
+        catalog, dataset, sources, teacher=teacher, ingest=ingest, dedup=dedup, tokens=tokens,
+        logits=logits,
+    )  # fmt: skip
+    if data is None:
+        return None
+    student = already_distilled(catalog, dataset, teacher, distill)
+    if student is None:
+        return None
+    variants = variants_made(catalog, student.model["name"], dataset, teacher, quantize)
+    if variants is None:
+        return None
+    return {**data, "distill": student.to_dict(), "quantize": variants}
+
+
+def nothing_to_refresh(
+    catalog: Catalog, dataset: str, sources: list[str], *, teacher: ModelSpec,
+    ingest: IngestConfig, dedup: DedupConfig, tokens: TokensConfig, logits: LogitCacheConfig,
+    distill: DistillConfig, quantize: QuantizeConfig, refresh: RefreshConfig,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The result of a refresh of `dataset` on `sources` with nothing to do (the shape
+    `refresh_flow` returns when it trains nothing and makes no variant), or None when it might
+    do something.
+
+    Nothing to do: no new data (`data_unchanged`), nothing for the promoted student to learn
+    (no tokens snapshot newer than its data, or this refresh's candidate already registered:
+    `tasks/refresh/pending.py`), and each `quantize.methods` variant of the promoted version
+    already registered. The caller checks that the run would not record other settings for the
+    dataset (`flows/runtime.settings_to_record`)."""
+    data = data_unchanged(
+        catalog, dataset, sources, teacher=teacher, ingest=ingest, dedup=dedup, tokens=tokens,
+        logits=logits,
+    )  # fmt: skip
+    if data is None:
+        return None
+    refreshed = already_refreshed(catalog, dataset, teacher, distill, refresh)
+    if refreshed is None:
+        return None
+    name = distill.student_name(dataset)
+    variants = variants_made(catalog, name, dataset, teacher, quantize)
+    if variants is None:
+        return None
+    return {**data, "refresh": refreshed.to_dict(), "quantize": variants}
+
+
+def data_unchanged(
+    catalog: Catalog, dataset: str, sources: list[str], *, teacher: ModelSpec,
+    ingest: IngestConfig, dedup: DedupConfig, tokens: TokensConfig, logits: LogitCacheConfig,
+) -> dict[str, Any] | None:  # fmt: skip
+    """What the data half of a pipeline or refresh run (`flows/pipeline.update_data`) returns
+    when it has nothing to do, or None: every source is unchanged since a gated raw version
     (`tasks/ingest/pending.py`), no raw version waits for curation, tokens and logits are
-    complete for these settings (`tasks/logits/pending.py`), the registry holds the student
-    that this data and config make (its run key, `tasks/distill/pending.py`) and each variant
-    of it that `quantize.methods` asks for. The caller checks that the run would not record
-    other settings for the dataset (`flows/runtime.settings_to_record`)."""
+    complete for these settings (`tasks/logits/pending.py`)."""
     ingested = [unchanged(catalog, dataset, source, ingest) for source in sources]
     if None in ingested or not nothing_to_curate(catalog, dataset):
         return None
@@ -46,23 +100,19 @@ def nothing_to_run(
         filters = parse_filters(None, dedup)
     except CurateError:
         return None  # the flow says what is wrong
-    student = already_distilled(catalog, dataset, teacher, distill)
-    if student is None:
-        return None
+    curated = {"dataset": dataset, "filters": filters, "versions": [], "rows": 0, "kept": 0}
+    return {"dataset": dataset, "ingest": ingested, "curate": curated, **cached}
+
+
+def variants_made(
+    catalog: Catalog, model: str, dataset: str, teacher: ModelSpec, quantize: QuantizeConfig
+) -> list[dict[str, Any]] | None:
+    """What `flows/quantize.quantize_variants` returns when the registry already holds each
+    `quantize.methods` variant of MODEL (its promoted version), or None."""
     variants = []
     for method in quantize.methods:
-        variant = already_quantized(
-            catalog, student.model["name"], teacher, quantize, dataset, method
-        )
+        variant = already_quantized(catalog, model, teacher, quantize, dataset, method)
         if variant is None:
             return None
         variants.append(variant.to_dict())
-    curated = {"dataset": dataset, "filters": filters, "versions": [], "rows": 0, "kept": 0}
-    return {
-        "dataset": dataset,
-        "ingest": ingested,
-        "curate": curated,
-        **cached,
-        "distill": student.to_dict(),
-        "quantize": variants,
-    }
+    return variants

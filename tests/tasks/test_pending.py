@@ -1,5 +1,5 @@
-"""tasks/pending.py: what a pipeline run would do, from the catalog alone, against a dataset
-built stage by stage (ingest, curate, tokens, logits, distill, each gated): nothing when
+"""tasks/pending.py: what a pipeline or refresh run would do, from the catalog alone, against a
+dataset built stage by stage (ingest, curate, tokens, logits, distill, each gated): nothing when
 nothing changed; work (None) when a source, a setting or the catalog says otherwise."""
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from tasks.ingest.config import IngestConfig
 from tasks.ingest.ingest import ingest
 from tasks.logits.cache import cache_logits
 from tasks.logits.config import LogitCacheConfig
-from tasks.pending import nothing_to_run
+from tasks.pending import data_unchanged, nothing_to_refresh, nothing_to_run
 from tasks.quantize.config import QuantizeConfig
 from tasks.quantize.pending import already_quantized, trained_on
 from tasks.quantize.quantize import quantize_model
+from tasks.refresh.config import RefreshConfig
+from tasks.refresh.refresh import refresh_student
 from tasks.tokens.config import TokensConfig
 from tasks.tokens.tokenize import tokenize
 from tests.helpers import news_docs, write_jsonl
@@ -200,3 +202,79 @@ def test_already_quantized_is_what_a_quantize_run_returns(built: Built, tmp_path
                           ("news-student-dynamic-int8", "int8"), ("news-student:x", "int8")):  # fmt: skip
         assert already_quantized(catalog, model, teacher, cfg, None, method) is None, model
     assert already_quantized(catalog, "teacher", teacher, cfg, None, "dynamic-int8") is None
+
+
+def _ask_refresh(
+    built: Built, sources: list[Path], home: Path | None = None, **changed: Any
+) -> Any:
+    settings = {"refresh": RefreshConfig(steps=2, warmup_steps=0)} | built.settings | changed
+    return nothing_to_refresh(
+        Catalog(home or built.home), "news", [str(s) for s in sources], **settings
+    )
+
+
+def test_a_refresh_with_no_new_data_is_nothing_to_do(built: Built) -> None:
+    out = _ask_refresh(built, [built.source])
+    assert out is not None
+    pipeline = _ask(built, [built.source])
+    data = {k: v for k, v in pipeline.items() if k not in ("distill", "quantize")}
+    assert {k: v for k, v in out.items() if k not in ("refresh", "quantize")} == data
+    flow = refresh_student("news", Catalog(built.home), built.teacher, built.settings["distill"],
+                           RefreshConfig(steps=2, warmup_steps=0), GATES, progress=False)  # fmt: skip
+    assert out["refresh"] == flow.to_dict()
+    assert out["refresh"]["model"] is None and out["refresh"]["promoted"] == "models/news-student@1"
+    assert out["refresh"]["skipped"] == (
+        "no tokens snapshot of 'news' newer than models/news-student@1's data"
+    )
+    assert out["quantize"] == []
+    refresh = RefreshConfig(steps=7)  # no data to train on: no setting of the refresh matters
+    assert _ask_refresh(built, [built.source], refresh=refresh) is not None
+
+
+def test_a_refresh_with_a_new_file_or_another_teacher_is_work(built: Built, tmp_path: Path) -> None:
+    changed = tmp_path / "news.jsonl"
+    changed.write_bytes(built.source.read_bytes() + b'{"id": "late", "text": "team market 99"}\n')
+    assert _ask_refresh(built, [changed]) is None
+    other = built.teacher.model_copy(update={"path": "/elsewhere/teacher"})
+    assert _ask_refresh(built, [built.source], teacher=other) is None  # the flow refuses it
+
+
+def test_a_refresh_with_a_variant_not_yet_made_is_work(built: Built, tmp_path: Path) -> None:
+    catalog = _copy(built, tmp_path)
+    quantize = built.settings["quantize"].model_copy(update={"methods": ["dynamic-int8"]})
+    assert _ask_refresh(built, [built.source], catalog.home, quantize=quantize) is None
+    quantize_model("news-student", catalog, built.teacher, quantize, GATES, dataset="news",
+                   method="dynamic-int8")  # fmt: skip
+    out = _ask_refresh(built, [built.source], catalog.home, quantize=quantize)
+    assert out is not None
+    (variant,) = out["quantize"]
+    assert variant["skipped"] and variant["parent"] == "models/news-student@1"
+
+
+def test_new_tokens_since_the_promoted_student_are_work_until_refreshed(
+    built: Built, tmp_path: Path
+) -> None:
+    catalog = _copy(built, tmp_path)
+    more = write_jsonl(tmp_path / "more.jsonl", news_docs(40, prefix="court"))
+    r = ingest(str(more), "news", catalog, progress=False)
+    assert _ask_refresh(built, [built.source], catalog.home) is None  # raw@2: its gate pending
+    gate("raw", r.ref, catalog)
+    curated = curate_next("news", catalog, built.settings["dedup"], ["exact", "near"])
+    gate("curated", curated.ref, catalog, GATES)
+    teacher, s = built.teacher, built.settings
+    for ref in tokenize("news", catalog, teacher, s["tokens"], progress=False).refs:
+        gate("tokens", ref, catalog)
+    for ref in cache_logits("news", catalog, teacher, s["logits"], progress=False).refs:
+        gate("logits", ref, catalog)
+    data = {k: s[k] for k in ("teacher", "ingest", "dedup", "tokens", "logits")}
+    assert data_unchanged(catalog, "news", [str(built.source)], **data) is not None
+    # The data is complete, but the promoted student has not learned tokens/news@2.
+    assert _ask_refresh(built, [built.source], catalog.home) is None
+    rcfg = RefreshConfig(steps=2, warmup_steps=0)
+    trained = refresh_student("news", catalog, teacher, s["distill"], rcfg, GATES, progress=False)
+    assert trained.model is not None
+    out = _ask_refresh(built, [built.source], catalog.home)
+    assert out is not None  # promoted: nothing newer than its data; kept: this run is done
+    again = refresh_student("news", catalog, teacher, s["distill"], rcfg, GATES, progress=False)
+    assert out["refresh"] == again.to_dict()
+    assert out["refresh"]["promoted"] == trained.promoted
