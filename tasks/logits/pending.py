@@ -67,8 +67,13 @@ def nothing_to_cache(
         for v in trainable
     ):
         return None
-    return {
-        "tokens": {"dataset": dataset, "refs": [], "skipped": [s.ref.key for s in sources]},
-        "logits": {"dataset": dataset, "refs": [], "skipped": [v.ref.key for v in trainable]},
+    tokenized = [s.ref.key for s in sources]
+    cached = [v.ref.key for v in trainable]
+    return {  # TokenizeResult and LogitsResult.to_dict() of a run that made nothing
+        "tokens": {"dataset": dataset, "refs": [], "skipped": tokenized, "over_budget": {}},
+        "logits": {
+            "dataset": dataset, "refs": [], "skipped": cached, "positions": 0, "seconds": 0.0,
+            "bytes_per_token": None,
+        },
         "gates": [],
-    }
+    }  # fmt: skip

@@ -102,8 +102,8 @@ def test_nothing_changed_is_nothing_to_do(built: Built) -> None:
     assert ingested["unchanged_since"] == "raw/news@1"
     curate = {"dataset": "news", "versions": [], "rows": 0, "kept": 0}
     assert out["curate"] == curate | {"filters": ["exact", "near", "factuality"]}
-    assert out["tokens"] == {"dataset": "news", "refs": [], "skipped": ["curated/news@1"]}
-    assert out["logits"] == {"dataset": "news", "refs": [], "skipped": ["tokens/news@1"]}
+    assert out["tokens"]["skipped"] == ["curated/news@1"] and out["tokens"]["refs"] == []
+    assert out["logits"]["skipped"] == ["tokens/news@1"] and out["logits"]["refs"] == []
     assert out["gates"] == [] and out["quantize"] == []
     d = out["distill"]
     assert d["skipped"] and d["model"]["key"] == "models/news-student@1" and d["train"] is None

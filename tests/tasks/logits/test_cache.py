@@ -77,11 +77,19 @@ def test_nothing_to_cache_answers_from_the_catalog_what_cache_logits_would_do(
     assert nothing_to_cache(catalog, "news", teacher, tcfg, cfg) is None  # its gate is pending
     gate("logits", ref, catalog)
     assert cached_keys(catalog, "news") == {catalog.get("logits", "news", 1).meta["cache_key"]}
-    assert nothing_to_cache(catalog, "news", teacher, tcfg, cfg) == {
-        "tokens": {"dataset": "news", "refs": [], "skipped": ["raw/news@1"]},
-        "logits": {"dataset": "news", "refs": [], "skipped": ["tokens/news@1"]},
+    done = nothing_to_cache(catalog, "news", teacher, tcfg, cfg)
+    assert done == {
+        "tokens": {"dataset": "news", "refs": [], "skipped": ["raw/news@1"], "over_budget": {}},
+        "logits": {
+            "dataset": "news", "refs": [], "skipped": ["tokens/news@1"], "positions": 0,
+            "seconds": 0.0, "bytes_per_token": None,
+        },
         "gates": [],
-    }
+    }  # fmt: skip
+    # the shape of what the flow's tasks return
+    assert done["tokens"] == tokenize("news", catalog, teacher, tcfg, progress=False).to_dict()
+    again = cache_logits("news", catalog, teacher, cfg, progress=False)
+    assert done["logits"].keys() == again.to_dict().keys()
     other = cfg.model_copy(update={"k": 8})  # another cache key: cache_logits has work
     assert nothing_to_cache(catalog, "news", teacher, tcfg, other) is None
     assert [
