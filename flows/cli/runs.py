@@ -38,24 +38,27 @@ def pipeline(
 
 
 def _nothing_to_run(
-    inv: cli.Invocation, dataset: str, sources: list[str] | None
+    inv: cli.Invocation, dataset: str, sources: list[str] | None, *, refresh: bool = False
 ) -> dict[str, Any] | None:
-    """What a pipeline run of `dataset` would return when it has nothing to do, answered from
-    the catalog (`tasks/pending.py`); None when it might do something, or record other
-    settings for the dataset."""
+    """What a pipeline run (with `refresh`, a refresh) of `dataset` would return when it has
+    nothing to do, answered from the catalog (`tasks/pending.py`); None when it might do
+    something, or record other settings for the dataset."""
     from flows.runtime import settings_to_record
-    from tasks.pending import nothing_to_run
+    from tasks.pending import nothing_to_refresh, nothing_to_run
     from warehouse import Catalog
 
     catalog, cfg = Catalog(inv.home), inv.cfg
+    sections = {
+        "teacher": cfg.teacher, "ingest": cfg.ingest, "dedup": cfg.dedup, "tokens": cfg.tokens,
+        "logits": cfg.logits, "distill": cfg.distill, "quantize": cfg.quantize,
+    }  # fmt: skip
+    sources = sources if sources is not None else cfg.refresh.sources
     with catalog.reading():  # one view of the catalog for every check
         if settings_to_record(catalog, dataset, inv.settings, replace=True):
             return None
-        return nothing_to_run(
-            catalog, dataset, sources if sources is not None else cfg.refresh.sources,
-            teacher=cfg.teacher, ingest=cfg.ingest, dedup=cfg.dedup, tokens=cfg.tokens,
-            logits=cfg.logits, distill=cfg.distill, quantize=cfg.quantize,
-        )  # fmt: skip
+        if refresh:
+            return nothing_to_refresh(catalog, dataset, sources, **sections, refresh=cfg.refresh)
+        return nothing_to_run(catalog, dataset, sources, **sections)
 
 
 @cli.app.command()
@@ -67,9 +70,22 @@ def refresh(
 ) -> None:  # fmt: skip
     """Continual learning: continue the promoted student on new data, with replay; promote it
     only if it learned the new data without forgetting the old."""
+    answered: list[bool] = []  # whether the catalog answered (no flow run, no report)
+
+    def work(inv: cli.Invocation) -> dict[str, Any]:
+        done = _nothing_to_run(inv, dataset, sources, refresh=True)
+        answered.append(done is not None)
+        if done is not None:  # no flow run (and no model load) for nothing
+            return done
+        return inv.run_flow("flows.refresh:refresh_flow", dataset=dataset, sources=sources)
+
+    def show(out: dict[str, Any]) -> None:
+        printers.refresh(out)
+        if any(answered):
+            cli.say("nothing to do: no flow run, no refresh report published")
+
     cli.run_command(
-        lambda inv: inv.run_flow("flows.refresh:refresh_flow", dataset=dataset, sources=sources),
-        printers.refresh, config=config, sets=set_, as_json=as_json, debug=debug,
+        work, show, config=config, sets=set_, as_json=as_json, debug=debug,
         names={"dataset name": dataset},
     )  # fmt: skip
 

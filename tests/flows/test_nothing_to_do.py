@@ -1,6 +1,7 @@
-"""`llm4all distill`, `quantize` and `export` with nothing to do answer from the catalog, without
-a flow run (or a Prefect server), with what the flow returns for a run already done; anything
-else (another run key, settings to record, an error to report) goes to the flow."""
+"""`llm4all distill`, `quantize`, `export` and `refresh` with nothing to do answer from the
+catalog, without a flow run (or a Prefect server), with what the flow returns for a run already
+done; anything else (another run key, new data, settings to record, an error to report) goes to
+the flow."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from flows.config import resolve_settings
 from flows.runtime import remember_settings
 from tasks.distill.distill import distill
 from tasks.quantize.quantize import quantize_model
+from tasks.refresh.refresh import refresh_student
 from tests.tasks import test_pending
 from tests.tasks.test_pending import GATES, Built, _copy
 from warehouse import Catalog
@@ -112,3 +114,40 @@ def test_quantize_and_export_with_nothing_to_do(
     assert _json("export", "--model", "news-student", "--type", "q8_0")["path"] is None
     assert [t for t, _ in started[1:]] == ["flows.quantize:quantize_flow"] * 5
     assert started[-1][1]["method"] == "gguf-q8_0"
+
+
+def test_refresh_with_nothing_to_do(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list
+) -> None:
+    catalog, cfg = _home(built, tmp_path, monkeypatch)
+    source = str(built.source)
+    assert _json("refresh", "-d", "news", source, "-c", cfg)["flow"] == "flows.refresh:refresh_flow"
+    assert len(started) == 1  # no settings recorded yet: the run records them
+    remember_settings(catalog, "news", resolve_settings("news", cfg, {})[0], False)
+    out = _json("refresh", "-d", "news", source)  # the recorded settings
+    s = built.settings
+    nothing = refresh_student("news", catalog, built.teacher, s["distill"], gates=GATES)
+    assert out["refresh"] == json.loads(json.dumps(nothing.to_dict()))
+    assert out["refresh"]["promoted"] == "models/news-student@1" and out["refresh"]["model"] is None
+    assert out["ingest"][0]["unchanged_since"] == "raw/news@1" and out["quantize"] == []
+    assert set(out) == {"ok", "dataset", "ingest", "curate", "tokens", "logits", "gates",
+                        "refresh", "quantize"}  # fmt: skip
+    assert _json("refresh", "-d", "news", source, "-c", cfg) == out  # told the same settings
+    assert _json("refresh", "-d", "news") == out | {"ingest": []}  # refresh.sources: none
+    assert len(started) == 1
+    human = runner.invoke(app, ["refresh", "-d", "news", source])
+    assert human.exit_code == 0 and len(started) == 1
+    assert "refresh  no tokens snapshot of 'news' newer than models/news-student@1's data\n" in (
+        human.stdout
+    )
+    assert human.stdout.endswith(
+        "promoted: models/news-student@1\nnothing to do: no flow run, no refresh report published\n"
+    )
+    changed = tmp_path / "news.jsonl"
+    changed.write_bytes(built.source.read_bytes() + b'{"id": "late", "text": "team market 99"}\n')
+    _json("refresh", "-d", "news", str(changed))  # new data: the flow ingests it
+    _json("refresh", "-d", "news", source, "--set", "refresh.steps=3")  # settings to record
+    methods = resolve_settings("news", cfg, {"quantize.methods": ["dynamic-int8"]})[0]
+    remember_settings(catalog, "news", methods, True)
+    _json("refresh", "-d", "news", source)  # a variant of the promoted student not made yet
+    assert [t for t, _ in started[1:]] == ["flows.refresh:refresh_flow"] * 3

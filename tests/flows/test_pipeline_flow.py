@@ -135,6 +135,24 @@ def test_pipeline_then_refresh(
     assert r["promoted"] == "models/news-student@2"
     (v2,) = [m for m in list_models(catalog) if m.version == 2]
     assert v2.parent == "models/news-student@1" and v2.promoted
+    # Nothing new since: told other settings, the flow runs, trains nothing and records them;
+    # then the same refresh answers from the catalog, with what that flow run returned.
+    code, flowed = _cli("refresh", "-d", "news", b, "--set", "locks.progress_s=31")
+    assert code == 0, flowed
+    assert flowed["refresh"]["model"] is None and flowed["refresh"]["skipped"]
+    runs = _flow_runs("refresh")
+    code, answered = _cli("refresh", "-d", "news", b)
+    assert code == 0, answered
+    assert _flow_runs("refresh") == runs
+    assert _untimed(answered) == _untimed(flowed)
+
+
+def _untimed(out: dict) -> dict:
+    """A pipeline or refresh result without what a clock or an ingest run's id decides (an
+    answer from the catalog records no ingest run; it names the raw version instead)."""
+    drop = ("run_id", "seconds", "unchanged_since")
+    ingest = [{k: v for k, v in i.items() if k not in drop} for i in out["ingest"]]
+    return out | {"ingest": ingest, "logits": out["logits"] | {"seconds": None}}
 
 
 def test_deployments_are_named_as_the_dataset_and_carry_their_settings(tmp_path: Path) -> None:
