@@ -1,6 +1,6 @@
 """What a pipeline or refresh run has left to do, from the catalog alone (no Prefect, no torch,
-no model): `llm4all pipeline` and `llm4all refresh` answer "nothing to do" from it without
-starting a flow run. Each stage's own pending module answers for its stage; whatever none of
+no model): `llm4all pipeline` and `llm4all refresh` answer "nothing to do" from it
+(`nothing_to_run`) without starting a flow run. Each stage's own pending module answers for its stage; whatever none of
 them can vouch for (a pending gate, a source it cannot hash, data it would refuse) leaves the
 answer to the flow."""
 
@@ -28,58 +28,38 @@ from warehouse import Catalog
 def nothing_to_run(
     catalog: Catalog, dataset: str, sources: list[str], *, teacher: ModelSpec,
     ingest: IngestConfig, dedup: DedupConfig, tokens: TokensConfig, logits: LogitCacheConfig,
-    distill: DistillConfig, quantize: QuantizeConfig,
+    distill: DistillConfig, quantize: QuantizeConfig, refresh: RefreshConfig | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """The result of a pipeline run of `dataset` on `sources` with nothing to do (the shape
-    `pipeline_flow` returns, every stage skipped), or None when any stage might do something.
+    """The result of a pipeline run (with `refresh`, a refresh run) of `dataset` on `sources`
+    with nothing to do, in the shape `pipeline_flow` (`refresh_flow`) returns, every stage
+    skipped; None when any stage might do something.
 
-    Nothing to do: no new data (`data_unchanged`), the registry holds the student that this
-    data and config make (its run key, `tasks/distill/pending.py`) and each variant of it that
-    `quantize.methods` asks for. The caller checks that the run would not record other
-    settings for the dataset (`flows/runtime.settings_to_record`)."""
+    Nothing to do: no new data (`data_unchanged`); for a pipeline, the registry holds the
+    student that this data and config make (its run key, `tasks/distill/pending.py`); for a
+    refresh, the promoted student has nothing to learn (no tokens snapshot newer than its data,
+    or this refresh's candidate already registered: `tasks/refresh/pending.py`); and the
+    registry holds each variant of the (promoted) student that `quantize.methods` asks for.
+    The caller checks that the run would not record other settings for the dataset
+    (`flows/runtime.settings_to_record`)."""
     data = data_unchanged(
         catalog, dataset, sources, teacher=teacher, ingest=ingest, dedup=dedup, tokens=tokens,
         logits=logits,
     )  # fmt: skip
     if data is None:
         return None
-    student = already_distilled(catalog, dataset, teacher, distill)
-    if student is None:
-        return None
-    variants = variants_made(catalog, student.model["name"], dataset, teacher, quantize)
-    if variants is None:
-        return None
-    return {**data, "distill": student.to_dict(), "quantize": variants}
-
-
-def nothing_to_refresh(
-    catalog: Catalog, dataset: str, sources: list[str], *, teacher: ModelSpec,
-    ingest: IngestConfig, dedup: DedupConfig, tokens: TokensConfig, logits: LogitCacheConfig,
-    distill: DistillConfig, quantize: QuantizeConfig, refresh: RefreshConfig,
-) -> dict[str, Any] | None:  # fmt: skip
-    """The result of a refresh of `dataset` on `sources` with nothing to do (the shape
-    `refresh_flow` returns when it trains nothing and makes no variant), or None when it might
-    do something.
-
-    Nothing to do: no new data (`data_unchanged`), nothing for the promoted student to learn
-    (no tokens snapshot newer than its data, or this refresh's candidate already registered:
-    `tasks/refresh/pending.py`), and each `quantize.methods` variant of the promoted version
-    already registered. The caller checks that the run would not record other settings for the
-    dataset (`flows/runtime.settings_to_record`)."""
-    data = data_unchanged(
-        catalog, dataset, sources, teacher=teacher, ingest=ingest, dedup=dedup, tokens=tokens,
-        logits=logits,
-    )  # fmt: skip
-    if data is None:
-        return None
-    refreshed = already_refreshed(catalog, dataset, teacher, distill, refresh)
-    if refreshed is None:
+    if refresh is None:
+        student = already_distilled(catalog, dataset, teacher, distill)
+        trained = {"distill": student.to_dict()} if student else None
+    else:
+        refreshed = already_refreshed(catalog, dataset, teacher, distill, refresh)
+        trained = {"refresh": refreshed.to_dict()} if refreshed else None
+    if trained is None:
         return None
     name = distill.student_name(dataset)
     variants = variants_made(catalog, name, dataset, teacher, quantize)
     if variants is None:
         return None
-    return {**data, "refresh": refreshed.to_dict(), "quantize": variants}
+    return {**data, **trained, "quantize": variants}
 
 
 def data_unchanged(

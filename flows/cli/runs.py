@@ -44,21 +44,19 @@ def _nothing_to_run(
     nothing to do, answered from the catalog (`tasks/pending.py`); None when it might do
     something, or record other settings for the dataset."""
     from flows.runtime import settings_to_record
-    from tasks.pending import nothing_to_refresh, nothing_to_run
+    from tasks.pending import nothing_to_run
     from warehouse import Catalog
 
     catalog, cfg = Catalog(inv.home), inv.cfg
-    sections = {
-        "teacher": cfg.teacher, "ingest": cfg.ingest, "dedup": cfg.dedup, "tokens": cfg.tokens,
-        "logits": cfg.logits, "distill": cfg.distill, "quantize": cfg.quantize,
-    }  # fmt: skip
-    sources = sources if sources is not None else cfg.refresh.sources
     with catalog.reading():  # one view of the catalog for every check
         if settings_to_record(catalog, dataset, inv.settings, replace=True):
             return None
-        if refresh:
-            return nothing_to_refresh(catalog, dataset, sources, **sections, refresh=cfg.refresh)
-        return nothing_to_run(catalog, dataset, sources, **sections)
+        return nothing_to_run(
+            catalog, dataset, sources if sources is not None else cfg.refresh.sources,
+            teacher=cfg.teacher, ingest=cfg.ingest, dedup=cfg.dedup, tokens=cfg.tokens,
+            logits=cfg.logits, distill=cfg.distill, quantize=cfg.quantize,
+            refresh=cfg.refresh if refresh else None,
+        )  # fmt: skip
 
 
 @cli.app.command()

@@ -1,8 +1,8 @@
 """What a refresh has left to do, from the catalog alone (no Prefect, no torch, no model): the
 promoted student it would continue, the tokens snapshots new since that student's data, the run
 key, and the result of a refresh with nothing to train. `refresh_student` starts here, and
-`llm4all refresh` (`tasks/pending.py: nothing_to_refresh`) answers "nothing to do" from it
-without starting a flow run."""
+`llm4all refresh` (`tasks/pending.py: nothing_to_run`) answers "nothing to do" from it without
+starting a flow run."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from tasks.ingest.config import IngestConfig
 from tasks.ingest.ingest import ingest
 from tasks.logits.cache import cache_logits
 from tasks.logits.config import LogitCacheConfig
-from tasks.pending import data_unchanged, nothing_to_refresh, nothing_to_run
+from tasks.pending import data_unchanged, nothing_to_run
 from tasks.quantize.config import QuantizeConfig
 from tasks.quantize.pending import already_quantized, trained_on
 from tasks.quantize.quantize import quantize_model
@@ -87,6 +87,14 @@ def _ask(built: Built, sources: list[Path], home: Path | None = None, **changed:
     )
 
 
+def _ask_refresh(
+    built: Built, sources: list[Path], home: Path | None = None, **changed: Any
+) -> Any:
+    return _ask(
+        built, sources, home, **{"refresh": RefreshConfig(steps=2, warmup_steps=0)} | changed
+    )
+
+
 def _copy(built: Built, tmp_path: Path) -> Catalog:
     """A copy of the built home (paths in it are relative), for a test that changes it."""
     shutil.copytree(built.home, tmp_path / "home")
@@ -142,21 +150,23 @@ def test_a_setting_outside_every_run_key_is_still_nothing_to_do(built: Built) ->
     assert _ask(built, [built.source], distill=distill) is not None
 
 
+@pytest.mark.parametrize("kind", ["pipeline", "refresh"])
 def test_a_quantized_variant_not_yet_made_is_work_then_nothing(
-    built: Built, tmp_path: Path
+    built: Built, tmp_path: Path, kind: str
 ) -> None:
+    ask = _ask_refresh if kind == "refresh" else _ask
     catalog = _copy(built, tmp_path)
     quantize = built.settings["quantize"].model_copy(update={"methods": ["dynamic-int8"]})
-    assert _ask(built, [built.source], catalog.home, quantize=quantize) is None
+    assert ask(built, [built.source], catalog.home, quantize=quantize) is None
     quantize_model("news-student", catalog, built.teacher, quantize, GATES, dataset="news",
                    method="dynamic-int8")  # fmt: skip
-    out = _ask(built, [built.source], catalog.home, quantize=quantize)
+    out = ask(built, [built.source], catalog.home, quantize=quantize)
     assert out is not None
     (variant,) = out["quantize"]
     assert variant["skipped"] and variant["model"]["key"] == "models/news-student-dynamic-int8@1"
     assert variant["parent"] == "models/news-student@1"
     more = quantize.model_copy(update={"methods": ["dynamic-int8", "int8"]})
-    assert _ask(built, [built.source], catalog.home, quantize=more) is None  # int8: not made
+    assert ask(built, [built.source], catalog.home, quantize=more) is None  # int8: not made
 
 
 def test_new_data_in_the_catalog_is_work(built: Built, tmp_path: Path) -> None:
@@ -204,15 +214,6 @@ def test_already_quantized_is_what_a_quantize_run_returns(built: Built, tmp_path
     assert already_quantized(catalog, "teacher", teacher, cfg, None, "dynamic-int8") is None
 
 
-def _ask_refresh(
-    built: Built, sources: list[Path], home: Path | None = None, **changed: Any
-) -> Any:
-    settings = {"refresh": RefreshConfig(steps=2, warmup_steps=0)} | built.settings | changed
-    return nothing_to_refresh(
-        Catalog(home or built.home), "news", [str(s) for s in sources], **settings
-    )
-
-
 def test_a_refresh_with_no_new_data_is_nothing_to_do(built: Built) -> None:
     out = _ask_refresh(built, [built.source])
     assert out is not None
@@ -237,18 +238,6 @@ def test_a_refresh_with_a_new_file_or_another_teacher_is_work(built: Built, tmp_
     assert _ask_refresh(built, [changed]) is None
     other = built.teacher.model_copy(update={"path": "/elsewhere/teacher"})
     assert _ask_refresh(built, [built.source], teacher=other) is None  # the flow refuses it
-
-
-def test_a_refresh_with_a_variant_not_yet_made_is_work(built: Built, tmp_path: Path) -> None:
-    catalog = _copy(built, tmp_path)
-    quantize = built.settings["quantize"].model_copy(update={"methods": ["dynamic-int8"]})
-    assert _ask_refresh(built, [built.source], catalog.home, quantize=quantize) is None
-    quantize_model("news-student", catalog, built.teacher, quantize, GATES, dataset="news",
-                   method="dynamic-int8")  # fmt: skip
-    out = _ask_refresh(built, [built.source], catalog.home, quantize=quantize)
-    assert out is not None
-    (variant,) = out["quantize"]
-    assert variant["skipped"] and variant["parent"] == "models/news-student@1"
 
 
 def test_new_tokens_since_the_promoted_student_are_work_until_refreshed(
