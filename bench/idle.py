@@ -13,6 +13,7 @@ new data has come:
   distill         the registry already holds the student of this data and config
   quantize        ... and its dynamic-int8 variant (the settings of the dataset it was trained on)
   pipeline        the same input file again: unchanged, every stage has nothing to do
+  refresh         the same file: no new data, nothing newer than the promoted student's data
 
 first with the home's Prefect server up (as under `llm4all ui` or after any flow command),
 then with it stopped. Prints one line per command and state (median and max wall seconds over
@@ -66,6 +67,7 @@ def main() -> int:
         "distill": ["distill", "-d", DATASET, "--json"],
         "quantize": quantize,
         "pipeline (same file)": ["pipeline", "-d", DATASET, str(data), "-c", str(cfg), "--json"],
+        "refresh (same file)": ["refresh", "-d", DATASET, str(data), "-c", str(cfg), "--json"],
     }
     lines = [
         f"# python -m bench.idle --repeat {args.repeat}  (load before: {os.getloadavg()[0]:.2f},"
