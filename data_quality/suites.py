@@ -480,3 +480,44 @@ def quantized_suite(
 
 
 SUITES["quantized"] = quantized_suite
+
+
+def factuality_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """A trained factuality model (passed as `run`: its registry key and metrics): every
+    metric finite, gate AUROC on held-out synthetic pairs at least
+    `gates.factuality.min_auroc`."""
+    import math
+
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    assert run is not None
+    metrics = run["metrics"]
+    numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
+    frame = pd.DataFrame(
+        [
+            {
+                "model": run["target"],
+                "metrics_finite": all(math.isfinite(v) for v in numbers),
+                "gate_auroc": float(metrics["gate_auroc"]),
+            }
+        ]
+    )
+    return [
+        Check(
+            "factuality",
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True]),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="gate_auroc", min_value=cfg.factuality.min_auroc, max_value=1.0
+                ),
+            ],
+            id_column="model",
+        )
+    ]
+
+
+SUITES["factuality"] = factuality_suite
