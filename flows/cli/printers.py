@@ -45,6 +45,7 @@ def curate(out: dict[str, Any]) -> None:
         if v.get("report"):
             dropped = ", ".join(f"{k} {n:,}" for k, n in v["report"]["funnel"]["dropped"].items())
             say(f"  dropped: {dropped or 'none'}; funnel: {v['report']['markdown']}")
+        _factuality(v.get("factuality"))
 
 
 def score(out: dict[str, Any]) -> None:
@@ -56,6 +57,14 @@ def score(out: dict[str, Any]) -> None:
         f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty, "
         f"{out['invalid_rows']:,} unreadable"
     )
+    _factuality(out.get("factuality"))
+
+
+def _factuality(info: dict[str, Any] | None) -> None:
+    """Which factuality scorer ran (a model, or the stated fallback) and its notes."""
+    if info:
+        notes = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in info["notes"].items())
+        say(f"  factuality: {info['scorer']}" + (f" ({notes})" if notes else ""))
 
 
 def calibrate(out: dict[str, Any]) -> None:

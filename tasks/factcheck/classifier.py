@@ -246,9 +246,9 @@ def train(
         over = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
         if step % eval_every == 0 or step == n_steps or over:
             auc = dev_auc()
-            history.append((step, seen, round(float(loss), 4), round(auc, 4),
+            history.append((step, seen, round(loss.item(), 4), round(auc, 4),
                             round(time.process_time() - c0), round(time.perf_counter() - t0)))  # fmt: skip
-            log(f"  step {step}/{n_steps} seen {seen} loss {float(loss):.3f} dev AUROC {auc:.4f} "
+            log(f"  step {step}/{n_steps} seen {seen} loss {loss.item():.3f} dev AUROC {auc:.4f} "
                 f"cpu {time.process_time() - c0:.0f}s wall {time.perf_counter() - t0:.0f}s")  # fmt: skip
             if auc > best:
                 best = auc
