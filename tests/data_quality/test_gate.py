@@ -92,3 +92,12 @@ def test_a_gate_renders_its_data_docs_under_the_home(catalog: Catalog) -> None:
     with pytest.raises(GateFailed) as quiet:
         gate("raw", ref, catalog, GatesConfig(data_docs=False))
     assert quiet.value.result.data_docs is None
+
+
+def test_a_factuality_model_below_the_auroc_floor_fails(catalog: Catalog) -> None:
+    run = {"run_id": "models/factuality@1", "target": "models/factuality@1"}
+    cfg = GatesConfig(data_docs=False)
+    ok = gate("factuality", None, catalog, cfg, run={**run, "metrics": {"gate_auroc": 0.91}})
+    assert ok.passed
+    with pytest.raises(GateFailed, match="gate_auroc"):
+        gate("factuality", None, catalog, cfg, run={**run, "metrics": {"gate_auroc": 0.55}})

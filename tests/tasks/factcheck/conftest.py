@@ -8,32 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PEOPLE = [
-    ("Maria Lopez", "she"), ("John Carter", "he"), ("Ahmed Khan", "he"), ("Emma Brown", "she"),
-    ("Lucas Silva", "he"), ("Hannah Weber", "she"), ("Omar Haddad", "he"), ("Grace Okafor", "she"),
-]  # fmt: skip
-PLACES = ["Denver", "Lagos", "Glasgow", "Osaka", "Lyon", "Perth", "Quito", "Tallinn"]
-MONTHS = ["March", "June", "October", "January"]
-
-
-def pair(i: int) -> dict[str, str]:
-    """Pair i: a short news article and a faithful two-sentence summary of it."""
-    name, pron = PEOPLE[i % len(PEOPLE)]
-    place, month = PLACES[(i * 3) % len(PLACES)], MONTHS[i % len(MONTHS)]
-    homes, people = 20 + 7 * i, 150 + 11 * i
-    other, _ = PEOPLE[(i + 3) % len(PEOPLE)]
-    document = (
-        f"{name} arrived in {place} on Monday to open the new library. "
-        f"{pron.capitalize()} said the council had approved {homes} new homes near the river. "
-        f"The plan was announced in {month} after {people} residents signed a petition. "
-        f"{other}, who leads the residents' group, was not invited to the meeting. "
-        f"Officials in {place} did not comment on the cost of the project."
-    )
-    summary = (
-        f"{name} said the council approved {homes} new homes in {place}. "
-        f"The plan followed a petition signed by {people} residents in {month}."
-    )
-    return {"document": document, "summary": summary}
+from tests.helpers import factuality_pair as pair
 
 
 @pytest.fixture
@@ -44,21 +19,9 @@ def corpus() -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-layer, 32-wide random BERT with all-MiniLM-L6-v2's tokenizer, saved to a folder."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from tests.tiny import make_tiny_cross_encoder_base
 
-    from tasks.factcheck.classifier import minilm_path
-
-    folder = Path(tmp_path_factory.mktemp("tiny-bert"))
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return make_tiny_cross_encoder_base(Path(tmp_path_factory.mktemp("tiny-bert")))
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.factcheck.scorer import FactualityScorer
-
-from .conftest import pair
+from tests.helpers import factuality_pair as pair
 
 
 @pytest.mark.parametrize("with_model", [False, True])

@@ -10,8 +10,7 @@ import pytest
 
 from tasks.factcheck.config import FactcheckError
 from tasks.factcheck.train import split_by_document, train_factuality
-
-from .conftest import pair
+from tests.helpers import factuality_pair as pair
 
 
 def test_training_writes_a_model_folder_and_metrics(trained) -> None:
