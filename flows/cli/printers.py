@@ -222,7 +222,10 @@ def status(out: dict[str, Any]) -> None:
 
 def model_figure(metrics: dict[str, Any]) -> str:
     """A registered model's headline figure: a student's perplexity against its teacher, a
-    quantized variant's size and perplexity change against its fp32 parent."""
+    quantized variant's size and perplexity change against its fp32 parent, a factuality
+    model's gate AUROC."""
+    if "gate_auroc" in metrics:
+        return f"factuality: gate AUROC {metrics['gate_auroc']:.3f} on held-out synthetic pairs"
     if "ppl_delta_pct" in metrics:
         ratio = metrics.get("disk_bytes_ratio", metrics.get("weight_bytes_ratio"))
         return (

@@ -53,6 +53,9 @@ def test_train_register_then_score_and_curate_use_it(
     assert m["key"] == "models/factuality@1" and m["gate_passed"] and m["promoted"]
     assert out["source"] == ["raw/news@1"] and m["tokens"] == ["raw/news@1"]  # lineage
     assert m["metrics"]["pairs"] == 40 and "gate_auroc" in m["metrics"]
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0 and "model models/factuality@1 (promoted)" in status.stdout
+    assert "factuality: gate AUROC" in status.stdout and "tokens raw/news@1" in status.stdout
     again = runner.invoke(app, ["train-factuality", "-d", "news", *sets])
     assert again.exit_code == 0 and "already holds this run" in again.stdout
 
