@@ -163,7 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--split", default="val", choices=["val", "test"])
     ap.add_argument("--n", type=int, default=500, help="articles per evaluation set")
-    ap.add_argument("--budget-s", type=float, default=900, help="training loop budget")
+    ap.add_argument("--budget-s", type=float, help="factcheck.time_budget_s (default: config's)")
     ap.add_argument("--model", help="a trained model folder (skip training; say where from)")
     ap.add_argument("--cli-pairs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
@@ -187,7 +187,7 @@ def main() -> None:
     model_dir = a.model
     if model_dir is None:
         model_dir = str(OUT / "factuality_model")
-        cfg = FactcheckConfig(time_budget_s=a.budget_s)
+        cfg = FactcheckConfig(**({"time_budget_s": a.budget_s} if a.budget_s else {}))
         train_factuality(splits["train"], model_dir, cfg, say=lambda m: print(m, flush=True))
     info = json.loads((Path(model_dir) / "factcheck.json").read_text())
     m = info["metrics"]

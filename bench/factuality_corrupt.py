@@ -35,7 +35,20 @@ for a, b in ANTONYMS:
     ANT.setdefault(a, b)
     ANT.setdefault(b, a)
 ANT_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, ANT), key=len, reverse=True)) + r")\b")
-NUMW = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+NUMW = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
 GENDER = {
     "he": "she", "she": "he", "him": "her", "his": "her", "her": "his", "himself": "herself",
     "herself": "himself", "man": "woman", "woman": "man", "men": "women", "women": "men",

@@ -105,7 +105,11 @@ def train_factuality(
         f"train-factuality: {len(rows):,} pairs -> {len(tr):,}/{len(dv):,}/{len(gt):,} "
         f"train/dev/gate documents; {len(train_ex):,} synthetic training examples"
     )
-    budget = max(1.0, cfg.time_budget_s - (time.perf_counter() - t0))
+    # What the stacker will need after training: scoring ~2 pairs per dev and gate document.
+    reserve = (
+        cfg.score_s_per_pair * 2 * (min(cfg.dev_pairs, len(dv)) + min(cfg.gate_pairs, len(gt)))
+    )
+    budget = max(1.0, cfg.time_budget_s - (time.perf_counter() - t0) - reserve)
     res = classifier.train(train_ex, dev_ex, out, cfg, time_budget_s=budget, log=say)
     scoring = {
         "k": cfg.evidence_sentences,
