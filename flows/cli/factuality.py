@@ -17,7 +17,7 @@ def train_factuality(
     """Train a factuality model on a dataset's (document, summary) pairs, register, gate it.
 
     The newest promoted one scores `factuality_score` in curate and score (factcheck.* settings;
-    about 10-18 min on 2 CPU cores with the defaults)."""
+    within 19 min on 2 CPU cores with the defaults)."""
 
     def work(inv: cli.Invocation) -> dict[str, Any]:
         return inv.run_flow("flows.factuality:train_factuality_flow", dataset=dataset)
