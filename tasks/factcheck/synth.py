@@ -4,18 +4,13 @@ unfaithful variants. This is the TRAINING-side generator; the bench's test-side 
 (bench/factuality_corrupt.py) are written apart, with other kinds, so the bench does not only
 measure what this file taught.
 
-Sentence level (cross-encoder examples): a claim sentence, its document, label 1/0, kind.
-  positives: a summary sentence as is; a light rule paraphrase of it; a sentence copied from
-             the document (optionally with a trailing clause dropped)
-  negatives: entity swap (same rough type, from the document / from other documents), number
-             or date change, negation added/removed, pronoun swap, a sentence of another
-             article, an unsupported clause (from another article) appended
-Pair level (stacker examples): the summary as is, reordered, one sentence dropped, lightly
-  paraphrased (label 1); one sentence corrupted as above, a sentence of another article added
-  or substituted (label 0).
-
-Every example is a dict: document, claim (sentence level) or summary (pair level), label
-(1 consistent, 0 not), kind (which rule made it), idx (the source pair, for splits).
+Sentence level (classifier): positives are a summary sentence, a light paraphrase of it or a
+document sentence; negatives an entity swapped (for one of the document or of other documents),
+a number or date changed, a negation added or removed, a pronoun flipped, another article's
+sentence, or its clause appended. Pair level (stacker): the summary as is, reordered, a
+sentence dropped or paraphrased (label 1); one sentence corrupted as above, or another
+article's sentence added (label 0). Every example is a dict: document, claim or summary,
+label (1 consistent), kind (which rule), idx (the source pair).
 """
 
 from __future__ import annotations
