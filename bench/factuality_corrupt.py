@@ -18,7 +18,7 @@ import random
 import re
 
 from bench.filters import corrupt as repo_corrupt
-from tasks.curate.factuality import entities, sentences
+from tasks.curate.factuality import NUMBER_WORDS, entities, sentences
 
 NAME = re.compile(r"\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+\b")  # two+ capitalised words
 ANTONYMS = [
@@ -35,20 +35,7 @@ for a, b in ANTONYMS:
     ANT.setdefault(a, b)
     ANT.setdefault(b, a)
 ANT_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, ANT), key=len, reverse=True)) + r")\b")
-NUMW = [
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-]
+NUMW = [w for w, i in NUMBER_WORDS.items() if 1 <= i <= 12]  # one .. twelve, in order
 GENDER = {
     "he": "she", "she": "he", "him": "her", "his": "her", "her": "his", "himself": "herself",
     "herself": "himself", "man": "woman", "woman": "man", "men": "women", "women": "men",
