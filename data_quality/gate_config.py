@@ -59,6 +59,16 @@ class QuantizedGateConfig(BaseModel):
     llama.cpp LLaMA-7B Q4_K_M +0.9%; small models lose more)."""
 
 
+class FactualityGateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    min_auroc: float = Field(0.80, ge=0.0, le=1.0)
+    """Least AUROC a factuality model must reach on synthetic pairs of held-out documents
+    (`llm4all train-factuality`). A working run reaches ~0.85-0.9 on CNN/DailyMail; a broken
+    one (nothing learnt, wrong data) lands near 0.5. It checks training, not how the score
+    does on real hallucinations (bench/factuality.py measures that)."""
+
+
 class GatesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -67,6 +77,7 @@ class GatesConfig(BaseModel):
     curated: CuratedGateConfig = Field(default_factory=CuratedGateConfig)
     student: StudentGateConfig = Field(default_factory=StudentGateConfig)
     quantized: QuantizedGateConfig = Field(default_factory=QuantizedGateConfig)
+    factuality: FactualityGateConfig = Field(default_factory=FactualityGateConfig)
     examples: int = Field(5, ge=0)
     """Example ids reported per failing expectation."""
     data_docs: bool = True

@@ -386,44 +386,48 @@ def curated_suite(
 SUITES["curated"] = curated_suite
 
 
+def _model_checks(
+    stage: str, run: dict[str, Any], columns: dict[str, Any], expectations: list[Any]
+) -> list[Check]:
+    """The check of a registered model (passed as `run`: its registry key and metrics): every
+    metric finite, then `expectations` on `columns` (one row, the model's)."""
+    import math
+
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    metrics = run["metrics"]
+    numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
+    finite = all(math.isfinite(v) for v in numbers)
+    frame = pd.DataFrame([{"model": run["target"], "metrics_finite": finite, **columns}])
+    finite_check = gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True])
+    return [Check(stage, frame, [finite_check, *expectations], id_column="model")]
+
+
 def student_suite(
     ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
 ) -> list[Check]:
     """A trained student (passed as `run`: its registry key, metrics and NaN weight count):
     every metric finite, no NaN or infinite weight, held-out perplexity within
     `gates.student.max_ppl_ratio` of the teacher's."""
-    import math
-
     import great_expectations.expectations as gxe
-    import pandas as pd
 
     assert run is not None
-    metrics = run["metrics"]
-    numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
-    frame = pd.DataFrame(
+    columns = {
+        "bad_weights": int(run["bad_weights"]),
+        "ppl_ratio": float(run["metrics"]["ppl_ratio"]),
+    }
+    return _model_checks(
+        "student",
+        run,
+        columns,
         [
-            {
-                "model": run["target"],
-                "metrics_finite": all(math.isfinite(v) for v in numbers),
-                "bad_weights": int(run["bad_weights"]),
-                "ppl_ratio": float(metrics["ppl_ratio"]),
-            }
-        ]
+            gxe.ExpectColumnValuesToBeBetween(column="bad_weights", max_value=0),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="ppl_ratio", min_value=0.0, max_value=cfg.student.max_ppl_ratio
+            ),
+        ],
     )
-    return [
-        Check(
-            "student",
-            frame,
-            [
-                gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True]),
-                gxe.ExpectColumnValuesToBeBetween(column="bad_weights", max_value=0),
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="ppl_ratio", min_value=0.0, max_value=cfg.student.max_ppl_ratio
-                ),
-            ],
-            id_column="model",
-        )
-    ]
 
 
 SUITES["student"] = student_suite
@@ -436,47 +440,59 @@ def quantized_suite(
     its quantized weights and its folder on disk smaller than the fp32 weights, held-out
     perplexity within `gates.quantized.max_ppl_delta_8bit` (8 bits) / `_4bit` (fewer) percent
     of its fp32 parent's."""
-    import math
-
     import great_expectations.expectations as gxe
-    import pandas as pd
 
     assert run is not None
     metrics = run["metrics"]
-    numbers = [v for v in metrics.values() if isinstance(v, int | float) and v is not None]
     limit = (
         cfg.quantized.max_ppl_delta_4bit
         if metrics["bits"] < 8
         else cfg.quantized.max_ppl_delta_8bit
     )
-    frame = pd.DataFrame(
+    columns = {
+        "weight_bytes_ratio": float(metrics["weight_bytes_ratio"]),
+        "disk_bytes_ratio": float(metrics["disk_bytes_ratio"]),
+        "ppl_delta_pct": float(metrics["ppl_delta_pct"]),
+    }
+    return _model_checks(
+        "quantized",
+        run,
+        columns,
         [
-            {
-                "model": run["target"],
-                "metrics_finite": all(math.isfinite(v) for v in numbers),
-                "weight_bytes_ratio": float(metrics["weight_bytes_ratio"]),
-                "disk_bytes_ratio": float(metrics["disk_bytes_ratio"]),
-                "ppl_delta_pct": float(metrics["ppl_delta_pct"]),
-            }
-        ]
+            gxe.ExpectColumnValuesToBeBetween(
+                column="weight_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="disk_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
+            ),
+            gxe.ExpectColumnValuesToBeBetween(column="ppl_delta_pct", max_value=limit),
+        ],
     )
-    return [
-        Check(
-            "quantized",
-            frame,
-            [
-                gxe.ExpectColumnValuesToBeInSet(column="metrics_finite", value_set=[True]),
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="weight_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
-                ),
-                gxe.ExpectColumnValuesToBeBetween(
-                    column="disk_bytes_ratio", min_value=0.0, max_value=1.0, strict_max=True
-                ),
-                gxe.ExpectColumnValuesToBeBetween(column="ppl_delta_pct", max_value=limit),
-            ],
-            id_column="model",
-        )
-    ]
 
 
 SUITES["quantized"] = quantized_suite
+
+
+def factuality_suite(
+    ref: DatasetRef | None, catalog: Catalog, cfg: GatesConfig, run: dict[str, Any] | None
+) -> list[Check]:
+    """A trained factuality model (passed as `run`: its registry key and metrics): every
+    metric finite, AUROC on synthetic pairs of held-out documents at least
+    `gates.factuality.min_auroc`."""
+    import great_expectations.expectations as gxe
+
+    assert run is not None
+    columns = {"gate_auroc": float(run["metrics"]["gate_auroc"])}
+    return _model_checks(
+        "factuality",
+        run,
+        columns,
+        [
+            gxe.ExpectColumnValuesToBeBetween(
+                column="gate_auroc", min_value=cfg.factuality.min_auroc, max_value=1.0
+            )
+        ],
+    )
+
+
+SUITES["factuality"] = factuality_suite

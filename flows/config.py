@@ -5,6 +5,7 @@ Each section is the config class that lives beside the code it configures (TRL s
 `tokens` -> tasks/tokens/config.py, `logits` -> tasks/logits/config.py,
 `dedup` -> tasks/curate/config.py, `distill` -> tasks/distill/config.py,
 `refresh` -> tasks/refresh/config.py, `quantize` -> tasks/quantize/config.py,
+`factcheck` -> tasks/factcheck/config.py,
 `gates` -> data_quality/gate_config.py, `locks` -> warehouse/lock_config.py. Each field is
 documented by the docstring under it. The CLI overrides single fields with flags or
 `--set section.field=value`.
@@ -30,6 +31,7 @@ from data_quality.gate_config import GatesConfig
 from models.loading_config import ModelSpec
 from tasks.curate.config import DedupConfig
 from tasks.distill.config import DistillConfig
+from tasks.factcheck.config import FactcheckConfig
 from tasks.ingest.config import IngestConfig
 from tasks.logits.config import LogitCacheConfig
 from tasks.quantize.config import QuantizeConfig
@@ -58,6 +60,8 @@ class Config(BaseModel):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     refresh: RefreshConfig = Field(default_factory=RefreshConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    factcheck: FactcheckConfig = Field(default_factory=FactcheckConfig)
+    """How `llm4all train-factuality` trains a factuality model (its use: dedup.factuality)."""
     locks: LocksConfig = Field(default_factory=LocksConfig)
 
 

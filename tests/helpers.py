@@ -71,3 +71,31 @@ def tokenized_pairs(catalog, tmp_path: Path, teacher, n: int = 40) -> None:
     tcfg = TokensConfig(block_size=32, validation_share=0.3)
     for ref in tokenize("pairs", catalog, teacher, tcfg, progress=False).refs:
         gate("tokens", ref, catalog)
+
+
+PEOPLE = [
+    ("Maria Lopez", "she"), ("John Carter", "he"), ("Ahmed Khan", "he"), ("Emma Brown", "she"),
+    ("Lucas Silva", "he"), ("Hannah Weber", "she"), ("Omar Haddad", "he"), ("Grace Okafor", "she"),
+]  # fmt: skip
+PLACES = ["Denver", "Lagos", "Glasgow", "Osaka", "Lyon", "Perth", "Quito", "Tallinn"]
+MONTHS = ["March", "June", "October", "January"]
+
+
+def factuality_pair(i: int) -> dict[str, str]:
+    """Pair i: a short news article and a faithful two-sentence summary of it."""
+    name, pron = PEOPLE[i % len(PEOPLE)]
+    place, month = PLACES[(i * 3) % len(PLACES)], MONTHS[i % len(MONTHS)]
+    homes, people = 20 + 7 * i, 150 + 11 * i
+    other, _ = PEOPLE[(i + 3) % len(PEOPLE)]
+    document = (
+        f"{name} arrived in {place} on Monday to open the new library. "
+        f"{pron.capitalize()} said the council had approved {homes} new homes near the river. "
+        f"The plan was announced in {month} after {people} residents signed a petition. "
+        f"{other}, who leads the residents' group, was not invited to the meeting. "
+        f"Officials in {place} did not comment on the cost of the project."
+    )
+    summary = (
+        f"{name} said the council approved {homes} new homes in {place}. "
+        f"The plan followed a petition signed by {people} residents in {month}."
+    )
+    return {"document": document, "summary": summary}

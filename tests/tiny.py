@@ -187,3 +187,22 @@ def tiny_pipeline_config(folder: Path, **sections: dict) -> Path:
     path = folder / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def make_tiny_cross_encoder_base(folder: Path) -> str:
+    """A 2-layer, 32-wide random BERT with all-MiniLM-L6-v2's tokenizer (from the installed
+    package), saved to `folder`: a base for train-factuality that trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tasks.factcheck.classifier import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)

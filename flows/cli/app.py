@@ -193,6 +193,7 @@ def is_expected(e: Exception) -> bool:
     from models.quant_config import QuantError
     from tasks.curate.config import CurateError, DedupError
     from tasks.distill.config import DistillError
+    from tasks.factcheck.config import FactcheckError
     from tasks.ingest.readers import IngestError
     from tasks.quantize.config import QuantizeError
     from tasks.tokens.tokenize import TokenizeError
@@ -202,5 +203,5 @@ def is_expected(e: Exception) -> bool:
     if type(e).__name__ in ("RunFailed", "NotServed"):  # flows.deployments (imports prefect)
         return True
     expected += (ModelLoadError, LogitCacheError, TokenizeError, CurateError, DedupError)
-    expected += (DistillError, QuantError, QuantizeError)
+    expected += (DistillError, QuantError, QuantizeError, FactcheckError)
     return isinstance(e, expected)

@@ -129,7 +129,7 @@ def score(
             shard_map = thread_map(dedup.runner.workers)
         return score_file(
             source, str(output), dedup, names, inv.cfg.ingest, shard_map=shard_map,
-            teacher=inv.cfg.teacher,
+            teacher=inv.cfg.teacher, home=inv.home,
         ).to_dict()  # fmt: skip
 
     try:

@@ -45,6 +45,7 @@ def curate(out: dict[str, Any]) -> None:
         if v.get("report"):
             dropped = ", ".join(f"{k} {n:,}" for k, n in v["report"]["funnel"]["dropped"].items())
             say(f"  dropped: {dropped or 'none'}; funnel: {v['report']['markdown']}")
+        _factuality(v.get("factuality"))
 
 
 def score(out: dict[str, Any]) -> None:
@@ -56,6 +57,14 @@ def score(out: dict[str, Any]) -> None:
         f"{st['semantic_dups']:,} semantic duplicates, {st['empty']:,} empty, "
         f"{out['invalid_rows']:,} unreadable"
     )
+    _factuality(out.get("factuality"))
+
+
+def _factuality(info: dict[str, Any] | None) -> None:
+    """Which factuality scorer ran (a model, or the stated fallback) and its notes."""
+    if info:
+        notes = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in info["notes"].items())
+        say(f"  factuality: {info['scorer']}" + (f" ({notes})" if notes else ""))
 
 
 def calibrate(out: dict[str, Any]) -> None:
@@ -213,7 +222,10 @@ def status(out: dict[str, Any]) -> None:
 
 def model_figure(metrics: dict[str, Any]) -> str:
     """A registered model's headline figure: a student's perplexity against its teacher, a
-    quantized variant's size and perplexity change against its fp32 parent."""
+    quantized variant's size and perplexity change against its fp32 parent, a factuality
+    model's gate AUROC."""
+    if "gate_auroc" in metrics:
+        return f"factuality: gate AUROC {metrics['gate_auroc']:.3f} on held-out synthetic pairs"
     if "ppl_delta_pct" in metrics:
         ratio = metrics.get("disk_bytes_ratio", metrics.get("weight_bytes_ratio"))
         return (

@@ -52,6 +52,7 @@ class CurateResult:
     filters: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    factuality: dict[str, Any] | None = None  # which scorer, notes (tasks.curate.scores)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -118,7 +119,7 @@ def curate_next(
                 new_from=new_from,
                 shard_map=shard_map,
             )
-            scores = row_scores(work, scratch, cfg, filters, teacher)
+            scores, scored = row_scores(work, scratch, cfg, filters, teacher, catalog.home)
             con = connect(scratch, cfg.memory_limit)
             try:
                 final = decide(con, decisions, str(scores), cfg, filters)
@@ -150,6 +151,7 @@ def curate_next(
                 "filters": filters,
                 "stats": stats.to_dict(),
                 "config": cfg.model_dump(),
+                "factuality": scored.get("factuality"),
             }
             with catalog.transaction() as tx:
                 ref = tx.publish(staged, parent=raw.key, flow_run_id=flow_run_id, meta=meta)
@@ -167,6 +169,7 @@ def curate_next(
         filters=filters,
         stats=stats.to_dict(),
         seconds=round(time.monotonic() - started, 3),
+        factuality=scored.get("factuality"),
     )
     log.info(
         "curate %s: %s -> %s, %d rows, %d kept (%d exact, %d near, %d semantic dups)",

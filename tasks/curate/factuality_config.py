@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -29,9 +31,19 @@ class FactualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     enabled: bool = True
-    """Score document-summary pairs (entity and number precision)."""
+    """Score document-summary pairs."""
+    method: Literal["stacked", "precision"] = "stacked"
+    """stacked: the newest promoted `factuality` model of the registry (a cross-encoder trained
+    by `llm4all train-factuality`, stacked with text features: tasks/factcheck/), or, when none
+    is registered, a model-free stacker of text features that ships in the package (the command
+    says which it used). precision: entity/number precision, with `lm` and `nli_model` below
+    (the scorer before tasks/factcheck; near chance on real hallucinations)."""
+    model: str | None = None
+    """stacked: a factuality model folder to use instead of the registry's promoted one."""
+    max_document_sentences: int = Field(2000, ge=1)
+    """stacked: a longer document is scored on its first this many sentences (logged)."""
     lm: bool = False
-    """Add the LM score: how much the document raises the summary's likelihood under the teacher
+    """precision: add the LM score: how much the document raises the summary's likelihood under the teacher
     (two forward passes per pair; off by default for cost). factuality_score is then a logistic
     combination of entity precision and the LM score (`weights`)."""
     weights: CombineWeights = Field(default_factory=CombineWeights)

@@ -53,6 +53,7 @@ class ScoreResult:
     invalid_rows: int
     stats: dict[str, Any]
     seconds: float
+    factuality: dict[str, Any] | None = None  # which scorer, notes (tasks.curate.scores)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,11 +62,12 @@ class ScoreResult:
 def score_file(
     source: str, output: str, cfg: DedupConfig | None = None, filters: list[str] | None = None,
     ingest_cfg: IngestConfig | None = None, shard_map: ShardMap | None = None,
-    teacher: ModelSpec | None = None,
+    teacher: ModelSpec | None = None, home: str | Path | None = None,
 ) -> ScoreResult:  # fmt: skip
     """Score every row of `source` into `output` (one row per input row, same order).
 
-    `teacher` is the default scoring LM of the `mgt` filter.
+    `teacher` is the default scoring LM of the `mgt` filter; the warehouse at `home` (only
+    read) holds the factuality model the `factuality` filter uses, if any.
     """
     cfg = cfg or DedupConfig()
     filters = cfg.filters() if filters is None else filters
@@ -74,12 +76,12 @@ def score_file(
         from tasks.curate.score_fast import score_exact_near
 
         return score_exact_near(source, output, cfg, filters, ingest_cfg)
-    return _score_general(source, output, cfg, filters, ingest_cfg, shard_map, teacher)
+    return _score_general(source, output, cfg, filters, ingest_cfg, shard_map, teacher, home)
 
 
 def _score_general(
     source: str, output: str, cfg: DedupConfig, filters: list[str], ingest_cfg: IngestConfig,
-    shard_map: ShardMap | None, teacher: ModelSpec | None,
+    shard_map: ShardMap | None, teacher: ModelSpec | None, home: str | Path | None,
 ) -> ScoreResult:  # fmt: skip
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -154,7 +156,7 @@ def _score_general(
         decisions, stats = dedup(
             str(work), scratch / "lake", scratch, cfg, filters, shard_map=shard_map
         )
-        scores = row_scores(work, scratch, cfg, filters, teacher)
+        scores, scored = row_scores(work, scratch, cfg, filters, teacher, home)
         con = connect(scratch, cfg.memory_limit)
         try:
             exact = "d.exact_dup_of" if "exact" in filters else "NULL::VARCHAR"
@@ -198,4 +200,5 @@ def _score_general(
         invalid_rows=invalid,
         stats=stats.to_dict(),
         seconds=round(time.monotonic() - started, 3),
+        factuality=scored.get("factuality"),
     )

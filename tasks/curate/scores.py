@@ -3,6 +3,7 @@ summary agree with its document). Both are null when not asked for or undefined.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +13,49 @@ import pyarrow.parquet as pq
 from models.loading_config import ModelSpec
 from tasks.curate.config import CurateError, DedupConfig
 
+log = logging.getLogger(__name__)
+
 SCORES = pa.schema(
     [("doc", pa.int64()), ("mgt_score", pa.float64()), ("factuality_score", pa.float64())]
 )
 
 
 def row_scores(
-    work: Path, scratch: Path, cfg: DedupConfig, filters: list[str], teacher: ModelSpec | None
-) -> Path:
-    """Per-row `mgt_score` and `factuality_score` (null when not asked for or undefined).
+    work: Path, scratch: Path, cfg: DedupConfig, filters: list[str], teacher: ModelSpec | None,
+    home: str | Path | None = None,
+) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Per-row `mgt_score` and `factuality_score` (null when not asked for or undefined), and
+    what scored factuality (`{"factuality": {"scorer": ..., "notes": {note: rows}}}`).
 
-    factuality: entity and number precision of the summary against the text, combined with the
-    LM score when `dedup.factuality.lm` and with an NLI model when `dedup.factuality.nli_model`
-    (null without a summary, or when nothing is checkable). mgt: Fast-DetectGPT with the
-    configured scoring LM (the teacher by default), or Binoculars with `dedup.mgt.performer`;
-    null for texts shorter than `dedup.mgt.min_tokens`.
+    factuality, method `stacked` (default): `tasks.factcheck.FactualityScorer`: the promoted
+    factuality model of the warehouse at `home` (or `dedup.factuality.model`), else the
+    model-free fallback; every row with a summary gets a score (null without one). Method
+    `precision`: entity and number precision of the summary against the text, combined with
+    the LM score when `dedup.factuality.lm` and with an NLI model when
+    `dedup.factuality.nli_model` (null when nothing is checkable). mgt: Fast-DetectGPT with
+    the configured scoring LM (the teacher by default), or Binoculars with
+    `dedup.mgt.performer`; null for texts shorter than `dedup.mgt.min_tokens`.
     """
-    from tasks.curate.factuality import combine, entity_precision, lm_support_features, nli_scores
     from tasks.curate.mgt import MgtError, load_scorer, score_texts
 
     model = tokenizer = performer = None
-    fact_lm = "factuality" in filters and cfg.factuality.lm
+    fcfg = cfg.factuality
+    stacked = fcfg.method == "stacked"
+    fact_lm = "factuality" in filters and fcfg.lm and not stacked
     if "mgt" in filters or fact_lm:
         try:
             model, tokenizer, performer = load_scorer(cfg.mgt, teacher)
         except MgtError as e:
             raise CurateError(str(e)) from None
-    nli = None
-    if "factuality" in filters and cfg.factuality.nli_model:
+    nli = scorer = None
+    info: dict[str, Any] = {}
+    if "factuality" in filters and stacked:
+        from tasks.factcheck.scorer import FactualityScorer
+
+        scorer = FactualityScorer.for_config(home, fcfg)
+        log.info("factuality: %s", scorer.source)
+        info["factuality"] = {"scorer": scorer.source, "notes": {}}
+    elif "factuality" in filters and cfg.factuality.nli_model:
         nli = load_nli(cfg.factuality.nli_model)
     out = scratch / "scores.parquet"
     columns = [
@@ -74,25 +90,12 @@ def row_scores(
                     if t and t.strip() and m and m.strip()
                 ]
                 docs_sums = [(texts[i], summaries[i]) for i in pairs]
-                lm: list = [None] * len(pairs)
-                if fact_lm:
-                    lm = lm_support_features(
-                        docs_sums,
-                        model,
-                        tokenizer,
-                        max_document_tokens=cfg.factuality.max_document_tokens,
-                        batch_size=cfg.factuality.batch_size,
-                    )
-                entail: list[float | None] = [None] * len(pairs)
-                if nli is not None:
-                    entail = nli_scores(docs_sums, *nli, max_length=cfg.factuality.nli_max_length)
-                for k, i in enumerate(pairs):
-                    fact[i] = combine(
-                        entity_precision(texts[i], summaries[i]).score,
-                        lm[k],
-                        cfg.factuality.weights,
-                        entail[k],
-                    )
+                if scorer is not None:
+                    got = _stacked(scorer, docs_sums, info["factuality"]["notes"])
+                else:
+                    got = _precision(docs_sums, cfg, model, tokenizer, nli, fact_lm)
+                for i, v in zip(pairs, got, strict=True):
+                    fact[i] = v
             writer.write_table(
                 pa.table(
                     [
@@ -103,7 +106,42 @@ def row_scores(
                     schema=SCORES,
                 )
             )
+    for note, rows in info.get("factuality", {}).get("notes", {}).items():
+        log.info("factuality: %d rows %s", rows, note.replace("_", " "))
+    return out, info
+
+
+def _stacked(scorer: Any, pairs: list[tuple[str, str]], notes: dict[str, int]) -> list:
+    """factuality_score by a FactualityScorer; counts its notes (truncated documents, ...)."""
+    out = []
+    for got in scorer.score(pairs, progress=len(pairs) > 64):
+        out.append(got.score)
+        if got.note:
+            notes[got.note] = notes.get(got.note, 0) + 1
     return out
+
+
+def _precision(
+    pairs: list[tuple[str, str]], cfg: DedupConfig, model: Any, tokenizer: Any, nli: Any,
+    lm_on: bool,
+) -> list[float | None]:  # fmt: skip
+    """factuality_score by entity/number precision (+ LM lift, + NLI when configured)."""
+    from tasks.curate.factuality import combine, entity_precision, lm_support_features, nli_scores
+
+    fcfg = cfg.factuality
+    lm: list = [None] * len(pairs)
+    if lm_on and pairs:
+        lm = lm_support_features(
+            pairs, model, tokenizer, max_document_tokens=fcfg.max_document_tokens,
+            batch_size=fcfg.batch_size,
+        )  # fmt: skip
+    entail: list[float | None] = [None] * len(pairs)
+    if nli is not None and pairs:
+        entail = nli_scores(pairs, *nli, max_length=fcfg.nli_max_length)
+    return [
+        combine(entity_precision(d, s).score, lm[k], fcfg.weights, entail[k])
+        for k, (d, s) in enumerate(pairs)
+    ]
 
 
 def load_nli(name: str) -> tuple[Any, Any]:

@@ -92,3 +92,35 @@ def test_a_gate_renders_its_data_docs_under_the_home(catalog: Catalog) -> None:
     with pytest.raises(GateFailed) as quiet:
         gate("raw", ref, catalog, GatesConfig(data_docs=False))
     assert quiet.value.result.data_docs is None
+
+
+def test_a_factuality_model_below_the_auroc_floor_fails(catalog: Catalog) -> None:
+    run = {"run_id": "models/factuality@1", "target": "models/factuality@1"}
+    cfg = GatesConfig(data_docs=False)
+    ok = gate("factuality", None, catalog, cfg, run={**run, "metrics": {"gate_auroc": 0.91}})
+    assert ok.passed
+    with pytest.raises(GateFailed, match="gate_auroc"):
+        gate("factuality", None, catalog, cfg, run={**run, "metrics": {"gate_auroc": 0.55}})
+
+
+@pytest.mark.parametrize(
+    ("stage", "good", "bad", "failing"),
+    [
+        ("student", {"ppl_ratio": 1.2}, {"ppl_ratio": 9.0}, "ppl_ratio"),
+        (
+            "quantized",
+            {"bits": 8, "weight_bytes_ratio": 0.3, "disk_bytes_ratio": 0.4, "ppl_delta_pct": 0.2},
+            {"bits": 4, "weight_bytes_ratio": 0.2, "disk_bytes_ratio": 0.3, "ppl_delta_pct": 9.0},
+            "ppl_delta_pct",
+        ),
+        ("student", {"ppl_ratio": 1.2}, {"ppl_ratio": 1.2, "loss": float("nan")}, "metrics_finite"),
+    ],
+)
+def test_model_gates_check_finite_metrics_and_their_bounds(
+    catalog: Catalog, stage: str, good: dict, bad: dict, failing: str
+) -> None:
+    run = {"run_id": f"models/m@{stage}", "target": f"models/m@{stage}", "bad_weights": 0}
+    cfg = GatesConfig(data_docs=False)
+    assert gate(stage, None, catalog, cfg, run={**run, "metrics": good}).passed
+    with pytest.raises(GateFailed, match=failing):
+        gate(stage, None, catalog, cfg, run={**run, "metrics": bad})

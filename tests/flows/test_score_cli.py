@@ -150,13 +150,18 @@ def test_score_fills_factuality_and_mgt_scores(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
     args = ["score", str(src), "-o", str(out), "--filters", "exact,mgt,factuality"]
     # min_tokens=2: these short texts all get a score (the default leaves texts under 16
-    # tokens unscored; tests/tasks/curate/test_curate.py checks that)
+    # tokens unscored; tests/tasks/curate/test_curate.py checks that). The `precision` method
+    # (entity/number precision, + the LM lift): exact values to check.
+    precision = "dedup.factuality.method=precision"
     res = _invoke(
-        *args, "--set", f"teacher.path={teacher}", "--set", "dedup.mgt.min_tokens=2", "--json"
-    )
+        *args, "--set", f"teacher.path={teacher}", "--set", "dedup.mgt.min_tokens=2",
+        "--set", precision, "--json",
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     with_lm = tmp_path / "lm.parquet"
-    res = _score(src, with_lm, "factuality", f"teacher.path={teacher}", "dedup.factuality.lm=true")
+    res = _score(
+        src, with_lm, "factuality", f"teacher.path={teacher}", "dedup.factuality.lm=true", precision
+    )
     assert res.exit_code == 0, res.output
     lm_scores = pq.read_table(with_lm).column("factuality_score").to_pylist()
     assert all(0.0 <= v <= 1.0 for v in lm_scores[:2]) and lm_scores[2] is None
@@ -177,7 +182,30 @@ def test_score_thresholds_turn_scores_into_decisions(tmp_path: Path) -> None:
     ]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "o.parquet"
-    res = _score(src, out, "exact,factuality", "dedup.factuality.threshold=0.5")
+    precision = "dedup.factuality.method=precision"  # scores 1.0 and 0.0: a clear threshold
+    res = _score(src, out, "exact,factuality", "dedup.factuality.threshold=0.5", precision)
     assert res.exit_code == 0, res.output
     d = pq.read_table(out).to_pydict()
     assert d["keep"] == [True, False] and d["reason"] == [None, "unfaithful"]
+
+
+def test_score_factuality_default_states_the_fallback(tmp_path: Path) -> None:
+    """No factuality model registered: the shipped fallback scores every pair with a summary,
+    the output says so, and a supported summary outscores one with invented names."""
+    doc = "The president said the minister met the court in the city on Tuesday with 12 people."
+    rows = [
+        {"text": doc, "summary": "The president met the court with 12 people on Tuesday."},
+        {"text": doc, "summary": "Senator Maria Lopez met 40 bankers in Paris on Friday."},
+        {"text": doc + " More.", "summary": ""},  # no summary: null, as the contract says
+    ]
+    src = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "o.parquet"
+    res = _invoke("score", str(src), "-o", str(out), "--filters", "factuality", "--json")
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)["factuality"]
+    assert info["scorer"].startswith("no factuality model registered: the model-free fallback")
+    scores = pq.read_table(out).column("factuality_score").to_pylist()
+    assert scores[2] is None and all(0.0 < v < 1.0 for v in scores[:2])
+    assert scores[0] > scores[1]
+    human = _invoke("score", str(src), "-o", str(out), "--filters", "factuality")
+    assert human.exit_code == 0 and "factuality: no factuality model registered" in human.stdout

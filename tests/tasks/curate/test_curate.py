@@ -358,7 +358,11 @@ def test_bad_input_gets_a_defined_score_or_null(tmp_path: Path, teacher) -> None
     ]
     src = str(write_jsonl(tmp_path / "in.jsonl", rows))
     cfg = DedupConfig.model_validate(
-        {"semantic": {"enabled": False}, "quality": {"enabled": False}, "factuality": {"lm": True}}
+        {
+            "semantic": {"enabled": False},
+            "quality": {"enabled": False},
+            "factuality": {"method": "precision", "lm": True},
+        }
     )
     res = score_file(
         src, str(tmp_path / "o.parquet"), cfg, ["exact", "mgt", "factuality"], teacher=teacher

@@ -1,0 +1,1 @@
+"""factcheck stage: a factual-consistency model trained from the user's own pairs (train-factuality)."""

@@ -1,0 +1,38 @@
+"""train_factuality on a tiny encoder: a model folder FactualityScorer reads, metrics with the
+gate's AUROC, and clear errors for corpora it cannot split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.factcheck.config import FactcheckError
+from tasks.factcheck.train import split_by_document, train_factuality
+from tests.helpers import factuality_pair as pair
+
+
+def test_training_writes_a_model_folder_and_metrics(trained) -> None:
+    folder, metrics = trained
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "stacker.json"):
+        assert (folder / name).exists(), name
+    saved = json.loads((folder / "factcheck.json").read_text())
+    assert saved["metrics"] == metrics and saved["scoring"]["max_length"] == 64
+    assert metrics["steps"] >= 1 and metrics["pairs"] == 40
+    assert 0.0 <= metrics["gate_auroc"] <= 1.0 and metrics["gate_pairs"] >= 4
+    stacker = json.loads((folder / "stacker.json").read_text())
+    assert "xc_min" in stacker["features"] and "cov_mean" in stacker["features"]
+
+
+def test_split_is_by_document_and_stable(corpus) -> None:
+    doubled = corpus + [{"document": p["document"], "summary": "Another summary."} for p in corpus]
+    parts = split_by_document(doubled, 0.2, 0.2)
+    docs = [{p["document"] for p in part} for part in parts]
+    assert not (docs[0] & docs[1]) and not (docs[0] & docs[2]) and not (docs[1] & docs[2])
+    assert parts == split_by_document(doubled, 0.2, 0.2)
+
+
+def test_too_few_pairs_is_a_clear_error(tmp_path: Path, tiny_config) -> None:
+    with pytest.raises(FactcheckError, match="train/dev/gate documents"):
+        train_factuality([pair(0), {"document": "", "summary": "x"}], tmp_path, tiny_config)
