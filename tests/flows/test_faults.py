@@ -1,5 +1,7 @@
 """Fault injection: `llm4all pipeline` (a tiny profile) killed with SIGKILL at a dozen random
 moments across all its stages, rerun after each; the end state equals an uninterrupted run's.
+A run that finishes before its kill retires its home (judged against the reference at once);
+the remaining kills go to a fresh home.
 
 What "equal" means here: the same snapshot versions (rows, parents, gates; the bytes of the
 tokens and logits snapshots; the rows of the raw and curated ones, whose files carry their
@@ -13,6 +15,7 @@ quantization.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import re
@@ -186,17 +189,28 @@ def test_sigkill_at_random_moments_then_rerun_ends_as_an_uninterrupted_run(
     seed = random.randrange(1 << 30)
     print(f"fault injection seed: {seed}")  # to replay a failure: random.Random(seed)
     rng = random.Random(seed)
-    home = tmp_path / "killed"
+    homes = (tmp_path / f"killed-{i}" for i in itertools.count())
+    home = next(homes)
     kills: list[str] = []
     for stage, marker, longest in KILLS:
         delay = rng.uniform(0.0, longest)
         if _run_and_kill(_pipeline(home, src, cfg), marker, delay):
             kills.append(f"{stage} (+{delay:.2f} s)")
             _check_invariants(home)
+        else:
+            # That run finished the job before the kill came: this home has nothing left to
+            # interrupt (a rerun answers "nothing to do" from the catalog, no stage starts),
+            # so it is judged now and the remaining kills go to a fresh one.
+            _finish_and_compare(home, reference, src, cfg)
+            home = next(homes)
     print("killed during:", "; ".join(kills))
     assert len(kills) >= 10, kills
+    _finish_and_compare(home, reference, src, cfg)
 
-    proc = _pipeline(home, src, cfg)  # the rerun that finishes the job
+
+def _finish_and_compare(home: Path, reference: Path, src: Path, cfg: Path) -> None:
+    """Rerun the pipeline on `home` to the end; it must equal the uninterrupted `reference`."""
+    proc = _pipeline(home, src, cfg)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     _check_invariants(home)
