@@ -259,7 +259,7 @@ def test_streaming_and_general_paths_agree(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [*rows, "{not json"])
     fast, slow = tmp_path / "fast.parquet", tmp_path / "slow.parquet"
     score_file(str(src), str(fast), _cfg(), ["exact", "near"])
-    _score_general(str(src), str(slow), _cfg(), ["exact", "near"], IngestConfig(), None, None)
+    _score_general(str(src), str(slow), _cfg(), ["exact", "near"], IngestConfig(), None, None, None)
     assert pq.read_table(fast).to_pydict() == pq.read_table(slow).to_pydict()
 
 
