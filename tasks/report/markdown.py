@@ -220,7 +220,7 @@ def stage_summaries(out: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "quantize",
-                f"{q['model']['key']}: {m['weight_bytes_ratio']:.2f}x weight bytes, "
+                f"{q['model']['key']}: {m['disk_bytes_ratio']:.2f}x bytes on disk, "
                 f"Δppl {m['ppl_delta_pct']:+.2f}%, {verdict}"
                 + (" (already there)" if q.get("skipped") else ""),
             )

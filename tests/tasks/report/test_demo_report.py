@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.report.demo import distillation_section, summaries_line, summary_failures
+from tasks.report.demo import (
+    distillation_section,
+    quantization_section,
+    summaries_line,
+    summary_failures,
+)
 
 
 def _metrics(student_empty: int) -> dict:
@@ -47,3 +52,31 @@ def test_no_failure_line_when_every_summary_has_text(tmp_path: Path) -> None:
     assert summary_failures(ev) == ""
     text = "\n".join(distillation_section({"model": {"key": "s@1", "metrics": ev}}, None, tmp_path))
     assert "FAILURE" not in text and "- KD student: student 0" in text
+
+
+def _variant(method: str, bits: int, disk: int, delta: float, **speed: object) -> dict:
+    metrics = {
+        "method": method, "bits": bits, "eval_blocks": 16, "disk_bytes": disk,
+        "fp32_bytes": 269_000_000, "disk_bytes_ratio": round(disk / 269_000_000, 4),
+        "weight_bytes_ratio": 0.17, "ppl_delta_pct": delta, **speed,
+    }  # fmt: skip
+    key = f"s-{method}@1"
+    return {"parent": "s@1", "metrics": metrics, "model": {"key": key, "gate_passed": delta < 5}}
+
+
+def test_quantization_section_shows_bytes_on_disk_and_a_dash_for_an_untimed_runtime(
+    tmp_path: Path,
+) -> None:
+    results = [
+        _variant("gguf-q5_0", 5, 48_060_471, 0.62, runtime="llama.cpp (llama-cpp-python 0.3)",
+                 fwd_speedup=0.73, gen_speedup=6.45),
+        _variant("gguf-q8_0", 8, 73_280_000, -0.02,
+                 runtime="transformers (dequantized); llama-cpp-python is not installed",
+                 fwd_speedup=None, gen_speedup=None),
+        {"method": "nf4", "error": "bitsandbytes has no CPU kernel"},
+    ]  # fmt: skip
+    text = "\n".join(quantization_section(results, tmp_path))
+    assert "| gguf-q5_0 | 5 | 48.1 (fp32 269.0) | 0.18 | +0.62% | llama.cpp (llama-cpp-python 0.3) | 0.73 | 6.45 | passed |" in text  # fmt: skip
+    assert "| gguf-q8_0 | 8 | 73.3 (fp32 269.0) | 0.27 | -0.02% | transformers (dequantized) | — | — | passed |" in text  # fmt: skip
+    assert "- not run: nf4: bitsandbytes has no CPU kernel" in text
+    assert (tmp_path / "quantization.png").stat().st_size > 1000

@@ -19,7 +19,7 @@ def _refresh_out(promote: bool) -> dict:
         {"step": 1, "loss": 3.0, "val_loss": None},
         {"step": 2, "loss": 2.5, "val_loss": 2.9},
     ]
-    metrics = {"weight_bytes_ratio": 0.25, "ppl_delta_pct": 0.4}
+    metrics = {"disk_bytes_ratio": 0.25, "ppl_delta_pct": 0.4}
     return {
         "ingest": [],
         "refresh": {
@@ -42,7 +42,7 @@ def test_refresh_markdown_states_the_decision_with_a_plot_and_the_variants() -> 
     assert "| earlier data | 20.000 | 20.200 | +1.00% |" in md
     png = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
     assert png and base64.b64decode(png.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "models/s-int8@1: 0.25x weight bytes, Δppl +0.40%, gate passed" in md
+    assert "models/s-int8@1: 0.25x bytes on disk, Δppl +0.40%, gate passed" in md
     kept = refresh_markdown("news", _refresh_out(False))
     assert "**Decision: kept the current version**" in kept
 
