@@ -108,7 +108,11 @@ def examples_to_tensors(tok, examples: list[dict], k: int, max_length: int, max_
 
 
 def _mask(bert, attn, emb):
-    return bert._create_attention_masks(attn, None, emb, None, None)[0]
+    """The encoder's attention mask for padded rows, built as BertModel.forward builds it (for
+    whichever attention implementation the model was loaded with)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=bert.config, inputs_embeds=emb, attention_mask=attn)
 
 
 def bottom_states(model, ids, types, pad, n_layers: int, batch_size: int = 64):

@@ -36,3 +36,31 @@ def test_split_is_by_document_and_stable(corpus) -> None:
 def test_too_few_pairs_is_a_clear_error(tmp_path: Path, tiny_config) -> None:
     with pytest.raises(FactcheckError, match="train/dev/gate documents"):
         train_factuality([pair(0), {"document": "", "summary": "x"}], tmp_path, tiny_config)
+
+
+def test_cached_bottom_layers_then_top_layers_equal_the_whole_encoder(tiny_base: str) -> None:
+    """Training runs the frozen bottom layers once and the top layers per step. Padding must
+    not change a row's result (the attention mask is built the way BertModel builds it), and
+    the split must give the model's own output up to the fp16 cache."""
+    import numpy as np
+    import torch
+
+    from tasks.factcheck.classifier import bottom_states, encode, load_base, predict_ids, top_logits
+
+    model, tok = load_base(tiny_base)
+    model.eval()
+    # The pooled [CLS] vector's first unit as the "logit": a random head's tiny weights would
+    # hide any difference.
+    model.classifier, model.bert.pooler.activation = torch.nn.Identity(), torch.nn.Identity()
+    ids, types = encode(
+        tok, ["Ann Lee met Bob in Paris on 3 May. " * 6, "A short one."],
+        ["Ann met Bob.", "Bob met Ann."], 64,
+    )  # fmt: skip
+    assert len(ids[0]) > 4 * len(ids[1])  # the short row is mostly padding in the batch
+    states = bottom_states(model, ids, types, tok.pad_token_id, n_layers=1)
+    with torch.inference_mode():
+        batch = top_logits(model, states, n_layers=1).numpy()
+        alone = np.concatenate([top_logits(model, [s], n_layers=1).numpy() for s in states])
+    np.testing.assert_allclose(batch, alone, rtol=0, atol=1e-6)
+    whole = predict_ids(model, ids, types, tok.pad_token_id)
+    np.testing.assert_allclose(batch, whole, rtol=0, atol=1e-4)
