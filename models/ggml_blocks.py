@@ -14,6 +14,9 @@ types also an fp16 minimum m) and one code per value:
 llama.cpp's reference quantizers do (`reference=True`: byte-identical files), or with the
 fp16-rounded scale and an optional search over candidate scales weighted per column
 (`weights`, e.g. the calibration inputs' mean square: llama.cpp's "importance matrix").
+`round_codes(w, fmt)`, the rtn recipe: the reference rounding, except for a tensor that sits
+near the grid it rounds to (weights a fraction of a step off one they were dequantized from,
+e.g. fine-tuned): rounding to nearest would undo that change, so it is rounded with a dither.
 `pack` lays codes out as a GGUF file stores them, so codes chosen by any method (GPTQ
 included, models/gptq.py) are written as they are and every reader (llama.cpp,
 transformers' GGUF loader) computes with the same numbers.
@@ -136,19 +139,30 @@ def _err(
     return ((dequant_codes(q, fmt, d, m) - blocks) ** 2 * w).sum(-1, keepdim=True)
 
 
-def codes_for(x: torch.Tensor, fmt: Fmt, d: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+def codes_for(
+    x: torch.Tensor,
+    fmt: Fmt,
+    d: torch.Tensor,
+    m: torch.Tensor | None,
+    dither: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The stored codes of values x given their block's (d, m) (broadcast), as int16, rounded
-    as ggml-quants.c rounds."""
+    as ggml-quants.c rounds; dither (uniform in [0, 1), x's shape): rounded down or up at
+    random instead, with the probability of up the fraction (unbiased: E[code] = x's)."""
     inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
     if fmt.name == "q8_0":
-        v = x * inv  # round half away from zero, as C's roundf
-        q = torch.sign(v) * torch.floor(v.abs() + 0.5)
+        v = x * inv
+        if dither is not None:
+            q = torch.floor(v + dither)
+        else:  # round half away from zero, as C's roundf
+            q = torch.sign(v) * torch.floor(v.abs() + 0.5)
         return q.clamp(-127, 127).to(torch.int16)
-    if fmt.symmetric:
-        q = torch.trunc(x * inv + (fmt.offset + 0.5))
+    if fmt.symmetric:  # x * inv + (offset + 0.5) in this order, as gguf.quants
+        v, half = x * inv, fmt.offset + 0.5
     else:
         assert m is not None
-        q = torch.trunc((x - m) * inv + 0.5)
+        v, half = (x - m) * inv, 0.5
+    q = torch.floor(v + (half - 0.5) + dither) if dither is not None else torch.trunc(v + half)
     return q.clamp(0, fmt.qmax).to(torch.int16)
 
 
@@ -214,6 +228,52 @@ def quantize(
     d = _fp16(d).squeeze(-1)  # what the file stores
     m = _fp16(m).squeeze(-1) if m is not None else None
     return Quantized(fmt, q.reshape(rows, cols), d, m)
+
+
+# grid_ratio below this (and above ON_GRID): the weights sit near a grid round-to-nearest
+# reproduces, and round_codes dithers them (generic weights: ~0.97; the demo's distilled
+# student, cut from a teacher whose weights sit on a Q4_1 grid: 0.24-0.5 at q4_1)
+NEAR_GRID = 0.5
+ON_GRID = 1e-3  # at or below: on the grid, round-to-nearest writes the weights back exactly
+
+
+def grid_ratio(w: torch.Tensor, fmt: str | Fmt) -> float:
+    """How close w's values sit to the grid round-to-nearest quantizes them to: the median
+    over blocks (d > 0) of the blocks' rms rounding error over d / sqrt(12), the rms of an
+    error spread evenly over a step. ~1 for weights spread continuously (any smooth
+    distribution), 0 for weights on the grid (dequantized from this format, cut the same way),
+    in between for weights a little off it (such weights fine-tuned or distilled)."""
+    qz = quantize(w, fmt, reference=True)
+    e = (qz.dequantize() - w.detach().float()).reshape(-1, BLOCK)
+    d = qz.d.reshape(-1)
+    keep = d > 0
+    if not bool(keep.any()):
+        return 0.0
+    r = e[keep].pow(2).mean(-1).sqrt() / (d[keep] / 12**0.5)
+    return float(r.median())
+
+
+def round_codes(w: torch.Tensor, fmt: str | Fmt, seed: int = 0) -> Quantized:
+    """The rtn recipe (no calibration data): gguf.quants' round-to-nearest (`quantize(w, fmt,
+    reference=True)`, byte-identical) unless w sits near, but not on, the grid it rounds to
+    (grid_ratio between ON_GRID and NEAR_GRID). There round-to-nearest would move each value
+    back onto the grid: it undoes whatever moved the weights a fraction of a step off it, e.g.
+    a student distilled from a teacher whose weights were dequantized from this format (the
+    demo's: q4_1 perplexity +232 % where q4_0's, on another grid, was +25 %). Such a tensor is
+    rounded with a seeded dither instead (down or up, up with the probability of the fraction):
+    noisier per value, but unbiased, so the change off the grid survives on average."""
+    fmt = fmt_of(fmt)
+    ratio = grid_ratio(w, fmt)
+    if not ON_GRID < ratio < NEAR_GRID:
+        return quantize(w, fmt, reference=True)
+    w = w.detach().float()
+    rows, cols = w.shape
+    b = w.reshape(rows, cols // BLOCK, BLOCK)
+    d, m = block_params(b, fmt)  # fp16-rounded: the codes are rounded against what is stored
+    gen = torch.Generator().manual_seed(seed)
+    q = codes_for(b, fmt, d, m, dither=torch.rand(b.shape, generator=gen))
+    m = m.squeeze(-1) if m is not None else None
+    return Quantized(fmt, q.reshape(rows, cols), d.squeeze(-1), m)
 
 
 def pack(qz: Quantized) -> np.ndarray:

@@ -6,7 +6,7 @@ plan: one type for every 2-D tensor, or {GGUF tensor name: type} ("*": the defau
 types being q8_0 | q5_1 | q5_0 | q4_1 | q4_0 (models/ggml_blocks.py) | f16 | f32; 1-D tensors
 (the norms) are always F32, as llama.cpp's converter writes them. codes: {GGUF tensor name:
 Quantized} chosen elsewhere (GPTQ, searched scales: models/gptq.py) in the HF row order,
-written as they are instead of round-to-nearest.
+written as they are instead of round-to-nearest (ggml_blocks.round_codes).
 
 The layout is the one llama.cpp's convert_hf_to_gguf.py writes for LlamaForCausalLM: tensors
 token_embd / blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up,
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.ggml_blocks import BLOCK, FORMATS, Quantized, quantize
+from models.ggml_blocks import BLOCK, FORMATS, Quantized, round_codes
 from models.quant_config import QuantError
 
 GGML_FTYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
@@ -310,7 +310,7 @@ def export_gguf(
                 x = x[perm] if perm is not None else x
                 w.add_tensor(g, x.numpy().astype(np.float32 if typ == "f32" else np.float16))
                 continue
-            qz = codes.get(g) or quantize(t, typ, reference=True)
+            qz = codes.get(g) or round_codes(t, typ)
             if qz.fmt.name != typ:
                 raise ExportError(
                     f"GGUF export: the codes of {g} are {qz.fmt.name}, the plan says {typ}"

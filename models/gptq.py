@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.ggml_blocks import BLOCK, FORMATS, Quantized, block_params, codes_for, dequant_codes
+from models.ggml_blocks import (
+    BLOCK,
+    FORMATS,
+    Quantized,
+    block_params,
+    codes_for,
+    dequant_codes,
+    round_codes,
+)
 from models.ggml_blocks import quantize as rtn
 from models.gguf_export import gguf_name
 
@@ -158,8 +166,9 @@ def quantize_codes(
     only: set[str] | None = None,
 ) -> dict[str, Quantized]:
     """{GGUF name: Quantized} for the 2-D tensors of `plan` (tensor_plan's) at a block type
-    (`only`: these names alone). calibration: rtn (gguf.quants' reference rounding, no data),
-    imatrix (scales searched per block, weighted by diag(H)), gptq."""
+    (`only`: these names alone). calibration: rtn (no data: gguf.quants' reference rounding,
+    dithered where the weights sit near a grid it would round them back onto:
+    ggml_blocks.round_codes), imatrix (scales searched per block, weighted by diag(H)), gptq."""
     if calibration not in CALIBRATIONS:
         raise ValueError(f"unknown calibration {calibration!r}")
     stats = _stats_module(model)
@@ -171,7 +180,7 @@ def quantize_codes(
             continue
         h = H.get(stats.get(g, "")) if H is not None else None
         if calibration == "rtn" or h is None:
-            out[g] = rtn(t, typ, reference=True)
+            out[g] = round_codes(t, typ)
         elif calibration == "imatrix":
             out[g] = rtn(t, typ, weights=torch.diag(h).float(), search=SEARCH)
         else:
