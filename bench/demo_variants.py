@@ -65,10 +65,11 @@ def main() -> int:
             continue
         rows.append({
             "variant": f"{m['name']}@{m['version']}", "disk MB": x["disk_bytes"] / 1e6,
-            "x fp32": x["disk_bytes_ratio"], "Δppl %": x["ppl_delta_pct"],
+            "x fp32": f"{x['disk_bytes_ratio']:.3f}", "Δppl %": x["ppl_delta_pct"],
             "llama.cpp Δppl %": x.get("llama_cpp_ppl_delta_pct"),
             "generate x": x.get("gen_speedup"), "runtime": x.get("runtime", "").split(" (")[0],
-            "gate": m["gate_passed"], "promoted": m["promoted"],
+            "gate": {True: "passed", False: "failed"}.get(m["gate_passed"], "pending"),
+            "promoted": "yes" if m["promoted"] else "no",
         })  # fmt: skip
     print(f"\n`llm4all status --json`: the variants of {args.model}")
     print_table(rows, list(rows[0]) if rows else ["variant"])
