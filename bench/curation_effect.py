@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     corpus, heldout, calibration, inputs = load_inputs(args, cfg, teacher)
     cut = capped(inputs, corpus, heldout)
     if cut:
-        say("CAPPED (the profile's budget): " + ", ".join(
+        say("CAPPED (max_rows / max_heldout, the budget): " + ", ".join(
             f"{k} {v['used']} of {v['given']} (the first ones)" for k, v in cut.items()))  # fmt: skip
     out = run_ablation(
         corpus, heldout, calibration, cfg, dedup_config(args.profile), teacher,
@@ -253,7 +253,7 @@ def print_report(out: dict[str, Any]) -> None:
                        "machine share", "teacher tok", "student tok"])  # fmt: skip
     print("verdict:", json.dumps(out["verdict"]))
     if out.get("capped"):
-        print("CAPPED (the profile's budget):", json.dumps(out["capped"]))
+        print("CAPPED (max_rows / max_heldout, the budget):", json.dumps(out["capped"]))
     filters = out["curation"].get("filters") or {}
     if filters:
         print("\nfilters on the known noise:")
