@@ -1,6 +1,6 @@
 """Does curation pay? A student trained on the raw rows vs one trained on the curated rows.
 
-    python -m bench.curation_effect                       # builds the noisy corpus (default size)
+    python -m bench.curation_effect                       # builds the noisy corpus (capped: 128 rows)
     python -m bench.curation_effect --profile small       # a smaller corpus (the committed run)
     python -m bench.curation_effect --corpus C.jsonl --heldout H.jsonl --json
     python -m bench.curation_effect --profile ci --teacher DIR --source PAIRS.jsonl  # tests
