@@ -167,3 +167,21 @@ def test_json_output_is_strict() -> None:
 
     out = strict({"a": [1.0, float("nan")], "b": {"c": math.inf}, "d": "x"})
     assert out == {"a": [1.0, None], "b": {"c": None}, "d": "x"}
+
+
+def test_a_capped_corpus_is_reported() -> None:
+    from bench.curation_effect import ablation_config, capped
+
+    given = {"corpus_rows_given": 1250, "heldout_given": 60}
+    assert capped(given, [{}] * 200, [{}] * 60) == {"corpus_rows": {"given": 1250, "used": 200}}
+    assert capped(given | {"corpus_rows_given": 200}, [{}] * 200, [{}] * 60) is None
+    assert capped({}, [{}] * 3, [{}] * 3) is None  # a built corpus: nothing given, nothing cut
+    cfg = ablation_config("small", 2, 30, 20)
+    assert (cfg.seeds, cfg.max_rows, cfg.max_heldout) == (2, 30, 20)
+    assert (cfg.noise.rows, cfg.noise.heldout) == (30, 20)  # a built corpus: no larger
+    cfg = ablation_config("default", None, None)
+    assert (cfg.max_rows, cfg.max_heldout, cfg.noise.rows) == (128, 60, 128)
+    cfg = ablation_config("default", None, 0, 0)  # 0 lifts the caps
+    assert (cfg.max_rows, cfg.max_heldout, cfg.noise.rows, cfg.noise.heldout) == (
+        None, None, 1000, 200,
+    )  # fmt: skip
