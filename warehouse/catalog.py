@@ -228,6 +228,8 @@ class Catalog:
         self._lock.acquire()
         try:
             self.lake.mkdir(parents=True, exist_ok=True)
+            if not self.db_path.exists():
+                self._create()
             con = self._connect(read_only=False)
             try:
                 con.execute(_SCHEMA)
@@ -241,6 +243,26 @@ class Catalog:
             yield self
         finally:
             self._lock.release()
+
+    def _create(self) -> None:
+        """A new catalog file appears with its schema or not at all: built under a temporary
+        name, then renamed (a writer killed between DuckDB creating the file and the schema's
+        commit would leave a catalog that every reader fails on)."""
+        for stale in self.home.glob(f".{self.db_path.name}.*.tmp*"):  # an earlier kill's
+            stale.unlink(missing_ok=True)
+        tmp = self.db_path.with_name(f".{self.db_path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            con = duckdb.connect(str(tmp))
+            try:
+                con.execute(_SCHEMA)
+            finally:
+                con.close()
+            fsync_path(tmp)
+            os.replace(tmp, self.db_path)
+            fsync_path(self.db_path.parent)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                leftover.unlink(missing_ok=True)
 
     def _require_writer(self) -> None:
         if not self._lock.held:

@@ -210,3 +210,25 @@ def test_readers_wait_out_a_brief_writer_connection(catalog: Catalog) -> None:
     assert p.stdout is not None and p.stdout.readline().strip() == "open"
     assert [v.ref.key for v in Catalog(catalog.home).versions()] == ["raw/news@1"]
     p.wait()
+
+
+def test_a_writer_that_dies_while_creating_the_catalog_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog file appears with its schema or not at all: a writer killed between DuckDB
+    creating the file and the schema's commit once left a catalog every reader failed on
+    ("Table with name dataset_versions does not exist", seen in test_faults)."""
+    import duckdb
+
+    import warehouse.catalog as catalog_module
+
+    catalog = Catalog(tmp_path / "home")
+    monkeypatch.setattr(catalog_module, "_SCHEMA", "CREATE TABLE broken (")  # dies mid-way
+    with pytest.raises(duckdb.ParserException), catalog.writing():
+        pass
+    assert not catalog.db_path.exists() and catalog.versions() == []
+    assert not list(catalog.home.glob(".catalog.duckdb.*"))  # no half-made file either
+    monkeypatch.undo()
+    with catalog.writing():
+        pass
+    assert catalog.db_path.exists() and catalog.versions() == []
