@@ -73,7 +73,12 @@ def main() -> int:
         })  # fmt: skip
     print(f"\n`llm4all status --json`: the variants of {args.model}")
     print_table(rows, list(rows[0]) if rows else ["variant"])
-    if args.copy:
+    if args.copy:  # the copy's Prefect server (the first flow command started it) goes too
+        from flows.cli.prefect_env import running_server, stop_process
+
+        info = running_server(home)
+        if info:
+            stop_process(int(info["pid"]))
         shutil.rmtree(home.parent, ignore_errors=True)
     return 0 if all(r["rc"] in (0, 3) for r in processes.values()) else 1
 
