@@ -39,16 +39,32 @@ def main() -> int:
     ap.add_argument("--model", default="cnn_dailymail-student")
     ap.add_argument("--copy", action="store_true", help="work on a copy of HOME")
     args = ap.parse_args()
+    if not (Path(args.home) / "catalog.duckdb").is_file():
+        ap.error(f"{args.home} is not an llm4all home (no catalog.duckdb): run `make demo` first")
     config = bundled_config("demo.yaml")
     methods = load_config(config).quantize.methods
     home = Path(args.home)
     if args.copy:
         home = Path(tempfile.mkdtemp(prefix="llm4all-variants-")) / "home"
         shutil.copytree(args.home, home)
-    print(f"# {args.model} in {args.home}; methods {', '.join(methods)} (configs/demo.yaml)")
+    try:
+        return measure(home, args.model, config, methods, args.home)
+    finally:
+        if args.copy:  # the copy's Prefect server (the first flow command started it) goes too
+            from flows.cli.prefect_env import running_server, stop_process
+
+            info = running_server(home)
+            if info:
+                stop_process(int(info["pid"]))
+            shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def measure(home: Path, model: str, config: Path, methods: list[str], shown: str) -> int:
+    """Each method as one `quantize` process, then what `status --json` shows; exit status."""
+    print(f"# {model} in {shown}; methods {', '.join(methods)} (configs/demo.yaml)")
     processes = {}
     for method in methods:
-        r = llm4all(["quantize", "-m", args.model, "--method", method, "-c", str(config)], home)
+        r = llm4all(["quantize", "-m", model, "--method", method, "-c", str(config)], home)
         processes[method] = r
         print(f"  quantize {method}: exit {r['rc']}, {r['wall_s']:.0f} s wall, "
               f"{r['cpu_s']:.0f} s CPU, load {r['load_before']:.1f} -> {r['load_after']:.1f}",
@@ -59,9 +75,8 @@ def main() -> int:
     rows = []
     for m in status["models"]:
         x = m.get("metrics") or {}
-        if m.get("parent", "").split("/")[-1].split("@")[0] != args.model or "method" not in x:
-            continue
-        if x["method"] not in methods:
+        parent = (m.get("parent") or "").split("/")[-1].split("@")[0]
+        if parent != model or x.get("method") not in methods:
             continue
         rows.append({
             "variant": f"{m['name']}@{m['version']}", "disk MB": x["disk_bytes"] / 1e6,
@@ -71,15 +86,8 @@ def main() -> int:
             "gate": {True: "passed", False: "failed"}.get(m["gate_passed"], "pending"),
             "promoted": "yes" if m["promoted"] else "no",
         })  # fmt: skip
-    print(f"\n`llm4all status --json`: the variants of {args.model}")
+    print(f"\n`llm4all status --json`: the variants of {model}")
     print_table(rows, list(rows[0]) if rows else ["variant"])
-    if args.copy:  # the copy's Prefect server (the first flow command started it) goes too
-        from flows.cli.prefect_env import running_server, stop_process
-
-        info = running_server(home)
-        if info:
-            stop_process(int(info["pid"]))
-        shutil.rmtree(home.parent, ignore_errors=True)
     return 0 if all(r["rc"] in (0, 3) for r in processes.values()) else 1
 
 

@@ -237,13 +237,13 @@ NEAR_GRID = 0.5
 ON_GRID = 1e-3  # at or below: on the grid, round-to-nearest writes the weights back exactly
 
 
-def grid_ratio(w: torch.Tensor, fmt: str | Fmt) -> float:
-    """How close w's values sit to the grid round-to-nearest quantizes them to: the median
-    over blocks (d > 0) of the blocks' rms rounding error over d / sqrt(12), the rms of an
-    error spread evenly over a step. ~1 for weights spread continuously (any smooth
-    distribution), 0 for weights on the grid (dequantized from this format, cut the same way),
-    in between for weights a little off it (such weights fine-tuned or distilled)."""
-    qz = quantize(w, fmt, reference=True)
+def grid_ratio(w: torch.Tensor, qz: Quantized) -> float:
+    """How close w's values sit to the grid round-to-nearest (qz, w's reference rounding)
+    puts them on: the median over blocks (d > 0) of the blocks' rms rounding error over
+    d / sqrt(12), the rms of an error spread evenly over a step. ~1 for weights spread
+    continuously (any smooth distribution), 0 for weights on the grid (dequantized from this
+    format, cut the same way), in between for weights a little off it (such weights
+    fine-tuned or distilled)."""
     e = (qz.dequantize() - w.detach().float()).reshape(-1, BLOCK)
     d = qz.d.reshape(-1)
     keep = d > 0
@@ -263,9 +263,9 @@ def round_codes(w: torch.Tensor, fmt: str | Fmt, seed: int = 0) -> Quantized:
     rounded with a seeded dither instead (down or up, up with the probability of the fraction):
     noisier per value, but unbiased, so the change off the grid survives on average."""
     fmt = fmt_of(fmt)
-    ratio = grid_ratio(w, fmt)
-    if not ON_GRID < ratio < NEAR_GRID:
-        return quantize(w, fmt, reference=True)
+    nearest = quantize(w, fmt, reference=True)
+    if not ON_GRID < grid_ratio(w, nearest) < NEAR_GRID:
+        return nearest
     w = w.detach().float()
     rows, cols = w.shape
     b = w.reshape(rows, cols // BLOCK, BLOCK)
