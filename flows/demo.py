@@ -17,6 +17,7 @@ from prefect import flow
 from flows.distill import distill_flow
 from flows.pipeline import pipeline_flow
 from flows.runtime import DatasetRun, dataset_run
+from tasks.distill.config import CE_ONLY
 from tasks.report.demo import write_demo_report
 from tasks.report.markdown import png_data_uri, publish_markdown
 from warehouse import Catalog
@@ -73,12 +74,9 @@ def _demo(
     # The reference for KD: the same init, tokens, batches and steps, trained on the data's
     # next tokens alone. It is a baseline to compare with, not a model to promote, so its gate
     # checks only that its metrics and weights are finite (no perplexity bar).
-    baseline = dict(overrides or {}) | {
+    baseline = dict(overrides or {}) | {f"distill.{k}": v for k, v in CE_ONLY.items()}
+    baseline |= {
         "distill.name": cfg.distill.student_name(dataset) + "-ce",
-        "distill.kd_weight": 0.0,
-        "distill.ce_weight": 1.0,
-        "distill.hidden_weight": 0.0,
-        "distill.relation_weight": 0.0,
         "gates.student.max_ppl_ratio": 1e12,
     }
     if reference:

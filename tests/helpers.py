@@ -73,6 +73,27 @@ def tokenized_pairs(catalog, tmp_path: Path, teacher, n: int = 40) -> None:
         gate("tokens", ref, catalog)
 
 
+def distill_inputs(catalog, tmp_path: Path, teacher, cache: bool = True) -> None:
+    """Dataset `news`: 60 documents ingested, tokenized in 16-token blocks (20% held out) with
+    `teacher`'s tokenizer and, with `cache`, a sampled logit cache of it; each snapshot gated."""
+    from data_quality import gate
+    from tasks.ingest.ingest import ingest
+    from tasks.logits.cache import cache_logits
+    from tasks.logits.config import LogitCacheConfig
+    from tasks.tokens.config import TokensConfig
+    from tasks.tokens.tokenize import tokenize
+
+    r = ingest(str(write_jsonl(tmp_path / "in.jsonl", news_docs(60))), "news", catalog, progress=False)  # fmt: skip
+    gate("raw", r.ref, catalog)
+    tcfg = TokensConfig(block_size=16, validation_share=0.2)
+    for ref in tokenize("news", catalog, teacher, tcfg, progress=False).refs:
+        gate("tokens", ref, catalog)
+    if cache:
+        lcfg = LogitCacheConfig(mode="sampled", samples=16, shard_blocks=4)
+        for ref in cache_logits("news", catalog, teacher, lcfg, progress=False).refs:
+            gate("logits", ref, catalog)
+
+
 PEOPLE = [
     ("Maria Lopez", "she"), ("John Carter", "he"), ("Ahmed Khan", "he"), ("Emma Brown", "she"),
     ("Lucas Silva", "he"), ("Hannah Weber", "she"), ("Omar Haddad", "he"), ("Grace Okafor", "she"),

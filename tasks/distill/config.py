@@ -22,6 +22,12 @@ AUTO_HIDDEN_WEIGHT = 1.0
 AUTO_RELATION_WEIGHT = 1.0
 
 
+# The reference KD is judged against (`llm4all demo --reference`, bench/kd_vs_ce.py): the same
+# student, data, batches and steps, trained on the data's next tokens alone, with no teacher
+# signal of any kind. Field updates of DistillConfig.
+CE_ONLY = {"kd_weight": 0.0, "ce_weight": 1.0, "hidden_weight": 0.0, "relation_weight": 0.0}
+
+
 class StudentConfig(BaseModel):
     """How the student is cut from the teacher (`distill.student`); models/prune.py."""
 

@@ -30,7 +30,7 @@ from tasks.distill.data import CacheReader, TokenBlocks, read_blocks
 from tasks.distill.evaluate import evaluate_student, summary_rouge
 from tasks.distill.pending import DistillResult, student_run
 from tasks.distill.students import make_student
-from tasks.distill.train import train_student
+from tasks.distill.train import TrainResult, train_student
 from tasks.logits.summaries import SUMMARIES, read_summary_blocks
 from tasks.publish import Lineage, done_run, publish
 from tasks.runtime import current_flow_run_id, launch_rank
@@ -140,25 +140,10 @@ def distill(
     # fp32, saveable (GGUF too); depth/width: cut after a calibration pass on training blocks
     student, layers, student_info = make_student(teacher, cfg, blocks)
     work = catalog.home / "work" / "distill" / dataset / key
-    readers = [CacheReader(Path(c.ref.path)) for c in caches] if caches else None
-    regular = blocks.train()
-    blocks, readers, summaries = summary_blocks(blocks, readers, caches)
-    hidden_w, relation_w = cfg.feature_weights(len(layers) < int(teacher.config.num_hidden_layers))
-    run_cfg = cfg.model_copy(update={"hidden_weight": hidden_w, "relation_weight": relation_w})
-    train = train_student(
-        student,
-        blocks,
-        run_cfg,
-        vocab_size=vocab,
-        out_dir=work,
-        caches=readers,
-        teacher=teacher if cfg.mode == "online" or hidden_w or relation_w else None,
-        layers=layers,
-        train_pool=regular if cfg.summary_share is not None else None,
-        replay_pool=summaries if cfg.summary_share is not None else None,
-        replay_share=cfg.summary_share or 0.0,
-        progress=progress,
+    train, run_cfg, summaries = train_recipe(
+        student, teacher, blocks, caches, cfg, layers, work, vocab=vocab, progress=progress
     )
+    hidden_w, relation_w = run_cfg.hidden_weight, run_cfg.relation_weight
     if launch_rank() > 0:  # `accelerate launch`: the main process evaluates, saves, registers
         return DistillResult(dataset, {}, False, train.to_dict(), None, 0.0)
     student.eval()
@@ -194,7 +179,7 @@ def distill(
         "student": student_info,
         "hidden_weight": hidden_w,
         "relation_weight": relation_w,
-        "summary_blocks": len(summaries),
+        "summary_blocks": summaries,
         "train_steps": train.steps,
         "train_tokens": train.tokens,
         "train_s_per_step": train.s_per_step,
@@ -226,6 +211,44 @@ def distill(
         evaluation.to_dict(),
         round(time.monotonic() - started, 3),
     )
+
+
+def train_recipe(
+    student: Any,
+    teacher: Any,
+    blocks: TokenBlocks,
+    caches: list[VersionInfo],
+    cfg: DistillConfig,
+    layers: list[int],
+    work: Path,
+    *,
+    vocab: int,
+    progress: bool = True,
+) -> tuple[TrainResult, DistillConfig, int]:
+    """Train `student` (cut from `teacher`, `layers` its source layers) on `blocks` the way the
+    distill stage does: the caches' targets, their teacher-summary blocks as extra training
+    blocks, the feature terms resolved for this cut. Returns (the training result, the config
+    it ran with, the number of teacher-summary blocks). bench/kd_vs_ce.py calls it too."""
+    readers = [CacheReader(Path(c.ref.path)) for c in caches] if caches else None
+    regular = blocks.train()
+    blocks, readers, summaries = summary_blocks(blocks, readers, caches)
+    hidden_w, relation_w = cfg.feature_weights(len(layers) < int(teacher.config.num_hidden_layers))
+    run_cfg = cfg.model_copy(update={"hidden_weight": hidden_w, "relation_weight": relation_w})
+    train = train_student(
+        student,
+        blocks,
+        run_cfg,
+        vocab_size=vocab,
+        out_dir=work,
+        caches=readers,
+        teacher=teacher if cfg.mode == "online" or hidden_w or relation_w else None,
+        layers=layers,
+        train_pool=regular if cfg.summary_share is not None else None,
+        replay_pool=summaries if cfg.summary_share is not None else None,
+        replay_share=cfg.summary_share or 0.0,
+        progress=progress,
+    )
+    return train, run_cfg, len(summaries)
 
 
 def rank_device(device: str | None) -> str | None:

@@ -15,22 +15,10 @@ from tasks.logits.cache import cache_logits
 from tasks.logits.config import LogitCacheConfig
 from tasks.tokens.config import TokensConfig
 from tasks.tokens.tokenize import tokenize
-from tests.helpers import news_docs, tokenized_pairs, write_jsonl
+from tests.helpers import distill_inputs, news_docs, tokenized_pairs, write_jsonl
 from tests.tiny import make_tiny_llama
 from warehouse import Catalog
 from warehouse.registry import get_model, list_models
-
-
-def _data(catalog: Catalog, tmp_path: Path, spec: ModelSpec, cache: bool = True) -> None:
-    r = ingest(str(write_jsonl(tmp_path / "in.jsonl", news_docs(60))), "news", catalog, progress=False)  # fmt: skip
-    gate("raw", r.ref, catalog)
-    tcfg = TokensConfig(block_size=16, validation_share=0.2)
-    for ref in tokenize("news", catalog, spec, tcfg, progress=False).refs:
-        gate("tokens", ref, catalog)
-    if cache:
-        lcfg = LogitCacheConfig(mode="sampled", samples=16, shard_blocks=4)
-        for ref in cache_logits("news", catalog, spec, lcfg, progress=False).refs:
-            gate("logits", ref, catalog)
 
 
 def _gates(ratio: float) -> GatesConfig:
@@ -44,7 +32,7 @@ CFG = DistillConfig(
 
 def test_distill_registers_a_loadable_gated_student(catalog: Catalog, tmp_path: Path) -> None:
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
-    _data(catalog, tmp_path, spec)
+    distill_inputs(catalog, tmp_path, spec)
     out = distill("news", catalog, spec, CFG, _gates(100.0), progress=False)
     m = out.model
     assert m["key"] == "models/news-student@1" and m["gate_passed"] and m["promoted"]
@@ -66,7 +54,7 @@ def test_a_student_failing_its_gate_is_registered_but_not_promoted(
     catalog: Catalog, tmp_path: Path
 ) -> None:
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
-    _data(catalog, tmp_path, spec)
+    distill_inputs(catalog, tmp_path, spec)
     with pytest.raises(GateFailed, match="ppl_ratio"):
         distill("news", catalog, spec, CFG, _gates(0.01), progress=False)
     m = get_model(catalog, "news-student")
@@ -81,7 +69,7 @@ def test_offline_needs_a_cache_online_does_not(catalog: Catalog, tmp_path: Path)
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
     with pytest.raises(DistillError, match="no tokens"):
         distill("news", catalog, spec, CFG, progress=False)
-    _data(catalog, tmp_path, spec, cache=False)
+    distill_inputs(catalog, tmp_path, spec, cache=False)
     with pytest.raises(DistillError, match="cache-logits"):
         distill("news", catalog, spec, CFG, progress=False)
     online = CFG.model_copy(update={"mode": "online", "name": "online"})
@@ -107,7 +95,7 @@ def test_caches_of_different_kinds_are_never_mixed(catalog: Catalog, tmp_path: P
     from tasks.distill.pending import training_data
 
     spec = ModelSpec(path=str(make_tiny_llama(tmp_path / "teacher")))
-    _data(catalog, tmp_path, spec)  # tokens@1 + a 16-draw cache
+    distill_inputs(catalog, tmp_path, spec)  # tokens@1 + a 16-draw cache
     more = ingest(str(write_jsonl(tmp_path / "b.jsonl", news_docs(30, prefix="court"))), "news",
                   catalog, progress=False)  # fmt: skip
     gate("raw", more.ref, catalog)

@@ -1,0 +1,146 @@
+"""KD against CE-only at equal steps, on a demo home's own data, over seeds (issue #18).
+
+    python -m bench.kd_vs_ce --home HOME --seeds 3 [--steps N] [--json FILE]
+
+HOME is the LLM4ALL_HOME of a finished `make demo` (or any home whose DATASET has gated tokens
+and logit caches). The bench reads what `llm4all distill -d DATASET` would train on, cuts the
+student once as the config says (the cut is measured on training blocks and does not depend on
+the seed), then, per seed, trains two copies of that init with the same batches (seeded by
+seed and step) and the same number of steps:
+
+  KD       the distill stage's recipe (tasks.distill.distill.train_recipe): the cached teacher
+           distributions, the teacher-summary blocks, the feature terms at the cut
+  CE only  the reference of `llm4all demo --reference` (tasks.distill.config.CE_ONLY): the data's
+           next tokens alone, no teacher signal
+
+Both pick their kept step on the selection blocks and are scored on the test blocks, which no
+choice in training saw. Prints every run, then mean ± sd per recipe and the gap in units of the
+larger sd. Training is timed per run (the teacher load and the cut are shared, not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DATASET = "cnn_dailymail"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--home", type=Path, required=True, help="a demo home (LLM4ALL_HOME)")
+    p.add_argument("--dataset", default=DATASET)
+    p.add_argument("--config", default="configs/demo.yaml", help="the config the home ran")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="default: the config's max_steps")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean and sample sd (0 for one value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    import torch
+
+    from flows.config import load_config
+    from models.loading import load_causal_lm, model_vocab_size
+    from tasks.distill.config import CE_ONLY
+    from tasks.distill.data import read_blocks
+    from tasks.distill.distill import rank_device, train_recipe
+    from tasks.distill.evaluate import compare_on_blocks
+    from tasks.distill.pending import student_run
+    from tasks.distill.students import make_student
+    from warehouse import Catalog
+
+    if not (args.home / "catalog.duckdb").exists():
+        sys.exit(f"{args.home}: no catalog here (give the LLM4ALL_HOME of a finished demo)")
+    overrides = {"distill.max_steps": args.steps} if args.steps else None
+    cfg = load_config(args.config, overrides)
+    dcfg = cfg.distill.model_copy(update={"resume": False, "checkpoint_every": 10**9})
+    catalog = Catalog(args.home)
+    run = student_run(catalog, args.dataset, cfg.teacher, dcfg)
+    teacher = load_causal_lm(cfg.teacher, rank_device(dcfg.device))
+    vocab = model_vocab_size(teacher)
+    blocks = read_blocks([(v.ref.key, v.ref.files()) for v in run.tokens])
+    torch.manual_seed(0)
+    init, layers, info = make_student(teacher, dcfg, blocks)
+    test = blocks.test()
+    print(f"{args.home} {args.dataset}: {len(blocks.train())} train / {len(blocks.selection())} "
+          f"selection / {len(test)} test blocks of {blocks.block_size}; student {info['kind']} "
+          f"layers {layers}; {dcfg.max_steps} steps x {dcfg.batch_blocks} blocks, lr {dcfg.lr}, "
+          f"eval every {dcfg.eval_every}; seeds {list(range(args.seeds))}", flush=True)  # fmt: skip
+
+    recipes = {"KD": {}, "CE only": CE_ONLY}
+    rows: list[dict[str, Any]] = []
+    teacher_ppl = None
+    with tempfile.TemporaryDirectory(prefix="llm4all-kd-vs-ce-") as work:
+        for seed in range(args.seeds):
+            for name, update in recipes.items():
+                run_cfg = dcfg.model_copy(update={**update, "seed": seed})
+                student = copy.deepcopy(init)
+                t0 = time.perf_counter()
+                train, used, _ = train_recipe(
+                    student, teacher, blocks, run.caches, run_cfg, layers,
+                    Path(work) / f"{name}-{seed}", vocab=vocab, progress=False,
+                )  # fmt: skip
+                wall = time.perf_counter() - t0
+                student.eval()
+                scores = compare_on_blocks(student, teacher, blocks, test, vocab, dcfg.batch_blocks)
+                teacher_ppl = scores["teacher_ppl"]
+                rows.append({
+                    "recipe": name, "seed": seed, "test_ppl": scores["student_ppl"],
+                    "top1": scores["top1_agreement"], "kept_step": train.kept_step,
+                    "steps": train.steps, "train_s": wall,
+                    "weights": {k: getattr(used, k) for k in (
+                        "kd_weight", "ce_weight", "hidden_weight", "relation_weight")},
+                })  # fmt: skip
+                r = rows[-1]
+                print(f"  {name:8} seed {seed}: test ppl {r['test_ppl']:9.2f}  top-1 "
+                      f"{r['top1']:.3f}  kept step {r['kept_step']}/{r['steps']}  "
+                      f"{wall:6.0f} s", flush=True)  # fmt: skip
+
+    summary = {
+        name: {
+            "ppl": spread([r["test_ppl"] for r in rows if r["recipe"] == name]),
+            "top1": spread([r["top1"] for r in rows if r["recipe"] == name]),
+        }
+        for name in recipes
+    }
+    kd, ce = summary["KD"]["ppl"], summary["CE only"]["ppl"]
+    sd = max(kd["sd"], ce["sd"])
+    out = {
+        "home": str(args.home), "dataset": args.dataset, "seeds": args.seeds,
+        "steps": dcfg.max_steps, "layers": layers, "teacher_ppl": teacher_ppl,
+        "runs": rows, "summary": summary,
+        "kd_gain_pct": 100 * (1 - kd["mean"] / ce["mean"]),
+        "gap_in_sd": (ce["mean"] - kd["mean"]) / sd if sd > 0 else None,
+    }  # fmt: skip
+    print(f"\nteacher test ppl {teacher_ppl:.2f}")
+    for name, s in summary.items():
+        print(f"{name:8} test ppl {s['ppl']['mean']:9.2f} ± {s['ppl']['sd']:7.2f}  "
+              f"(x{s['ppl']['mean'] / teacher_ppl:.2f} the teacher)  top-1 "
+              f"{s['top1']['mean']:.3f} ± {s['top1']['sd']:.3f}")  # fmt: skip
+    gap = out["gap_in_sd"]
+    print(
+        f"KD vs CE only: {out['kd_gain_pct']:+.1f}% lower test ppl; gap "
+        + (f"{gap:.1f} x the larger sd" if gap is not None else "(one seed: no sd)")
+    )
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
