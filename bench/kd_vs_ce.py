@@ -8,10 +8,12 @@ student once as the config says (the cut is measured on training blocks and does
 the seed), then, per seed, trains two copies of that init with the same batches (seeded by
 seed and step) and the same number of steps:
 
-  KD       the distill stage's recipe (tasks.distill.distill.train_recipe): the cached teacher
-           distributions, the teacher-summary blocks, the feature terms at the cut
-  CE only  the reference of `llm4all demo --reference` (tasks.distill.config.CE_ONLY): the data's
-           next tokens alone, no teacher signal
+  KD                 the distill stage's recipe (tasks.distill.distill.train_recipe): the cached
+                     teacher distributions, the teacher-summary blocks, the feature terms at the
+                     cut (hidden-state and relation, on by default when layers are cut)
+  KD response-only   the same without the feature terms (hidden_weight = relation_weight = 0)
+  CE only            the reference of `llm4all demo --reference` (tasks.distill.config.CE_ONLY):
+                     the data's next tokens alone, no teacher signal
 
 Both pick their kept step on the selection blocks and are scored on the test blocks, which no
 choice in training saw. Prints every run, then mean ± sd per recipe and the gap in units of the
@@ -82,7 +84,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"layers {layers}; {dcfg.max_steps} steps x {dcfg.batch_blocks} blocks, lr {dcfg.lr}, "
           f"eval every {dcfg.eval_every}; seeds {list(range(args.seeds))}", flush=True)  # fmt: skip
 
-    recipes = {"KD": {}, "CE only": CE_ONLY}
+    recipes = {
+        "KD": {},
+        "KD response-only": {"hidden_weight": 0.0, "relation_weight": 0.0},
+        "CE only": CE_ONLY,
+    }
     rows: list[dict[str, Any]] = []
     teacher_ppl = None
     with tempfile.TemporaryDirectory(prefix="llm4all-kd-vs-ce-") as work:
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "kd_weight", "ce_weight", "hidden_weight", "relation_weight")},
                 })  # fmt: skip
                 r = rows[-1]
-                print(f"  {name:8} seed {seed}: test ppl {r['test_ppl']:9.2f}  top-1 "
+                print(f"  {name:16} seed {seed}: test ppl {r['test_ppl']:9.2f}  top-1 "
                       f"{r['top1']:.3f}  kept step {r['kept_step']}/{r['steps']}  "
                       f"{wall:6.0f} s", flush=True)  # fmt: skip
 
@@ -120,21 +126,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     kd, ce = summary["KD"]["ppl"], summary["CE only"]["ppl"]
     sd = max(kd["sd"], ce["sd"])
+    resp = summary["KD response-only"]["ppl"]
+    sd_resp = max(kd["sd"], resp["sd"])
     out = {
         "home": str(args.home), "dataset": args.dataset, "seeds": args.seeds,
         "steps": dcfg.max_steps, "layers": layers, "teacher_ppl": teacher_ppl,
         "runs": rows, "summary": summary,
         "kd_gain_pct": 100 * (1 - kd["mean"] / ce["mean"]),
         "gap_in_sd": (ce["mean"] - kd["mean"]) / sd if sd > 0 else None,
+        "features_gain_pct": 100 * (1 - kd["mean"] / resp["mean"]),
+        "features_gap_in_sd": (resp["mean"] - kd["mean"]) / sd_resp if sd_resp > 0 else None,
     }  # fmt: skip
     print(f"\nteacher test ppl {teacher_ppl:.2f}")
     for name, s in summary.items():
-        print(f"{name:8} test ppl {s['ppl']['mean']:9.2f} ± {s['ppl']['sd']:7.2f}  "
+        print(f"{name:16} test ppl {s['ppl']['mean']:9.2f} ± {s['ppl']['sd']:7.2f}  "
               f"(x{s['ppl']['mean'] / teacher_ppl:.2f} the teacher)  top-1 "
               f"{s['top1']['mean']:.3f} ± {s['top1']['sd']:.3f}")  # fmt: skip
     gap = out["gap_in_sd"]
     print(
         f"KD vs CE only: {out['kd_gain_pct']:+.1f}% lower test ppl; gap "
+        + (f"{gap:.1f} x the larger sd" if gap is not None else "(one seed: no sd)")
+    )
+    gap = out["features_gap_in_sd"]
+    print(
+        f"KD vs KD response-only: {out['features_gain_pct']:+.1f}% lower test ppl; gap "
         + (f"{gap:.1f} x the larger sd" if gap is not None else "(one seed: no sd)")
     )
     if args.json:

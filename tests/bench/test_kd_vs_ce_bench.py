@@ -33,11 +33,14 @@ def test_each_seed_trains_the_distill_recipe_and_the_ce_only_reference(
     args = ["--home", str(catalog.home), "--dataset", "news", "--seeds", "2"]
     out = main([*args, "--config", str(_config(tmp_path, teacher)), "--json", str(out_json)])
 
+    recipes = ["KD", "KD response-only", "CE only"]
     assert [(r["recipe"], r["seed"]) for r in out["runs"]] == [
-        ("KD", 0), ("CE only", 0), ("KD", 1), ("CE only", 1),
-    ]  # fmt: skip
+        (n, s) for s in (0, 1) for n in recipes
+    ]
     by = {(r["recipe"], r["seed"]): r for r in out["runs"]}
     assert by["KD", 0]["weights"]["kd_weight"] == 1.0
+    assert by["KD", 0]["weights"]["hidden_weight"] == 1.0  # 1 of 2 layers kept: terms on
+    assert by["KD response-only", 0]["weights"]["hidden_weight"] == 0.0
     assert by["CE only", 0]["weights"] == {
         "kd_weight": 0.0, "ce_weight": 1.0, "hidden_weight": 0.0, "relation_weight": 0.0,
     }  # fmt: skip
@@ -46,6 +49,7 @@ def test_each_seed_trains_the_distill_recipe_and_the_ce_only_reference(
         assert r["steps"] == 4 and r["kept_step"] in (2, 4)  # kept on the selection blocks
     # The recipes learn differently, and a seed changes the batches.
     assert by["KD", 0]["test_ppl"] != by["CE only", 0]["test_ppl"]
+    assert by["KD", 0]["test_ppl"] != by["KD response-only", 0]["test_ppl"]
     assert by["KD", 0]["test_ppl"] != by["KD", 1]["test_ppl"]
     kd = [by["KD", s]["test_ppl"] for s in (0, 1)]
     assert out["summary"]["KD"]["ppl"]["mean"] == pytest.approx(sum(kd) / 2)
