@@ -199,6 +199,14 @@ def gopher_dup_ngrams(d: Doc, c: QualityConfig) -> str | None:
 
 
 # --------------------------------------------------------------------------- C4
+def repetition_reason(text: str, cfg: QualityConfig | None = None) -> str | None:
+    """The first of Gopher's n-gram repetition rules (top n-gram, repeated n-grams) that `text`
+    fails, or None. Distillation's evaluation calls a generated summary that fails it looping:
+    it repeats itself instead of summarising (tasks/distill/evaluate.summary_rouge)."""
+    doc, c = Doc(text), cfg or QualityConfig()
+    return gopher_top_ngram(doc, c) or gopher_dup_ngrams(doc, c)
+
+
 def c4_lorem_ipsum(d: Doc, c: QualityConfig) -> str | None:
     return "contains 'lorem ipsum' (placeholder text)" if "lorem ipsum" in d.text.lower() else None
 

@@ -171,6 +171,8 @@ def distill(
         evaluation.teacher_rouge_l = rouge["teacher"]["rouge_l"]
         evaluation.student_empty_summaries = rouge["student"]["empty"]
         evaluation.teacher_empty_summaries = rouge["teacher"]["empty"]
+        evaluation.student_looping_summaries = rouge["student"]["looping"]
+        evaluation.teacher_looping_summaries = rouge["teacher"]["looping"]
         evaluation.examples = examples
     final = save_student(student, teacher_spec, work / "final")
     metrics = {

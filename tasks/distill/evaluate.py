@@ -7,7 +7,8 @@ params, bytes     unique parameters (tied weights once) and their bytes in memor
 tokens_per_s      greedy generation speed, batch 1, KV cache on (inference)
 rouge_l           ROUGE-L F1 (Lin 2004, the rouge-score package) of greedy summaries of test
                   articles against their human summaries, for student and teacher
-                  (`summary_rouge`), and how many summaries came out empty
+                  (`summary_rouge`), and how many summaries came out empty or loop
+                  (tasks.curate.quality.repetition_reason)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tasks.curate.quality import repetition_reason
 from tasks.distill.data import TokenBlocks
 
 
@@ -43,6 +45,8 @@ class EvalResult:
     teacher_rouge_l: float | None = None
     student_empty_summaries: int | None = None  # of rouge_pairs: generations with no text
     teacher_empty_summaries: int | None = None
+    student_looping_summaries: int | None = None  # of rouge_pairs: generations that loop
+    teacher_looping_summaries: int | None = None
     examples: list[dict[str, str]] = field(default_factory=list)  # a few generated summaries
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,8 +213,9 @@ def summary_rouge(
     examples: int = 3,
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
     """Per model, over the (document, reference summary) pairs: mean ROUGE-L F1 against the
-    references and how many summaries came out empty (a failure: the model wrote nothing);
-    and the generations of the first `examples` pairs, with the article's start, to read."""
+    references and how many summaries came out empty (a failure: the model wrote nothing) or
+    loop (a failure too: `repetition_reason`); and the generations of the first `examples` pairs, with the
+    article's start, to read."""
     prompts = [summary_prompt(d, template, tokenizer, max_prompt_tokens) for d, _ in pairs]
     texts = {
         name: generate_summaries(model, tokenizer, prompts, max_new_tokens)
@@ -223,6 +228,7 @@ def summary_rouge(
                 sum(rouge_l(g, r) for g, (_, r) in zip(gen, pairs, strict=True)) / n, 4
             ),
             "empty": sum(not g for g in gen),
+            "looping": sum(repetition_reason(g) is not None for g in gen),
         }
         for name, gen in texts.items()
     }

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.curate.quality import repetition_reason
+
 
 def _plt():
     import matplotlib
@@ -237,8 +239,9 @@ def write_demo_report(
 
 
 def distillation_section(kd: dict[str, Any], ce: dict[str, Any] | None, folder: Path) -> list[str]:
-    """Training curves, the model table (test perplexity, agreement, ROUGE-L, empty summaries,
-    speed), what the student is, and three test articles with every model's summary."""
+    """Training curves, the model table (test perplexity, agreement, ROUGE-L, empty and looping
+    summaries, speed), what the student is, and three test articles with every model's
+    summary."""
     ev = kd["model"]["metrics"]
     ce_ev = ce["model"]["metrics"] if ce else None
     lines: list[str] = []
@@ -262,7 +265,8 @@ def distillation_section(kd: dict[str, Any], ce: dict[str, Any] | None, folder: 
         )
     lines += _table(
         ["model", "params", "test ppl", "x teacher", "top-1 agreement",
-         f"ROUGE-L ({ev.get('rouge_pairs', 0)} test articles)", "empty summaries", "tokens/s"],
+         f"ROUGE-L ({ev.get('rouge_pairs', 0)} test articles)", "empty summaries",
+         "looping summaries", "tokens/s"],
         rows,
     )  # fmt: skip
     student = ev.get("student") or {"kind": "layers", "layers": ev.get("layers")}
@@ -290,8 +294,7 @@ def distillation_section(kd: dict[str, Any], ce: dict[str, Any] | None, folder: 
             for who, label in (("reference", "human"), ("teacher", "teacher"),
                                ("student", "KD student")):  # fmt: skip
                 if who in ex:
-                    text = _one_line(str(ex[who]))[:400]
-                    lines.append(f"- {label}: {text or '**(empty: FAILURE, nothing written)**'}")
+                    lines.append(f"- {label}: {_example(str(ex[who]), who != 'reference')}")
     return lines
 
 
@@ -304,20 +307,38 @@ def summaries_line(ev: dict[str, Any]) -> str:
         if ev.get("teacher_rouge_l")
         else ""
     )
+    looping = ev.get("student_looping_summaries")
     return (
         f"ROUGE-L on {ev['rouge_pairs']} test articles {ev['student_rouge_l']:.3f} vs teacher "
         f"{ev['teacher_rouge_l']:.3f}{ratio}; empty summaries: {ev.get('student_empty_summaries')}"
+        + (f", looping: {looping}" if looping is not None else "")
     )
 
 
 def summary_failures(ev: dict[str, Any]) -> str:
-    """'' or what failed: a model that wrote nothing for some test article."""
+    """'' or what failed: a model that wrote nothing, or looped, for some test article."""
     out = []
     for who, label in (("student", "the KD student"), ("teacher", "the teacher")):
         n = ev.get(f"{who}_empty_summaries")
         if n:
             out.append(f"{label} wrote nothing for {n} of {ev['rouge_pairs']} test articles")
+        n = ev.get(f"{who}_looping_summaries")
+        if n:
+            out.append(f"{label}'s summary loops (repeats itself) for {n} of "
+                       f"{ev['rouge_pairs']} test articles")  # fmt: skip
     return "; ".join(out)
+
+
+def _example(text: str, generated: bool) -> str:
+    """A summary as the report shows it: one line, cut at 400 characters; a generated one that
+    is empty or loops says so (a failure)."""
+    shown = _one_line(text)[:400]
+    if not generated:
+        return shown
+    if not shown:
+        return "**(empty: FAILURE, nothing written)**"
+    why = repetition_reason(text)
+    return f"{shown} **(loops: FAILURE, {why})**" if why else shown
 
 
 def _one_line(text: str) -> str:
@@ -327,6 +348,7 @@ def _one_line(text: str) -> str:
 def _model_row(label: str, ev: dict[str, Any], who: str, agreement: float | None) -> list[str]:
     """One row of the distillation table from an evaluation's `teacher_*` or `student_*`."""
     empty = ev.get(who + "_empty_summaries")
+    looping = ev.get(who + "_looping_summaries")
     return [
         label,
         f"{ev[who + '_params']:,}",
@@ -335,6 +357,7 @@ def _model_row(label: str, ev: dict[str, Any], who: str, agreement: float | None
         f"{agreement:.1%}" if agreement is not None else "-",
         _fmt(ev.get(who + "_rouge_l")),
         "-" if empty is None else (f"**{empty} (FAILURE)**" if empty else "0"),
+        "-" if looping is None else (f"**{looping} (FAILURE)**" if looping else "0"),
         f"{ev[who + '_tokens_per_s']:.0f}",
     ]
 

@@ -88,3 +88,15 @@ def test_counts_are_kept_per_rule() -> None:
     assert f.seen == 4 and sum(f.first_reason.values()) == 3
     assert f.first_reason["c4_curly_bracket"] == 1
     assert set(RULES) >= set(f.fired)
+
+
+def test_repetition_reason_flags_a_generation_that_loops_and_not_a_summary() -> None:
+    from tasks.curate.quality import repetition_reason
+
+    loop = "The incident was taken into the investigation of the incident, and " * 4
+    assert repetition_reason(loop).startswith("top 2-gram covers")
+    summary = (
+        "Drought-stricken California for the first time imposes water restrictions. Executive "
+        "order demands that cities and towns reduce water usage by 25%."
+    )
+    assert repetition_reason(summary) is None

@@ -108,6 +108,10 @@ def test_summary_prompt_fits_the_block_and_keeps_the_template(
     )  # fmt: skip
     assert 0.0 <= scores["a"]["rouge_l"] <= 1.0 and 0 <= scores["a"]["empty"] <= 2
     assert set(examples[0]) == {"article", "reference", "a"}
+    from tasks.curate.quality import repetition_reason
+
+    looping = sum(repetition_reason(ex["a"]) is not None for ex in examples)
+    assert scores["a"]["looping"] == 2 * looping  # the two pairs are the same: same summary
 
 
 def test_batched_generation_continues_each_prompt_as_it_would_alone(

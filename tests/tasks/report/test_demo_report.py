@@ -1,5 +1,5 @@
 """The demo report's distillation section: what the student is, the test articles with every
-model's summary, and an empty generation reported as a failure."""
+model's summary, and an empty or looping generation reported as a failure."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ from tasks.report.demo import (
     summary_failures,
 )
 
+LOOP = 'The spokesman said, "The spokesman said, "The spokesman said, "The spokesman said,'
 
-def _metrics(student_empty: int) -> dict:
+
+def _metrics(student_empty: int, student_looping: int = 0) -> dict:
     examples = [
         {"article": f"Article {i} about the court .", "reference": f"human {i}",
          "teacher": f"teacher {i}", "student": "" if i == 0 and student_empty else f"student {i}"}
         for i in range(3)
     ]  # fmt: skip
+    if student_looping:
+        examples[1]["student"] = LOOP
     return {
         "teacher_ppl": 30.0, "student_ppl": 60.0, "top1_agreement": 0.5,
         "teacher_params": 1000, "student_params": 400, "param_share": 0.4,
@@ -28,6 +32,7 @@ def _metrics(student_empty: int) -> dict:
         "hidden_weight": 1.0, "relation_weight": 1.0,
         "rouge_pairs": 24, "student_rouge_l": 0.2, "teacher_rouge_l": 0.25,
         "student_empty_summaries": student_empty, "teacher_empty_summaries": 0,
+        "student_looping_summaries": student_looping, "teacher_looping_summaries": 0,
         "examples": examples,
     }  # fmt: skip
 
@@ -37,14 +42,24 @@ def test_an_empty_student_summary_is_a_failure_in_the_report(tmp_path: Path) -> 
     text = "\n".join(distillation_section(kd, None, tmp_path))
     assert "**FAILURE: the KD student wrote nothing for 2 of 24 test articles.**" in text
     assert "- KD student: **(empty: FAILURE, nothing written)**" in text
-    assert "**2 (FAILURE)**" in text  # the table's empty-summaries column
+    assert "| **2 (FAILURE)** | 0 |" in text  # the table's empty and looping columns
     for i in range(3):  # three articles, each with the human, teacher and student summary
         assert f"- human: human {i}" in text and f"- teacher: teacher {i}" in text
     assert "depth pruning (method span; teacher layers [0, 1, 5]), 40% of the teacher's" in text
     assert "(2 blocks of teacher-written summaries among them)" in text
     assert "CE-only reference: not run (`llm4all demo --reference`)" in text
     assert (tmp_path / "perplexity.png").stat().st_size > 1000
-    assert summaries_line(kd["model"]["metrics"]).endswith("0.200 vs teacher 0.250 (0.80x); empty summaries: 2")  # fmt: skip
+    assert summaries_line(kd["model"]["metrics"]).endswith("0.200 vs teacher 0.250 (0.80x); empty summaries: 2, looping: 0")  # fmt: skip
+
+
+def test_a_looping_student_summary_is_a_failure_in_the_report(tmp_path: Path) -> None:
+    ev = _metrics(student_empty=0, student_looping=5)
+    text = "\n".join(distillation_section({"model": {"key": "s@1", "metrics": ev}}, None, tmp_path))
+    assert "**FAILURE: the KD student's summary loops (repeats itself) for 5 of 24 test articles.**" in text  # fmt: skip
+    assert "| 0 | **5 (FAILURE)** |" in text
+    assert f"- KD student: {LOOP} **(loops: FAILURE, top 2-gram covers" in text
+    assert "- KD student: student 0\n" in text + "\n"  # a summary that does not loop: as it is
+    assert summaries_line(ev).endswith("empty summaries: 0, looping: 5")
 
 
 def test_no_failure_line_when_every_summary_has_text(tmp_path: Path) -> None:

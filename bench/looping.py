@@ -1,0 +1,42 @@
+"""How often the looping check flags text that does not loop: human and ChatGPT summaries.
+
+    python -m bench.looping [--n 2000]
+
+The demo report calls a generated summary that fails Gopher's n-gram repetition rules
+(tasks.curate.quality.repetition_reason) a looping failure. Its false-alarm rate: the share of
+the first N HaluEval (CNN/DailyMail) human highlights, and of their ChatGPT-written summaries,
+that it flags. Prints both rates and the first few flagged texts with the rule that fired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+from flows.demo import demo_corpus
+from tasks.curate.quality import repetition_reason
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=2000)
+    args = ap.parse_args()
+    fields = {"human highlights": "right_summary", "ChatGPT summaries": "hallucinated_summary"}
+    flagged: dict[str, list[tuple[str, str]]] = {name: [] for name in fields}
+    n = 0
+    with open(demo_corpus()) as f:
+        for line in itertools.islice(f, args.n):
+            row, n = json.loads(line), n + 1
+            for name, field in fields.items():
+                if why := repetition_reason(row[field]):
+                    flagged[name].append((why, row[field]))
+    print(f"{n} rows of {demo_corpus().name}")
+    for name, hits in flagged.items():
+        print(f"{name}: {len(hits)} of {n} flagged ({len(hits) / max(n, 1):.2%})")
+        for why, text in hits[:3]:
+            print(f"  {why}: {' '.join(text.split())[:160]}")
+
+
+if __name__ == "__main__":
+    main()
