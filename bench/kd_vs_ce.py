@@ -5,19 +5,21 @@
 HOME is the LLM4ALL_HOME of a finished `make demo` (or any home whose DATASET has gated tokens
 and logit caches). The bench reads what `llm4all distill -d DATASET` would train on, cuts the
 student once as the config says (the cut is measured on training blocks and does not depend on
-the seed), then, per seed, trains two copies of that init with the same batches (seeded by
-seed and step) and the same number of steps:
+the seed), then, per seed, trains three copies of that init for the same number of steps of
+the same batch size (batches seeded by seed and step):
 
   KD                 the distill stage's recipe (tasks.distill.distill.train_recipe): the cached
                      teacher distributions, the teacher-summary blocks, the feature terms at the
                      cut (hidden-state and relation, on by default when layers are cut)
   KD response-only   the same without the feature terms (hidden_weight = relation_weight = 0)
   CE only            the reference of `llm4all demo --reference` (tasks.distill.config.CE_ONLY):
-                     the data's next tokens alone, no teacher signal
+                     the data's next tokens alone, no teacher signal of any kind (its batches
+                     come from the data's own blocks, without the teacher-written summaries)
 
-Both pick their kept step on the selection blocks and are scored on the test blocks, which no
-choice in training saw. Prints every run, then mean ± sd per recipe and the gap in units of the
-larger sd. Training is timed per run (the teacher load and the cut are shared, not timed).
+Each picks its kept step on the selection blocks and is scored on the test blocks, which no
+choice in training saw. Prints every run, then mean ± sd per recipe, and KD against each other
+recipe: the per-seed differences (paired: same init and seed), mean ± sd. Training is timed
+per run, its final checkpoint included (the teacher load and the cut are shared, not timed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--home", type=Path, required=True, help="a demo home (LLM4ALL_HOME)")
     p.add_argument("--dataset", default=DATASET)
     p.add_argument("--config", default="configs/demo.yaml", help="the config the home ran")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, choices=range(1, 101), metavar="N")
     p.add_argument("--steps", type=int, default=None, help="default: the config's max_steps")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if not (args.home / "catalog.duckdb").exists():
         sys.exit(f"{args.home}: no catalog here (give the LLM4ALL_HOME of a finished demo)")
-    overrides = {"distill.max_steps": args.steps} if args.steps else None
+    overrides = {"distill.max_steps": args.steps} if args.steps is not None else None
     cfg = load_config(args.config, overrides)
     dcfg = cfg.distill.model_copy(update={"resume": False, "checkpoint_every": 10**9})
     catalog = Catalog(args.home)
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     teacher = load_causal_lm(cfg.teacher, rank_device(dcfg.device))
     vocab = model_vocab_size(teacher)
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in run.tokens])
-    torch.manual_seed(0)
+    torch.manual_seed(dcfg.seed)
     init, layers, info = make_student(teacher, dcfg, blocks)
     test = blocks.test()
     print(f"{args.home} {args.dataset}: {len(blocks.train())} train / {len(blocks.selection())} "
@@ -97,20 +100,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run_cfg = dcfg.model_copy(update={**update, "seed": seed})
                 student = copy.deepcopy(init)
                 t0 = time.perf_counter()
+                folder = Path(work) / f"{name}-{seed}"
                 train, used, _ = train_recipe(
-                    student, teacher, blocks, run.caches, run_cfg, layers,
-                    Path(work) / f"{name}-{seed}", vocab=vocab, progress=False,
+                    student, teacher, blocks, run.caches, run_cfg, layers, folder,
+                    vocab=vocab, progress=False,
                 )  # fmt: skip
                 wall = time.perf_counter() - t0
+                shutil.rmtree(folder, ignore_errors=True)  # ~1 GB of checkpoints per run
                 student.eval()
                 scores = compare_on_blocks(student, teacher, blocks, test, vocab, dcfg.batch_blocks)
                 teacher_ppl = scores["teacher_ppl"]
                 rows.append({
                     "recipe": name, "seed": seed, "test_ppl": scores["student_ppl"],
                     "top1": scores["top1_agreement"], "kept_step": train.kept_step,
-                    "steps": train.steps, "train_s": wall,
+                    "steps": train.steps, "train_tokens": train.tokens, "train_s": wall,
                     "weights": {k: getattr(used, k) for k in (
-                        "kd_weight", "ce_weight", "hidden_weight", "relation_weight")},
+                        "kd_weight", "ce_weight", "hidden_weight", "relation_weight",
+                        "summary_share")},
                 })  # fmt: skip
                 r = rows[-1]
                 print(f"  {name:16} seed {seed}: test ppl {r['test_ppl']:9.2f}  top-1 "
@@ -124,34 +130,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for name in recipes
     }
-    kd, ce = summary["KD"]["ppl"], summary["CE only"]["ppl"]
-    sd = max(kd["sd"], ce["sd"])
-    resp = summary["KD response-only"]["ppl"]
-    sd_resp = max(kd["sd"], resp["sd"])
+    by = {(r["recipe"], r["seed"]): r["test_ppl"] for r in rows}
+    seeds = range(args.seeds)
+    versus = {
+        other: spread([by["KD", s] - by[other, s] for s in seeds])
+        for other in recipes
+        if other != "KD"
+    }  # KD - other per seed: negative = KD lower (better)
     out = {
         "home": str(args.home), "dataset": args.dataset, "seeds": args.seeds,
         "steps": dcfg.max_steps, "layers": layers, "teacher_ppl": teacher_ppl,
-        "runs": rows, "summary": summary,
-        "kd_gain_pct": 100 * (1 - kd["mean"] / ce["mean"]),
-        "gap_in_sd": (ce["mean"] - kd["mean"]) / sd if sd > 0 else None,
-        "features_gain_pct": 100 * (1 - kd["mean"] / resp["mean"]),
-        "features_gap_in_sd": (resp["mean"] - kd["mean"]) / sd_resp if sd_resp > 0 else None,
+        "runs": rows, "summary": summary, "kd_minus": versus,
     }  # fmt: skip
     print(f"\nteacher test ppl {teacher_ppl:.2f}")
     for name, s in summary.items():
         print(f"{name:16} test ppl {s['ppl']['mean']:9.2f} ± {s['ppl']['sd']:7.2f}  "
               f"(x{s['ppl']['mean'] / teacher_ppl:.2f} the teacher)  top-1 "
               f"{s['top1']['mean']:.3f} ± {s['top1']['sd']:.3f}")  # fmt: skip
-    gap = out["gap_in_sd"]
-    print(
-        f"KD vs CE only: {out['kd_gain_pct']:+.1f}% lower test ppl; gap "
-        + (f"{gap:.1f} x the larger sd" if gap is not None else "(one seed: no sd)")
-    )
-    gap = out["features_gap_in_sd"]
-    print(
-        f"KD vs KD response-only: {out['features_gain_pct']:+.1f}% lower test ppl; gap "
-        + (f"{gap:.1f} x the larger sd" if gap is not None else "(one seed: no sd)")
-    )
+    for other, d in versus.items():
+        print(f"KD - {other}, paired by seed: {d['mean']:+.2f} ± {d['sd']:.2f} test ppl "
+              f"({100 * d['mean'] / summary[other]['ppl']['mean']:+.1f}% of {other}'s mean)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -23,9 +23,14 @@ AUTO_RELATION_WEIGHT = 1.0
 
 
 # The reference KD is judged against (`llm4all demo --reference`, bench/kd_vs_ce.py): the same
-# student, data, batches and steps, trained on the data's next tokens alone, with no teacher
-# signal of any kind. Field updates of DistillConfig.
-CE_ONLY = {"kd_weight": 0.0, "ce_weight": 1.0, "hidden_weight": 0.0, "relation_weight": 0.0}
+# student init, steps and batch size, trained on the data's next tokens alone, with no teacher
+# signal of any kind: no cached distributions, no feature terms, and none of the teacher-written
+# summary blocks (summary_share 0: its batches come from the data's own blocks). Field updates
+# of DistillConfig.
+CE_ONLY = {
+    "kd_weight": 0.0, "ce_weight": 1.0, "hidden_weight": 0.0, "relation_weight": 0.0,
+    "summary_share": 0.0,
+}  # fmt: skip
 
 
 class StudentConfig(BaseModel):

@@ -1,4 +1,5 @@
-"""bench/kd_vs_ce.py on a tiny home: both recipes per seed, from one cut, scored on test blocks."""
+"""bench/kd_vs_ce.py on a tiny home: the three recipes per seed, from one cut, scored on test
+blocks."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _config(tmp_path: Path, teacher: Path) -> Path:
     return path
 
 
-def test_each_seed_trains_the_distill_recipe_and_the_ce_only_reference(
+def test_each_seed_trains_kd_kd_response_only_and_the_ce_only_reference(
     catalog: Catalog, tmp_path: Path
 ) -> None:
     teacher = make_tiny_llama(tmp_path / "teacher")
@@ -43,6 +44,7 @@ def test_each_seed_trains_the_distill_recipe_and_the_ce_only_reference(
     assert by["KD response-only", 0]["weights"]["hidden_weight"] == 0.0
     assert by["CE only", 0]["weights"] == {
         "kd_weight": 0.0, "ce_weight": 1.0, "hidden_weight": 0.0, "relation_weight": 0.0,
+        "summary_share": 0.0,
     }  # fmt: skip
     for r in out["runs"]:
         assert math.isfinite(r["test_ppl"]) and r["test_ppl"] > 1.0
@@ -54,6 +56,8 @@ def test_each_seed_trains_the_distill_recipe_and_the_ce_only_reference(
     kd = [by["KD", s]["test_ppl"] for s in (0, 1)]
     assert out["summary"]["KD"]["ppl"]["mean"] == pytest.approx(sum(kd) / 2)
     assert out["summary"]["KD"]["ppl"]["sd"] == pytest.approx(abs(kd[0] - kd[1]) / math.sqrt(2))
+    diffs = [by["KD", s]["test_ppl"] - by["CE only", s]["test_ppl"] for s in (0, 1)]
+    assert out["kd_minus"]["CE only"]["mean"] == pytest.approx(sum(diffs) / 2)  # paired by seed
     assert json.loads(out_json.read_text())["runs"] == json.loads(json.dumps(out["runs"]))
 
 
