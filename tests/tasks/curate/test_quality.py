@@ -94,7 +94,8 @@ def test_repetition_reason_flags_a_generation_that_loops_and_not_a_summary() -> 
     from tasks.curate.quality import repetition_reason
 
     loop = "The incident was taken into the investigation of the incident, and " * 4
-    assert repetition_reason(loop).startswith("top 2-gram covers")
+    assert repetition_reason(loop).startswith("repeated 5-grams cover 0.")
+    assert repetition_reason("") is None and repetition_reason("word") is None
     summary = (
         "Drought-stricken California for the first time imposes water restrictions. Executive "
         "order demands that cities and towns reduce water usage by 25%."

@@ -111,7 +111,24 @@ def test_summary_prompt_fits_the_block_and_keeps_the_template(
     from tasks.curate.quality import repetition_reason
 
     looping = sum(repetition_reason(ex["a"]) is not None for ex in examples)
-    assert scores["a"]["looping"] == 2 * looping  # the two pairs are the same: same summary
+    assert scores["a"]["looping"] == looping  # both pairs are among the examples
+
+
+def test_summary_rouge_counts_looping_and_empty_summaries(
+    teacher: torch.nn.Module, teacher_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer
+
+    import tasks.distill.evaluate as evaluate
+
+    texts = ["The court ruled on Monday.", "", "the court said the court said " * 3]
+    monkeypatch.setattr(evaluate, "generate_summaries", lambda *a, **k: texts)
+    tok = AutoTokenizer.from_pretrained(str(teacher_dir))
+    pairs = [("the court met today", "The court ruled.")] * 3
+    scores, _ = evaluate.summary_rouge(
+        {"a": teacher}, tok, pairs, "{document}\n\nSummary: {summary}", max_prompt_tokens=24
+    )
+    assert scores["a"]["empty"] == 1 and scores["a"]["looping"] == 1
 
 
 def test_batched_generation_continues_each_prompt_as_it_would_alone(

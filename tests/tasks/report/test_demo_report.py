@@ -57,7 +57,7 @@ def test_a_looping_student_summary_is_a_failure_in_the_report(tmp_path: Path) ->
     text = "\n".join(distillation_section({"model": {"key": "s@1", "metrics": ev}}, None, tmp_path))
     assert "**FAILURE: the KD student's summary loops (repeats itself) for 5 of 24 test articles.**" in text  # fmt: skip
     assert "| 0 | **5 (FAILURE)** |" in text
-    assert f"- KD student: {LOOP} **(loops: FAILURE, top 2-gram covers" in text
+    assert f"- KD student: {LOOP} **(loops: FAILURE, repeated 5-grams cover" in text
     assert "- KD student: student 0\n" in text + "\n"  # a summary that does not loop: as it is
     assert summaries_line(ev).endswith("empty summaries: 0, looping: 5")
 
