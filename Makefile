@@ -21,6 +21,7 @@ help:
 	@echo "make bench-student-init - depth vs width pruning at equal size (~1 h)"
 	@echo "make bench-quant - quantization backends vs fp32, 8-bit optimizer state (~1 min)"
 	@echo "make bench-gguf - GGUF variants vs fp32: bytes on disk, Δppl, llama.cpp speed (~10 min)"
+	@echo "make bench-kd - KD vs KD response-only vs CE-only, 3 seeds, on the home of make demo (~45 min)"
 	@echo "make bench-refresh - continual refresh: replay vs naive fine-tune, refresh vs retrain (~10 min)"
 	@echo "make bench-gpu - logit-cache sparsifiers (ours vs previous) + student steps/s, on a GPU"
 	@echo "make llama-cpp - build llama-cpp-python (runs exported GGUF files; ~10 min of CPU)"
@@ -93,6 +94,13 @@ bench-quant: $(VENV)/.demo-assets
 .PHONY: bench-gguf
 bench-gguf: $(VENV)/.demo-assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gguf
+
+# KD (the demo's recipe) against KD without the feature terms and the CE-only reference, at equal
+# steps, 3 seeds, on the data of `make demo`'s home (LLM4ALL_HOME, default .llm4all): ~45 min on
+# 2 idle cores at 30 steps.
+.PHONY: bench-kd
+bench-kd: $(VENV)/.demo-assets
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.kd_vs_ce --home $${LLM4ALL_HOME:-.llm4all} --seeds 3 --steps 30
 
 # Continual refresh (tiny + smollm2 profiles): old-set regression and new-set gain of naive
 # fine-tuning vs replay, and a refresh's wall time vs a full retrain (~10 min on 2 cores).
