@@ -1,8 +1,8 @@
 """Demo flow: the pipeline on the embedded corpus, optionally a CE-only student as the
 reference for KD, then a report a person wants to read (markdown + PNGs, also a Prefect
-artifact). The demo's budget goes to the KD student: the reference (same init, batches and
-steps, so about as long again) runs with `llm4all demo --reference` (and in `--tiny`); KD vs
-CE at equal steps over several seeds is measured in bench/distill.py."""
+artifact). The demo's budget goes to the KD student: the reference (same init, steps and batch
+size, so about as long again) runs with `llm4all demo --reference` (and in `--tiny`); KD vs CE
+at equal steps over several seeds is measured in bench/kd_vs_ce.py."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def _demo(
     out = pipeline_flow(
         dataset=dataset, sources=[source], config_path=config_path, overrides=overrides
     )
-    # The reference for KD: the same init, tokens, batches and steps, trained on the data's
-    # next tokens alone. It is a baseline to compare with, not a model to promote, so its gate
+    # The reference for KD: the same init, steps and batch size, trained on the data's next
+    # tokens alone (CE_ONLY: its batches leave out the teacher-written summary blocks). It is a baseline to compare with, not a model to promote, so its gate
     # checks only that its metrics and weights are finite (no perplexity bar).
     baseline = dict(overrides or {}) | {f"distill.{k}": v for k, v in CE_ONLY.items()}
     baseline |= {
