@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from flows.config import load_config
     from models.loading import load_causal_lm, model_vocab_size
-    from tasks.distill.config import CE_ONLY
+    from tasks.distill.config import CE_ONLY, DistillError
     from tasks.distill.data import read_blocks
     from tasks.distill.distill import rank_device, train_recipe
     from tasks.distill.evaluate import compare_on_blocks
@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load_config(args.config, overrides)
     dcfg = cfg.distill.model_copy(update={"resume": False, "checkpoint_every": 10**9})
     catalog = Catalog(args.home)
-    run = student_run(catalog, args.dataset, cfg.teacher, dcfg)
+    try:
+        run = student_run(catalog, args.dataset, cfg.teacher, dcfg)
+    except DistillError as e:
+        sys.exit(f"{args.home}: {e}")
     teacher = load_causal_lm(cfg.teacher, rank_device(dcfg.device))
     vocab = model_vocab_size(teacher)
     blocks = read_blocks([(v.ref.key, v.ref.files()) for v in run.tokens])
@@ -148,8 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"(x{s['ppl']['mean'] / teacher_ppl:.2f} the teacher)  top-1 "
               f"{s['top1']['mean']:.3f} ± {s['top1']['sd']:.3f}")  # fmt: skip
     for other, d in versus.items():
+        share = 100 * d["mean"] / summary[other]["ppl"]["mean"]
         print(f"KD - {other}, paired by seed: {d['mean']:+.2f} ± {d['sd']:.2f} test ppl "
-              f"({100 * d['mean'] / summary[other]['ppl']['mean']:+.1f}% of {other}'s mean)")  # fmt: skip
+              f"({share:+.1f}% of {other}'s mean)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -5,7 +5,8 @@
 The demo report calls a generated summary that fails Gopher's n-gram repetition rules
 (tasks.curate.quality.repetition_reason) a looping failure. Its false-alarm rate: the share of
 the first N HaluEval (CNN/DailyMail) human highlights, and of the ChatGPT summaries HaluEval
-wrote for the same articles (hallucinated on purpose, but fluent), that it flags. Prints both rates and the first few flagged texts with the rule that fired.
+wrote for the same articles (hallucinated on purpose, but fluent), that it flags. Prints both
+rates and the first few flagged texts with the rule that fired.
 With --report, also checks the generated summaries a demo report (or a results file holding
 one) shows: its `- teacher:` and `- KD student:` lines.
 """

@@ -72,8 +72,9 @@ def _demo(
         dataset=dataset, sources=[source], config_path=config_path, overrides=overrides
     )
     # The reference for KD: the same init, steps and batch size, trained on the data's next
-    # tokens alone (CE_ONLY: its batches leave out the teacher-written summary blocks). It is a baseline to compare with, not a model to promote, so its gate
-    # checks only that its metrics and weights are finite (no perplexity bar).
+    # tokens alone (CE_ONLY: its batches leave out the teacher-written summary blocks). It is a
+    # baseline to compare with, not a model to promote, so its gate checks only that its
+    # metrics and weights are finite (no perplexity bar).
     baseline = dict(overrides or {}) | {f"distill.{k}": v for k, v in CE_ONLY.items()}
     baseline |= {
         "distill.name": cfg.distill.student_name(dataset) + "-ce",

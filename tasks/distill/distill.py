@@ -143,7 +143,6 @@ def distill(
     train, run_cfg, summaries = train_recipe(
         student, teacher, blocks, caches, cfg, layers, work, vocab=vocab, progress=progress
     )
-    hidden_w, relation_w = run_cfg.hidden_weight, run_cfg.relation_weight
     if launch_rank() > 0:  # `accelerate launch`: the main process evaluates, saves, registers
         return DistillResult(dataset, {}, False, train.to_dict(), None, 0.0)
     student.eval()
@@ -179,8 +178,8 @@ def distill(
         **evaluation.to_dict(),
         "layers": layers,
         "student": student_info,
-        "hidden_weight": hidden_w,
-        "relation_weight": relation_w,
+        "hidden_weight": run_cfg.hidden_weight,
+        "relation_weight": run_cfg.relation_weight,
         "summary_blocks": summaries,
         "train_steps": train.steps,
         "train_tokens": train.tokens,

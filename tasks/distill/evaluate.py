@@ -214,8 +214,8 @@ def summary_rouge(
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
     """Per model, over the (document, reference summary) pairs: mean ROUGE-L F1 against the
     references and how many summaries came out empty (a failure: the model wrote nothing) or
-    loop (a failure too: `repetition_reason`); and the generations of the first `examples` pairs, with the
-    article's start, to read."""
+    loop (a failure too: `repetition_reason`); and the generations of the first `examples`
+    pairs, with the article's start, to read."""
     prompts = [summary_prompt(d, template, tokenizer, max_prompt_tokens) for d, _ in pairs]
     texts = {
         name: generate_summaries(model, tokenizer, prompts, max_new_tokens)

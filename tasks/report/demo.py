@@ -279,8 +279,8 @@ def distillation_section(kd: dict[str, Any], ce: dict[str, Any] | None, folder: 
         f"({ev.get('summary_blocks', 0)} blocks of teacher-written summaries among them); "
         f"feature weights: hidden {ev.get('hidden_weight', 0)}, relation "
         f"{ev.get('relation_weight', 0)}."
-        + (" The CE-only student had the same init, steps and batch size, and no teacher signal." if ce else
-           " CE-only reference: not run (`llm4all demo --reference`)."),
+        + (" The CE-only student had the same init, steps and batch size, and no teacher "
+           "signal." if ce else " CE-only reference: not run (`llm4all demo --reference`)."),
         "",
         "![perplexity](perplexity.png)",
     ]  # fmt: skip
