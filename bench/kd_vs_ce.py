@@ -1,6 +1,7 @@
 """KD against CE-only at equal steps, on a demo home's own data, over seeds (issue #18).
 
     python -m bench.kd_vs_ce --home HOME --seeds 3 [--steps N] [--json FILE]
+        [--recipes NAME ...] [--set distill.KEY=VALUE ...]
 
 HOME is the LLM4ALL_HOME of a finished `make demo` (or any home whose DATASET has gated tokens
 and logit caches). The bench reads what `llm4all distill -d DATASET` would train on, cuts the
@@ -17,7 +18,9 @@ the same batch size (batches seeded by seed and step):
                      come from the data's own blocks, without the teacher-written summaries)
 
 Each picks its kept step on the selection blocks and is scored on the test blocks, which no
-choice in training saw. Prints every run, then mean ± sd per recipe, and KD against each other
+choice in training saw. `--recipes` runs a subset (KD always among them, the others are
+judged against it); `--set` changes the config as `llm4all distill --set` does, e.g. another
+student cut (`--set distill.student.kind=width --set distill.student.kv_heads=2`). Prints every run, then mean ± sd per recipe, and KD against each other
 recipe: the per-seed differences (paired: same init and seed), mean ± sd. Training is timed
 per run, its final checkpoint included (the teacher load and the cut are shared, not timed).
 """
@@ -36,6 +39,13 @@ from pathlib import Path
 from typing import Any
 
 DATASET = "cnn_dailymail"
+# Field updates of DistillConfig per recipe; CE only is tasks.distill.config.CE_ONLY (filled in
+# main, which imports lazily).
+RECIPES: dict[str, dict[str, Any] | None] = {
+    "KD": {},
+    "KD response-only": {"hidden_weight": 0.0, "relation_weight": 0.0},
+    "CE only": None,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, choices=range(1, 101), metavar="N")
     p.add_argument("--steps", type=int, default=None, help="default: the config's max_steps")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                   help="which recipes to train (KD is always one)")  # fmt: skip
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override, as `llm4all distill --set` takes")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -59,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import torch
 
-    from flows.config import load_config
+    from flows.config import load_config, parse_overrides
     from models.loading import load_causal_lm, model_vocab_size
     from tasks.distill.config import CE_ONLY, DistillError
     from tasks.distill.data import read_blocks
@@ -71,7 +85,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if not (args.home / "catalog.duckdb").exists():
         sys.exit(f"{args.home}: no catalog here (give the LLM4ALL_HOME of a finished demo)")
-    overrides = {"distill.max_steps": args.steps} if args.steps is not None else None
+    overrides = parse_overrides(args.overrides)
+    if args.steps is not None:
+        overrides["distill.max_steps"] = args.steps
     cfg = load_config(args.config, overrides)
     dcfg = cfg.distill.model_copy(update={"resume": False, "checkpoint_every": 10**9})
     catalog = Catalog(args.home)
@@ -87,14 +103,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test = blocks.test()
     print(f"{args.home} {args.dataset}: {len(blocks.train())} train / {len(blocks.selection())} "
           f"selection / {len(test)} test blocks of {blocks.block_size}; student {info['kind']} "
+          f"{ {k: v for k, v in info.items() if k != 'layers'} } "
           f"layers {layers}; {dcfg.max_steps} steps x {dcfg.batch_blocks} blocks, lr {dcfg.lr}, "
           f"eval every {dcfg.eval_every}; seeds {list(range(args.seeds))}", flush=True)  # fmt: skip
 
-    recipes = {
-        "KD": {},
-        "KD response-only": {"hidden_weight": 0.0, "relation_weight": 0.0},
-        "CE only": CE_ONLY,
-    }
+    names = ["KD", *(n for n in args.recipes if n != "KD")]
+    recipes = {n: CE_ONLY if RECIPES[n] is None else RECIPES[n] for n in names}
     rows: list[dict[str, Any]] = []
     teacher_ppl = None
     with tempfile.TemporaryDirectory(prefix="llm4all-kd-vs-ce-") as work:
@@ -142,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }  # KD - other per seed: negative = KD lower (better)
     out = {
         "home": str(args.home), "dataset": args.dataset, "seeds": args.seeds,
-        "steps": dcfg.max_steps, "layers": layers, "teacher_ppl": teacher_ppl,
+        "steps": dcfg.max_steps, "overrides": overrides, "student": info, "layers": layers,
+        "teacher_ppl": teacher_ppl,
         "runs": rows, "summary": summary, "kd_minus": versus,
     }  # fmt: skip
     print(f"\nteacher test ppl {teacher_ppl:.2f}")

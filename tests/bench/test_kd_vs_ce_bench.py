@@ -64,3 +64,25 @@ def test_each_seed_trains_kd_kd_response_only_and_the_ce_only_reference(
 def test_a_home_without_a_catalog_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no catalog here"):
         main(["--home", str(tmp_path / "nowhere")])
+
+
+def test_recipes_and_set_pick_what_runs_and_the_student_cut(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    teacher = make_tiny_llama(tmp_path / "teacher")
+    distill_inputs(catalog, tmp_path, ModelSpec(path=str(teacher)))
+    width = [
+        "distill.student.kind=width",
+        "distill.student.kv_heads=1",
+        "distill.student.share=0.9",
+    ]
+    args = ["--home", str(catalog.home), "--dataset", "news", "--seeds", "1", "--steps", "2"]
+    args += ["--config", str(_config(tmp_path, teacher)), "--recipes", "CE only"]
+    out = main([*args, *(x for kv in width for x in ("--set", kv))])
+
+    assert [r["recipe"] for r in out["runs"]] == ["KD", "CE only"]  # KD always, first
+    assert out["student"]["kind"] == "width" and out["student"]["kv_heads"] == 1
+    assert out["layers"] == [0, 1]  # width keeps every layer ...
+    kd = out["runs"][0]
+    assert kd["weights"]["hidden_weight"] == 0.0  # ... so the feature terms stay off
+    assert kd["steps"] == 2 and set(out["kd_minus"]) == {"CE only"}
