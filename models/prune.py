@@ -228,8 +228,10 @@ def student_params(config: Any, plan: WidthPlan) -> int:
     return embed + head + n * per_layer + d
 
 
-def intermediate_for(config: Any, plan: WidthPlan, params: int, multiple: int = 16) -> int:
-    """The largest MLP width (a multiple of `multiple`) that keeps `plan` within `params`."""
+def intermediate_for(config: Any, plan: WidthPlan, params: int, multiple: int = 32) -> int:
+    """The largest MLP width (a multiple of `multiple`) that keeps `plan` within `params`.
+    32: GGUF's quantized types pack a row in blocks of 32 values, so an MLP of another width
+    could not be exported as q8_0/q5_0/q4_0 (its down projection's rows would not divide)."""
     lo, hi = 0, int(config.intermediate_size) // multiple
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -84,9 +84,9 @@ def test_width_kind_fills_the_share_with_mlp_channels() -> None:
     assert (c.hidden_size, c.num_key_value_heads, c.num_attention_heads) == (24, 1, 2)
     assert c.intermediate_size == info["intermediate_size"]
     assert _params(student) <= info["budget_params"]
-    # the widest MLP (in steps of 16 channels) that fits: 16 more per layer would not
-    assert c.intermediate_size % 16 == 0 and c.intermediate_size < 64
-    plan = WidthPlan(hidden_size=24, kv_heads=1, intermediate_size=c.intermediate_size + 16)
+    # the widest MLP (in steps of 32 channels, GGUF's block) that fits: 32 more would not
+    assert c.intermediate_size % 32 == 0 and c.intermediate_size < 64
+    plan = WidthPlan(hidden_size=24, kv_heads=1, intermediate_size=c.intermediate_size + 32)
     assert student_params(teacher.config, plan) > info["budget_params"]
     with torch.no_grad():
         out = student(input_ids=torch.from_numpy(_blocks().input_ids[:2])).logits
