@@ -31,7 +31,7 @@ TINY_OVERRIDES: dict[str, Any] = {
     "tokens.max_documents": 40,
     "distill.layers": None,  # the demo's student is cut from SmolLM2 (30 layers); the tiny has 2
     "distill.keep_layers": 1,
-    "distill.student.kind": "layers",
+    "distill.student": {"kind": "layers"},  # the demo's width plan (hidden 480, ...) is SmolLM2's
     "logits.summaries": 8,
     "logits.summary_max_new_tokens": 8,
     "distill.max_steps": 12,

@@ -52,8 +52,8 @@ class StudentConfig(BaseModel):
     (angular distance, Gromov et al. 2024); `influence` keeps the layers of highest block
     influence (1 - cos(in, out), ShortGPT)."""
     hidden_size: int | None = Field(None, ge=1)
-    """width: hidden (embedding) channels kept, a multiple of the attention heads kept; default
-    all."""
+    """width: hidden (embedding) channels kept, a multiple of the attention heads kept (and of
+    32 for a GGUF export: its quantized types pack rows in blocks of 32); default all."""
     kv_heads: int | None = Field(None, ge=1)
     """width: key/value head groups kept (with their query heads); default all."""
     heads_per_kv: int | None = Field(None, ge=1)
@@ -61,7 +61,7 @@ class StudentConfig(BaseModel):
     keep_layers: int | None = Field(None, ge=1)
     """width: also drop layers (by `span`) down to this many; default keep all."""
     intermediate_size: int | None = Field(None, ge=1)
-    """width: MLP channels kept per layer; default the most that fit `share`."""
+    """width: MLP channels kept per layer; default the most (a multiple of 32) that fit `share`."""
     calibration_blocks: int = Field(16, ge=1)
     """Training blocks of the calibration pass (one teacher forward over them)."""
 
