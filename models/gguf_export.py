@@ -116,9 +116,13 @@ def check_supported(model: torch.nn.Module) -> None:
     scaling = rope.get("rope_type", rope.get("type", "default"))
     if scaling not in ("default", None, "linear"):
         raise ExportError(f"GGUF export: rope scaling {scaling!r} is not supported")
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    if head_dim * cfg.num_attention_heads != cfg.hidden_size:
-        raise ExportError("GGUF export: head_dim x heads != hidden size is not supported")
+
+
+def _head_dim(cfg: Any) -> int:
+    """Channels per attention head. A width-pruned student keeps the teacher's (64) with fewer
+    heads, so heads x head_dim can differ from the hidden size: the file then says so
+    (attention.key_length / value_length, as llama.cpp reads for e.g. Mistral-Nemo)."""
+    return int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
 
 
 def tensor_plan(model: torch.nn.Module, plan: str | dict[str, str]) -> dict[str, str]:
@@ -282,7 +286,11 @@ def export_gguf(
         w.add_rope_freq_base(float(rp.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))))
         w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
         w.add_vocab_size(int(cfg.vocab_size))
-        w.add_rope_dimension_count(int(cfg.hidden_size) // n_head)
+        head_dim = _head_dim(cfg)
+        w.add_rope_dimension_count(head_dim)  # transformers reads it back as head_dim
+        if head_dim * n_head != int(cfg.hidden_size):
+            w.add_key_length(head_dim)
+            w.add_value_length(head_dim)
         if rp.get("rope_type", rp.get("type")) == "linear":
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(rp["factor"]))

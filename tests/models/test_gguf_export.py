@@ -96,6 +96,27 @@ def test_round_trip_through_transformers(tmp_path: Path, model, tokenizer, typ: 
     assert list(tmp_path.iterdir()) == [path]  # no .part left
 
 
+def test_heads_narrower_than_the_hidden_size_say_their_width(tmp_path: Path, tokenizer) -> None:
+    # What width pruning leaves (SmolLM2 cut to 6 heads of 64 with 480 hidden channels): here 2
+    # heads of 16 channels in a hidden size of 64.
+    from transformers import LlamaForCausalLM
+
+    from models.tiny import llama_config
+
+    torch.manual_seed(0)
+    cfg = llama_config(len(tokenizer), hidden=64, heads=2, kv_heads=1, head_dim=16,
+                       positions=128, tie_word_embeddings=True)  # fmt: skip
+    model = LlamaForCausalLM(cfg).eval()
+    path = export_gguf(model, tokenizer, tmp_path / "m.gguf", "q8_0")
+    f = gguf.GGUFReader(str(path)).fields
+    assert f["llama.rope.dimension_count"].contents() == 16  # transformers' head_dim
+    assert f["llama.attention.key_length"].contents() == 16  # llama.cpp's
+    assert f["llama.attention.value_length"].contents() == 16
+    x = torch.randint(0, len(tokenizer), (2, 16))
+    with torch.no_grad():
+        assert torch.equal(_load(path)(x).logits, _dequantized(model, "q8_0")(x).logits)
+
+
 def test_untied_head_and_a_mixed_plan(tmp_path: Path, tokenizer) -> None:
     model = _llama(len(tokenizer), tied=False)
     plan = tensor_plan(

@@ -20,7 +20,10 @@ from models import llamacpp
 pytestmark = pytest.mark.skipif(llamacpp.available() is not None, reason=str(llamacpp.available()))
 
 
-def test_llama_cpp_runs_the_exported_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "shape", [{}, {"heads": 2, "kv_heads": 1, "head_dim": 16}], ids=["plain", "narrow-heads"]
+)  # narrow heads: 2 x 16 channels in a hidden size of 64, as width pruning leaves them
+def test_llama_cpp_runs_the_exported_file(tmp_path: Path, shape: dict) -> None:
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from models.ggml_blocks import quantize
@@ -30,7 +33,8 @@ def test_llama_cpp_runs_the_exported_file(tmp_path: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(str(make_bpe_tokenizer_dir(tmp_path / "tok")))
     torch.manual_seed(0)
-    model = LlamaForCausalLM(llama_config(len(tok), hidden=64, tie_word_embeddings=True)).eval()
+    cfg = llama_config(len(tok), hidden=64, tie_word_embeddings=True, **shape)
+    model = LlamaForCausalLM(cfg).eval()
     path = export_gguf(model, tok, tmp_path / "m.gguf", "q8_0")
     deq = LlamaForCausalLM(model.config).eval()
     deq.load_state_dict(model.state_dict())
