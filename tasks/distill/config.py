@@ -163,6 +163,10 @@ class DistillConfig(BaseModel):
     rouge_max_new_tokens: int = Field(48, ge=1)
     """Longest generated summary, in tokens; the article is cut so that prompt and summary fit
     one training block."""
+    rouge_no_repeat_ngram: int = Field(0, ge=0)
+    """Greedy summaries for ROUGE-L never repeat an n-gram of this many tokens within the
+    summary (the prompt does not count: copying the article is allowed); 0: plain greedy. Choose
+    it on selection articles (`python -m bench.summary_decoding`), never on the reported ones."""
     summary_share: float | None = Field(None, ge=0.0, le=1.0)
     """Share of each batch drawn from the teacher-summary blocks of the logit caches (sequence-
     level KD, `logits.summaries`); None: as many as their share of all training blocks."""
@@ -191,5 +195,6 @@ class DistillConfig(BaseModel):
         """What determines the trained weights (not where, how fast or how often we save)."""
         skip = {"device", "resume", "keep_checkpoints", "checkpoint_every", "name"}
         skip |= {"eval_speed_tokens", "rouge_pairs", "rouge_max_new_tokens"}
+        skip |= {"rouge_no_repeat_ngram"}  # how the summaries are decoded, not the weights
         payload = self.model_dump(exclude=skip)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -40,13 +40,14 @@ log = logging.getLogger(__name__)
 
 
 def held_out_pairs(
-    catalog: Catalog, tokens: list[VersionInfo], limit: int
+    catalog: Catalog, tokens: list[VersionInfo], limit: int, split: str = "test"
 ) -> tuple[list[tuple[str, str]], str | None]:
-    """Up to `limit` (document, summary) pairs of test documents, and the template the
-    snapshots were rendered with; ([], None) without. A document's split is a function of its
-    content hash (tasks/tokens/tokenize.split_of), so the test articles are taken from the
-    whole source snapshot, not only from the documents a budget let into the tokens: no
-    training or selection block holds any of them. Kept rows only, in id order."""
+    """Up to `limit` (document, summary) pairs of `split`'s documents (test: the reported
+    ones; selection: for choices such as decoding), and the template the snapshots were rendered
+    with; ([], None) without. A document's split is a function of its content hash
+    (tasks/tokens/tokenize.split_of), so the articles are taken from the whole source snapshot,
+    not only from the documents a budget let into the tokens: no block of another split holds
+    any of them. Kept rows only, in id order."""
     import duckdb
 
     from tasks.tokens.config import TokensConfig
@@ -75,7 +76,7 @@ def held_out_pairs(
                 f"WHERE summary IS NOT NULL AND length(summary) > 0 {keep} ORDER BY id",
                 [files],
             ).fetchall()
-            ids = [i for i, h in rows if split_of(h, split_cfg) == "test"][: limit - len(pairs)]
+            ids = [i for i, h in rows if split_of(h, split_cfg) == split][: limit - len(pairs)]
             found = dict(
                 (i, (t, s_))
                 for i, t, s_ in con.execute(
@@ -164,6 +165,7 @@ def distill(
             template,
             max_prompt_tokens=blocks.block_size - cfg.rouge_max_new_tokens,
             max_new_tokens=cfg.rouge_max_new_tokens,
+            no_repeat_ngram=cfg.rouge_no_repeat_ngram,
         )
         evaluation.rouge_pairs = len(pairs)
         evaluation.student_rouge_l = rouge["student"]["rouge_l"]
@@ -173,6 +175,7 @@ def distill(
         evaluation.student_looping_summaries = rouge["student"]["looping"]
         evaluation.teacher_looping_summaries = rouge["teacher"]["looping"]
         evaluation.examples = examples
+        evaluation.rouge_no_repeat_ngram = cfg.rouge_no_repeat_ngram
     final = save_student(student, teacher_spec, work / "final")
     metrics = {
         **evaluation.to_dict(),

@@ -47,6 +47,7 @@ class EvalResult:
     teacher_empty_summaries: int | None = None
     student_looping_summaries: int | None = None  # of rouge_pairs: generations that loop
     teacher_looping_summaries: int | None = None
+    rouge_no_repeat_ngram: int = 0  # how the summaries were decoded (0: plain greedy)
     examples: list[dict[str, str]] = field(default_factory=list)  # a few generated summaries
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,15 +190,17 @@ def generate_summaries(
     prompts: list[list[int]],
     max_new_tokens: int,
     batch_size: int = 8,
+    no_repeat_ngram: int = 0,
 ) -> list[str]:
-    """Greedy summaries of the prompts (batched, left-padded), up to EOS or a blank line."""
+    """Greedy summaries of the prompts (batched, left-padded), up to EOS or a blank line; with
+    `no_repeat_ngram` n > 0, no n tokens repeat within a summary (models.generate.greedy)."""
     from models.generate import greedy
 
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     done = greedy(
         model, prompts, max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad,
-        batch_size=batch_size,
+        batch_size=batch_size, no_repeat_ngram_size=no_repeat_ngram,
     )  # fmt: skip
     return [summary_text(tokenizer, g.tokens) for g in done]
 
@@ -211,14 +214,17 @@ def summary_rouge(
     max_prompt_tokens: int,
     max_new_tokens: int = 48,
     examples: int = 3,
+    no_repeat_ngram: int = 0,
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, str]]]:
     """Per model, over the (document, reference summary) pairs: mean ROUGE-L F1 against the
     references and how many summaries came out empty (a failure: the model wrote nothing) or
     loop (a failure too: `repetition_reason`); and the generations of the first `examples`
-    pairs, with the article's start, to read."""
+    pairs, with the article's start, to read. Every model decodes the same way."""
     prompts = [summary_prompt(d, template, tokenizer, max_prompt_tokens) for d, _ in pairs]
     texts = {
-        name: generate_summaries(model, tokenizer, prompts, max_new_tokens)
+        name: generate_summaries(
+            model, tokenizer, prompts, max_new_tokens, no_repeat_ngram=no_repeat_ngram
+        )
         for name, model in models.items()
     }
     n = max(len(pairs), 1)

@@ -308,9 +308,12 @@ def summaries_line(ev: dict[str, Any]) -> str:
         else ""
     )
     looping = ev.get("student_looping_summaries")
+    n = ev.get("rouge_no_repeat_ngram") or 0
+    decoding = f" (greedy, no {n}-gram repeated)" if n else " (greedy)"
     return (
-        f"ROUGE-L on {ev['rouge_pairs']} test articles {ev['student_rouge_l']:.3f} vs teacher "
-        f"{ev['teacher_rouge_l']:.3f}{ratio}; empty summaries: {ev.get('student_empty_summaries')}"
+        f"ROUGE-L on {ev['rouge_pairs']} test articles{decoding} {ev['student_rouge_l']:.3f} "
+        f"vs teacher {ev['teacher_rouge_l']:.3f}{ratio}; "
+        f"empty summaries: {ev.get('student_empty_summaries')}"
         + (f", looping: {looping}" if looping is not None else "")
     )
 

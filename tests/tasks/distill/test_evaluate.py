@@ -149,3 +149,31 @@ def test_batched_generation_continues_each_prompt_as_it_would_alone(
             full = teacher(input_ids=torch.tensor([prompt + got.tokens])).logits[0]
         first = full[len(prompt) - 1 : len(prompt) - 1 + len(got.tokens)]
         assert torch.allclose(got.logits, first[:, : got.logits.shape[1]], atol=1e-4)
+
+
+def _repeated_ngrams(tokens: list[int], n: int) -> int:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_bans_only_what_the_continuation_would_repeat() -> None:
+    from models.generate import NoRepeatInContinuation
+
+    # prompt [7, 8], continuation [8, 9, 8]: the bigram (8, 9) was generated, so 9 is banned
+    # after the last 8; the prompt's (7, 8) does not count
+    ids = torch.tensor([[7, 8, 8, 9, 8], [7, 8, 1, 2, 7]])
+    scores = NoRepeatInContinuation(2, start=2)(ids, torch.zeros(2, 12))
+    assert torch.isinf(scores[0]).nonzero().flatten().tolist() == [9]
+    assert not torch.isinf(scores[1]).any()  # 7 -> 8 is in the prompt only: copying is allowed
+
+
+def test_greedy_with_no_repeat_never_repeats_an_ngram_of_its_own(teacher: torch.nn.Module) -> None:
+    from models.generate import greedy
+
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12]]
+    plain = greedy(teacher, prompts, max_new_tokens=40, eos_id=1, pad_id=0)
+    blocked = greedy(teacher, prompts, max_new_tokens=40, eos_id=1, pad_id=0,
+                     no_repeat_ngram_size=3)  # fmt: skip
+    assert sum(_repeated_ngrams(g.tokens, 3) for g in plain) > 0  # a random tiny model loops
+    for g in blocked:
+        assert len(g.tokens) > 3 and _repeated_ngrams(g.tokens, 3) == 0
