@@ -18,11 +18,14 @@ the same batch size (batches seeded by seed and step):
                      come from the data's own blocks, without the teacher-written summaries)
 
 Each picks its kept step on the selection blocks and is scored on the test blocks, which no
-choice in training saw. `--recipes` runs a subset (KD always among them, the others are
-judged against it); `--set` changes the config as `llm4all distill --set` does, e.g. another
-student cut (`--set distill.student.kind=width --set distill.student.kv_heads=2`). Prints every run, then mean ± sd per recipe, and KD against each other
-recipe: the per-seed differences (paired: same init and seed), mean ± sd. Training is timed
-per run, its final checkpoint included (the teacher load and the cut are shared, not timed).
+choice in training saw. Its selection-block perplexity is printed too: choose between runs
+(e.g. two student cuts) on that, and report the test figure. `--recipes` runs a subset (KD
+always among them, the others are judged against it); `--set` changes the config as
+`llm4all distill --set` does, e.g. another student cut (`--set distill.student.kind=width
+--set distill.student.kv_heads=2`). Prints every run, then mean ± sd per recipe, and KD against
+each other recipe: the per-seed differences (paired: same init and seed), mean ± sd. Training
+is timed per run, its final checkpoint included (the teacher load and the cut are shared, not
+timed).
 """
 
 from __future__ import annotations
@@ -126,9 +129,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 shutil.rmtree(folder, ignore_errors=True)  # ~1 GB of checkpoints per run
                 student.eval()
                 scores = compare_on_blocks(student, teacher, blocks, test, vocab, dcfg.batch_blocks)
+                chosen_on = compare_on_blocks(
+                    student, teacher, blocks, blocks.selection(), vocab, dcfg.batch_blocks
+                )
                 teacher_ppl = scores["teacher_ppl"]
                 rows.append({
                     "recipe": name, "seed": seed, "test_ppl": scores["student_ppl"],
+                    "selection_ppl": chosen_on["student_ppl"],
                     "top1": scores["top1_agreement"], "kept_step": train.kept_step,
                     "steps": train.steps, "train_tokens": train.tokens, "train_s": wall,
                     "weights": {k: getattr(used, k) for k in (
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "summary_share")},
                 })  # fmt: skip
                 r = rows[-1]
-                print(f"  {name:16} seed {seed}: test ppl {r['test_ppl']:9.2f}  top-1 "
+                print(f"  {name:16} seed {seed}: test ppl {r['test_ppl']:9.2f}  (selection "
+                      f"{r['selection_ppl']:.2f})  top-1 "
                       f"{r['top1']:.3f}  kept step {r['kept_step']}/{r['steps']}  "
                       f"{wall:6.0f} s", flush=True)  # fmt: skip
 

@@ -48,6 +48,7 @@ def test_each_seed_trains_kd_kd_response_only_and_the_ce_only_reference(
     }  # fmt: skip
     for r in out["runs"]:
         assert math.isfinite(r["test_ppl"]) and r["test_ppl"] > 1.0
+        assert r["selection_ppl"] > 1.0 and r["selection_ppl"] != r["test_ppl"]  # other blocks
         assert r["steps"] == 4 and r["kept_step"] in (2, 4)  # kept on the selection blocks
     # The recipes learn differently, and a seed changes the batches.
     assert by["KD", 0]["test_ppl"] != by["CE only", 0]["test_ppl"]
