@@ -137,16 +137,10 @@ def rouge_l(generated: list[str], references: list[str]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def machine_share(texts: list[str], scorer: tuple[Any, Any, Any], dedup: Any) -> tuple[float, int]:
+def machine_share(texts: list[str], scorer: Any, dedup: Any) -> tuple[float, int]:
     """(share of the scorable texts above the machine-text threshold, how many were scorable):
     the curation's own detector (`dedup.mgt`) applied to the student's generations."""
-    from tasks.curate.mgt import score_texts
-
-    model, tokenizer, performer = scorer
-    scores = score_texts(
-        texts, model, tokenizer, max_tokens=dedup.mgt.max_tokens, batch_size=dedup.mgt.batch_size,
-        min_tokens=dedup.mgt.min_tokens, performer=performer,
-    )  # fmt: skip
+    scores = scorer.score(texts)
     ok = [s for s in scores if s == s]
     if not ok or dedup.mgt.threshold is None:
         return float("nan"), len(ok)

@@ -69,7 +69,8 @@ def _factuality(info: dict[str, Any] | None) -> None:
 
 def calibrate(out: dict[str, Any]) -> None:
     say(
-        f"{out['scorer']} on {out['scored']:,} human texts of {out['reference']} "
+        f"{out['scorer']} (prefix {out.get('prefix', '')!r}) on {out['scored']:,} human texts of "
+        f"{out['reference']} "
         f"({out['too_short']:,} too short to score): threshold {out['threshold']:.4f} "
         f"leaves {out['human_above']:,} above it (target {out['target_fpr']:g})"
     )

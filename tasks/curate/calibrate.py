@@ -26,7 +26,7 @@ def calibrate_file(
     with the YAML to put it into a config."""
     import numpy as np
 
-    from tasks.curate.mgt import MgtError, load_scorer, score_texts, threshold_for_fpr
+    from tasks.curate.mgt import MgtError, load_scorer, threshold_for_fpr
 
     started = time.monotonic()
     texts = [
@@ -38,17 +38,8 @@ def calibrate_file(
     try:
         if not texts:
             raise MgtError(f"{source} holds no texts to calibrate on")
-        model, tokenizer, performer = load_scorer(cfg.mgt, teacher)
-        scores = score_texts(
-            texts,
-            model,
-            tokenizer,
-            max_tokens=cfg.mgt.max_tokens,
-            batch_size=cfg.mgt.batch_size,
-            min_tokens=cfg.mgt.min_tokens,
-            performer=performer,
-            progress=True,
-        )
+        scorer = load_scorer(cfg.mgt, teacher)
+        scores = scorer.score(texts, progress=True)
         threshold = threshold_for_fpr(scores, target_fpr)
     except MgtError as e:
         raise CurateError(str(e)) from None
@@ -58,9 +49,10 @@ def calibrate_file(
         "texts": len(texts),
         "scored": int(finite.size),
         "too_short": len(texts) - int(finite.size),
-        "scorer": "binoculars" if cfg.mgt.performer else "fast_detectgpt",
+        "scorer": scorer.method,
         "model": cfg.mgt.model or (teacher.path if teacher else None),
         "performer": cfg.mgt.performer,
+        "prefix": cfg.mgt.prefix,  # a threshold holds for this prefix only
         "target_fpr": target_fpr,
         "threshold": threshold,
         "human_above": int((finite > threshold).sum()),

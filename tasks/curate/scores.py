@@ -32,19 +32,21 @@ def row_scores(
     model-free fallback; every row with a summary gets a score (null without one). Method
     `precision`: entity and number precision of the summary against the text, combined with
     the LM score when `dedup.factuality.lm` and with an NLI model when
-    `dedup.factuality.nli_model` (null when nothing is checkable). mgt: Fast-DetectGPT with
-    the configured scoring LM (the teacher by default), or Binoculars with
-    `dedup.mgt.performer`; null for texts shorter than `dedup.mgt.min_tokens`.
+    `dedup.factuality.nli_model` (null when nothing is checkable). mgt: `dedup.mgt.method`
+    with the configured scoring LM (the teacher by default): Fast-DetectGPT, Binoculars with
+    `dedup.mgt.performer`, ... or the stacker; null for texts shorter than
+    `dedup.mgt.min_tokens`.
     """
-    from tasks.curate.mgt import MgtError, load_scorer, score_texts
+    from tasks.curate.mgt import MgtError, load_scorer
 
-    model = tokenizer = performer = None
+    model = tokenizer = mgt_scorer = None
     fcfg = cfg.factuality
     stacked = fcfg.method == "stacked"
     fact_lm = "factuality" in filters and fcfg.lm and not stacked
     if "mgt" in filters or fact_lm:
         try:
-            model, tokenizer, performer = load_scorer(cfg.mgt, teacher)
+            mgt_scorer = load_scorer(cfg.mgt, teacher)
+            model, tokenizer = mgt_scorer.model, mgt_scorer.tokenizer
         except MgtError as e:
             raise CurateError(str(e)) from None
     nli = scorer = None
@@ -67,18 +69,9 @@ def row_scores(
             n = len(texts)
             mgt: list[float | None] = [None] * n
             fact: list[float | None] = [None] * n
-            if "mgt" in filters and model is not None:
+            if "mgt" in filters and mgt_scorer is not None:
                 todo = [i for i, t in enumerate(texts) if t and t.strip()]
-                got = score_texts(
-                    [texts[i] for i in todo],
-                    model,
-                    tokenizer,
-                    max_tokens=cfg.mgt.max_tokens,
-                    batch_size=cfg.mgt.batch_size,
-                    min_tokens=cfg.mgt.min_tokens,
-                    performer=performer,
-                    progress=len(todo) > 64,
-                )
+                got = mgt_scorer.score([texts[i] for i in todo], progress=len(todo) > 64)
                 for i, v in zip(todo, got, strict=True):
                     mgt[i] = None if v != v else v  # NaN (too short to score) -> null
             if "factuality" in filters and "summary" in batch.schema.names:

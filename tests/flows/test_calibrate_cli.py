@@ -33,11 +33,13 @@ def test_calibrate_prints_the_threshold_and_writes_it(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["texts"] == 41 and out["scored"] == 40 and out["too_short"] == 1
-    assert out["scorer"] == "fast_detectgpt" and out["human_above"] == 2  # 5% of 40
+    assert out["scorer"] == "binoculars" and out["human_above"] == 2  # 5% of 40
+    assert out["prefix"] == "auto"  # the default: the threshold holds for it
     assert out["written"] is None and f"threshold: {out['threshold']!r}" in out["yaml"]
 
     res = _invoke("calibrate", str(ref), "--target-fpr", "0.05", "-c", str(cfg))
     assert res.exit_code == 0 and "threshold:" in res.stdout and "--write" in res.stdout
+    assert "binoculars (prefix 'auto')" in res.stdout
 
     res = _invoke(
         "calibrate", str(ref), "--target-fpr", "0.05", "-c", str(cfg), "--write", str(cfg)

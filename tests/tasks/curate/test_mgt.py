@@ -10,13 +10,18 @@ from models.loading import load_causal_lm, load_tokenizer
 from models.loading_config import ModelSpec
 from tasks.curate.mgt import (
     MgtError,
+    assistant_header,
     binoculars,
+    features_of_texts,
     load_scorer,
+    load_stacker,
     sampling_discrepancy,
     score_texts,
+    text_features,
     threshold_for_fpr,
 )
 from tasks.curate.mgt_config import MgtConfig
+from tasks.factcheck import stack
 from tests.helpers import NEWS_WORDS
 from tests.tiny import make_tiny_llama, make_tokenizer_dir
 
@@ -60,7 +65,8 @@ def test_score_texts_batches_pads_and_handles_short_texts(tiny: tuple) -> None:
     np.testing.assert_allclose(scores[3], alone[0], rtol=1e-4)  # padding changes nothing
 
 
-def test_text_generated_by_the_scoring_model_scores_higher(tiny: tuple) -> None:
+@pytest.mark.parametrize("method", ["fast_detectgpt", "binoculars", "log_rank"])
+def test_text_generated_by_the_scoring_model_scores_higher(tiny: tuple, method: str) -> None:
     model, tok = tiny
     torch.manual_seed(0)
     prompt = torch.tensor([tok("the news said", add_special_tokens=False)["input_ids"]])
@@ -76,8 +82,11 @@ def test_text_generated_by_the_scoring_model_scores_higher(tiny: tuple) -> None:
     words = NEWS_WORDS
     rng = np.random.default_rng(0)
     human = [" ".join(rng.choice(words, 43)) for _ in range(16)]
-    m, h = score_texts(machine, model, tok), score_texts(human, model, tok)
-    assert np.nanmean(m) > np.nanmean(h) + 1.0
+    m = score_texts(machine, model, tok, method=method)
+    h = score_texts(human, model, tok, method=method)
+    # every machine text above every human one (AUROC 1), by a margin in the human scores' sd
+    assert min(m) > max(h)
+    assert np.mean(m) - np.mean(h) > 2 * np.std(h)
 
 
 # --------------------------------------------------------------------------- Binoculars
@@ -138,8 +147,8 @@ def test_score_texts_with_a_performer_is_binoculars(two_tiny: tuple) -> None:
 
 def test_load_scorer_refuses_models_with_different_tokenizers(two_tiny: tuple) -> None:
     obs, perf, other = two_tiny
-    _, _, performer = load_scorer(MgtConfig(model=str(obs), performer=str(perf)), None)
-    assert performer is not None
+    scorer = load_scorer(MgtConfig(model=str(obs), performer=str(perf)), None)
+    assert scorer.performer is not None and scorer.method == "binoculars"
     with pytest.raises(MgtError, match="same tokenizer"):
         load_scorer(MgtConfig(model=str(obs), performer=str(other)), None)
     with pytest.raises(MgtError, match="needs an LM"):
@@ -152,6 +161,100 @@ def test_short_texts_get_no_score(tiny: tuple) -> None:
         ["the news said", "the news said the police in the city said"], model, tok, min_tokens=5
     )
     assert math.isnan(got[0]) and math.isfinite(got[1])
+
+
+def test_text_features_on_hand_made_distributions() -> None:
+    """Two texts over a vocabulary of 4: one always picks the model's top token, one its
+    least likely token. log_rank is 0 for the first and -log(4) for the second; log_prob is
+    the mean chosen log-probability; with performer = observer, both Binoculars are -nll/H."""
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.06, 0.04])).expand(2, 3, 4).clone()
+    tokens = torch.tensor([[0, 0, 0], [3, 3, 3]])
+    mask = torch.ones(2, 3)
+    f = text_features(logits, tokens, mask, performer_logits=logits)
+    torch.testing.assert_close(f["log_rank"], torch.tensor([0.0, -math.log(4)]))
+    torch.testing.assert_close(f["log_prob"], torch.log(torch.tensor([0.7, 0.04])))
+    p = torch.tensor([0.7, 0.2, 0.06, 0.04])
+    entropy = -(p * p.log()).sum()
+    torch.testing.assert_close(f["entropy"], -entropy.expand(2))
+    torch.testing.assert_close(f["binoculars"], f["log_prob"] / entropy)
+    torch.testing.assert_close(f["binoculars_swapped"], f["binoculars"])
+    torch.testing.assert_close(f["fast_detectgpt"], sampling_discrepancy(logits, tokens, mask))
+
+
+def test_binoculars_swapped_exchanges_observer_and_performer() -> None:
+    g = torch.Generator().manual_seed(1)
+    obs, perf = torch.randn(3, 7, 11, generator=g), torch.randn(3, 7, 11, generator=g)
+    tokens, mask = torch.randint(0, 11, (3, 7), generator=g), torch.ones(3, 7)
+    f = text_features(obs, tokens, mask, performer_logits=perf)
+    torch.testing.assert_close(f["binoculars_swapped"], binoculars(perf, obs, tokens, mask))
+    torch.testing.assert_close(f["binoculars"], binoculars(obs, perf, tokens, mask))
+
+
+def test_features_do_not_depend_on_batching(tiny: tuple) -> None:
+    """Texts are batched by length: each text's features equal its features scored alone."""
+    model, tok = tiny
+    words = NEWS_WORDS * 3
+    texts = [" ".join(words[i : i + n]) for i, n in enumerate((9, 3, 14, 5, 1, 11))]
+    batched = features_of_texts(texts, model, tok, batch_size=4)
+    assert batched[4] is None  # one word: too short
+    for text, got in zip(texts, batched, strict=True):
+        if got is not None:
+            alone = features_of_texts([text], model, tok)[0]
+            assert got.keys() == alone.keys() and "n_words" in got
+            for k in got:
+                assert got[k] == pytest.approx(alone[k], rel=1e-3, abs=1e-4), k
+
+
+def test_stack_method_is_the_stackers_probability(tiny: tuple, tmp_path) -> None:
+    model, tok = tiny
+    words = NEWS_WORDS * 3
+    texts = [" ".join(words[i : i + 6 + i % 5]) for i in range(12)]
+    feats = features_of_texts(texts, model, tok)
+    columns = ["fast_detectgpt", "log_rank", "n_words"]
+    fitted = stack.fit(feats, [i % 2 for i in range(12)], columns, fitted_on="test")
+    got = score_texts(texts, model, tok, method="stack", stacker=fitted)
+    np.testing.assert_allclose(got, fitted.predict(feats), rtol=1e-6)
+    assert all(0.0 < v < 1.0 for v in got)
+    by_rank = score_texts(texts, model, tok, method="log_rank")
+    assert by_rank == pytest.approx([f["log_rank"] for f in feats])
+    with pytest.raises(MgtError, match="needs a stacker"):
+        score_texts(texts, model, tok, method="stack")
+    with pytest.raises(MgtError, match="needs a performer"):
+        score_texts(texts, model, tok, method="binoculars_swapped")
+
+
+def test_auto_prefix_is_the_chat_templates_assistant_header(tiny: tuple) -> None:
+    import copy
+
+    model, tok = tiny
+    assert assistant_header(tok) == ""  # a base model's tokenizer: no chat template
+    chat = copy.deepcopy(tok)
+    chat.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}news said{% endif %}"
+    )
+    assert assistant_header(chat) == "news said"
+    texts = ["the police in the city said the court", "the minister said the state and the city"]
+    auto = features_of_texts(texts, model, chat, prefix="auto")
+    assert auto == features_of_texts(texts, model, chat, prefix="news said")
+    bare = features_of_texts(texts, model, chat, prefix="")
+    assert auto[0]["log_prob"] != pytest.approx(bare[0]["log_prob"])  # scored after the header
+    assert features_of_texts(texts, model, tok, prefix="auto") == bare  # no template: nothing
+
+
+def test_load_stacker_checks_what_the_scorer_can_compute(tmp_path) -> None:
+    two = stack.Stacker(["fast_detectgpt", "binoculars_swapped"], [0, 0], [1, 1], [1, -1], 0.0)
+    path = tmp_path / "s.json"
+    path.write_text(two.to_json())
+    assert load_stacker(path, performer=True).features == two.features
+    with pytest.raises(MgtError, match=r"binoculars_swapped: set dedup\.mgt\.performer"):
+        load_stacker(path, performer=False)
+    with pytest.raises(MgtError, match="no machine-text stacker"):
+        load_stacker(tmp_path / "missing.json", performer=False)
+    with pytest.raises(MgtError, match="needs a stacker file"):
+        load_stacker(None, performer=False)
+    with pytest.raises(MgtError, match="needs a second LM"):
+        load_scorer(MgtConfig(model="unused", method="binoculars_swapped"), None)
 
 
 # --------------------------------------------------------------------------- calibration
