@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import shutil
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +16,9 @@ from models.loading_config import ModelSpec
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -61,6 +67,9 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     where, gguf = resolve(spec)
+    copy = gguf_copy(where, gguf) if gguf else None
+    if copy is not None:
+        where, gguf = copy, None
     try:
         return AutoTokenizer.from_pretrained(
             where, gguf_file=gguf, trust_remote_code=spec.trust_remote_code
@@ -80,6 +89,9 @@ def load_causal_lm(spec: ModelSpec, device: str | None = None) -> PreTrainedMode
         from models.quant import load  # a registered quantized variant (models/quant.py)
 
         return load(where, device)
+    copy = gguf_copy(where, gguf) if gguf else None
+    if copy is not None:
+        where, gguf = copy, None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             where,
@@ -90,6 +102,61 @@ def load_causal_lm(spec: ModelSpec, device: str | None = None) -> PreTrainedMode
     except OSError as e:
         raise ModelLoadError(f"cannot load the model {spec.path}: {e}") from e
     return model.to(device).eval()
+
+
+def cache_root() -> Path | None:
+    """Where converted GGUF files are kept: $LLM4ALL_CACHE, else ~/.cache/llm4all; None when
+    LLM4ALL_CACHE is "off"."""
+    root = os.environ.get("LLM4ALL_CACHE", "")
+    if root == "off":
+        return None
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "llm4all"
+
+
+def gguf_copy(where: str, gguf: str) -> str | None:
+    """A folder holding the GGUF file `where/gguf` converted once (fp32 weights, tokenizer),
+    made on first use, or None when the cache is off or cannot be written.
+
+    transformers dequantizes a GGUF file and rebuilds its tokenizer on every load: ~27 s for
+    the demo's 135M teacher on 2 cores, paid by every command that loads it. The copy loads
+    in seconds and holds the same numbers (dequantized fp32, as every load gave them). Keyed
+    by the file's path, size and modification time and the transformers version; written
+    under a temporary name and renamed, so a reader never sees half a copy."""
+    import transformers
+
+    root = cache_root()
+    if root is None:
+        return None
+    source = (Path(where) / gguf).resolve()
+    st = source.stat()
+    key = f"{source}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
+    folder = root / "gguf" / f"{source.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if (folder / "config.json").is_file():
+        return str(folder)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    try:
+        log.info("converting %s once into %s (later loads read the copy)", source, folder)
+        _convert(where, gguf, tmp)
+        os.replace(tmp, folder)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (folder / "config.json").is_file():  # another process made it first
+            return str(folder)
+        log.warning("cannot keep a converted copy of %s (%s): loading the GGUF file", source, e)
+        return None
+    return str(folder)
+
+
+def _convert(where: str, gguf: str, out: Path) -> None:
+    """The GGUF file dequantized to fp32 and its tokenizer, saved as a model folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from models.student import trainable  # GGUF loads stay flagged "quantized": unsaveable
+
+    model = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf, dtype=torch.float32)
+    trainable(model).eval().save_pretrained(out)
+    AutoTokenizer.from_pretrained(where, gguf_file=gguf).save_pretrained(out)
 
 
 def torch_dtype(spec: ModelSpec, device: str) -> torch.dtype:

@@ -17,6 +17,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("LLM4ALL_HOME", None)
+os.environ["LLM4ALL_CACHE"] = tempfile.mkdtemp(prefix="llm4all-test-cache-")  # GGUF copies
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -182,3 +182,43 @@ def test_a_gguf_variant_folder_loads_back_as_written(tmp_path: Path, method: str
         assert torch.equal(a, load_causal_lm(ModelSpec(path=str(folder)), "cpu")(x).logits)
         assert torch.equal(a, load(folder)(x).logits)
     assert load_tokenizer(ModelSpec(path=str(folder))).encode("the news") == tok.encode("the news")
+
+
+def test_a_gguf_file_is_converted_once_and_then_read_from_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    import models.loading as loading
+    from models.gguf_quant import load_variant, write_variant
+    from models.loading_config import ModelSpec
+    from models.tiny import llama_config
+    from tests.tiny import make_bpe_tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(str(make_bpe_tokenizer_dir(tmp_path / "tok")))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(len(tok), hidden=64, tie_word_embeddings=True)).eval()
+    folder = tmp_path / "variant"
+    write_variant(model, tok, QuantConfig(method="gguf-q8_0"), folder)
+    spec = ModelSpec(path=str(folder))
+    conversions: list[Path] = []
+    convert = loading._convert
+    monkeypatch.setattr(loading, "_convert", lambda w, g, out: (conversions.append(out),
+                                                                 convert(w, g, out)))  # fmt: skip
+    monkeypatch.setenv("LLM4ALL_CACHE", str(tmp_path / "cache"))
+    x = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        direct = load_variant(folder)(x).logits
+        first = loading.load_causal_lm(spec, "cpu")(x).logits
+        again = loading.load_causal_lm(spec, "cpu")(x).logits
+    assert len(conversions) == 1  # the second load read the copy
+    assert torch.equal(first, direct) and torch.equal(again, direct)
+    copies = list((tmp_path / "cache" / "gguf").iterdir())
+    assert [c.name.startswith("model-") for c in copies] == [True]  # no temporary left behind
+    assert loading.load_tokenizer(spec).encode("the news") == tok.encode("the news")
+    assert len(conversions) == 1
+
+    monkeypatch.setenv("LLM4ALL_CACHE", "off")
+    with torch.no_grad():
+        assert torch.equal(loading.load_causal_lm(spec, "cpu")(x).logits, direct)
+    assert len(conversions) == 1  # off: the GGUF file itself, nothing written
