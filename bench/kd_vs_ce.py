@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from tasks.distill.evaluate import compare_on_blocks
     from tasks.distill.pending import student_run
     from tasks.distill.students import make_student
+    from tasks.distill.train import held_out_loss
     from warehouse import Catalog
 
     if not (args.home / "catalog.duckdb").exists():
@@ -129,13 +131,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 shutil.rmtree(folder, ignore_errors=True)  # ~1 GB of checkpoints per run
                 student.eval()
                 scores = compare_on_blocks(student, teacher, blocks, test, vocab, dcfg.batch_blocks)
-                chosen_on = compare_on_blocks(
-                    student, teacher, blocks, blocks.selection(), vocab, dcfg.batch_blocks
+                # The student alone: a teacher pass over the selection blocks would add nothing.
+                chosen_on = held_out_loss(
+                    student, blocks, blocks.selection(), vocab, dcfg.batch_blocks
                 )
                 teacher_ppl = scores["teacher_ppl"]
                 rows.append({
                     "recipe": name, "seed": seed, "test_ppl": scores["student_ppl"],
-                    "selection_ppl": chosen_on["student_ppl"],
+                    "selection_ppl": math.exp(chosen_on),
                     "top1": scores["top1_agreement"], "kept_step": train.kept_step,
                     "steps": train.steps, "train_tokens": train.tokens, "train_s": wall,
                     "weights": {k: getattr(used, k) for k in (

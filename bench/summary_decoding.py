@@ -29,13 +29,21 @@ from typing import Any
 DATASET = "cnn_dailymail"
 
 
+def non_negative(text: str) -> int:
+    """An --ngrams value: 0 (plain greedy) or an n-gram size."""
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is not >= 0")
+    return n
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--home", type=Path, required=True, help="a demo home (LLM4ALL_HOME)")
     p.add_argument("--dataset", default=DATASET)
     p.add_argument("--config", default="configs/demo.yaml", help="the config the home ran")
     p.add_argument("--articles", type=int, default=20, help="per split")
-    p.add_argument("--ngrams", type=int, nargs="+", default=[0, 3, 4])
+    p.add_argument("--ngrams", type=non_negative, nargs="+", default=[0, 3, 4])
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
@@ -68,7 +76,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "teacher": load_causal_lm(cfg.teacher, "cpu"),
     }
     tokenizer = load_tokenizer(cfg.teacher)
-    block = cfg.tokens.block_size  # as distill: prompt + summary fit one training block
+    # As distill: prompt + summary fit one block of the snapshots the student was trained on
+    # (their recorded block size, not the config's, which may have changed since).
+    sizes = {int(v.meta["block_size"]) for v in tokens}
+    if len(sizes) != 1:
+        sys.exit(f"{args.home}: the tokens snapshots disagree on the block size: {sorted(sizes)}")
+    block = sizes.pop()
 
     def run(split: str, ngrams: list[int]) -> dict[int, dict[str, Any]]:
         pairs, template = held_out_pairs(catalog, tokens, args.articles, split)
@@ -99,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test = run("test", sorted({0, chosen}))
     result = {
         "home": str(args.home), "student": student_info.key, "chosen": chosen,
-        "max_new_tokens": dcfg.rouge_max_new_tokens, "selection": selection, "test": test,
+        "max_new_tokens": dcfg.rouge_max_new_tokens, "block_size": block,
+        "selection": selection, "test": test,
     }  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from prefect import task
@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 
 def held_out_pairs(
-    catalog: Catalog, tokens: list[VersionInfo], limit: int, split: str = "test"
+    catalog: Catalog,
+    tokens: list[VersionInfo],
+    limit: int,
+    split: Literal["selection", "test"] = "test",
 ) -> tuple[list[tuple[str, str]], str | None]:
     """Up to `limit` (document, summary) pairs of `split`'s documents (test: the reported
     ones; selection: for choices such as decoding), and the template the snapshots were rendered
@@ -53,6 +56,8 @@ def held_out_pairs(
     from tasks.tokens.config import TokensConfig
     from tasks.tokens.tokenize import split_of
 
+    if split not in ("selection", "test"):  # never the training documents
+        raise ValueError(f"held-out split must be 'selection' or 'test', got {split!r}")
     pairs: list[tuple[str, str]] = []
     template = None
     for v in tokens:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.summary_decoding import choose, main
+import pytest
+
+from bench.summary_decoding import choose, main, parse_args
 from data_quality import GatesConfig
 from models.loading_config import ModelSpec
 from tasks.distill.config import DistillConfig
@@ -22,6 +24,16 @@ def test_ties_go_to_the_smaller_n() -> None:
     assert choose({4: {"student": {"rouge_l": 0.1}}, 0: {"student": {"rouge_l": 0.1}}}) == 0
 
 
+def test_bad_arguments_are_refused_up_front(catalog: Catalog, capsys) -> None:
+    from tasks.distill.distill import held_out_pairs
+
+    with pytest.raises(SystemExit):
+        parse_args(["--home", "h", "--ngrams", "0", "-3"])
+    assert "-3 is not >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="'selection' or 'test'"):
+        held_out_pairs(catalog, [], 3, "train")  # type: ignore[arg-type]
+
+
 def test_decoding_is_chosen_on_selection_articles_and_reported_on_test_ones(
     catalog: Catalog, tmp_path: Path
 ) -> None:
@@ -34,7 +46,7 @@ def test_decoding_is_chosen_on_selection_articles_and_reported_on_test_ones(
     config = tmp_path / "bench.yaml"
     config.write_text(
         f"teacher: {{path: {spec.path}}}\n"
-        "tokens: {block_size: 32, validation_share: 0.3}\n"
+        "tokens: {block_size: 64, validation_share: 0.3}\n"  # the snapshots' (32) is used
         "distill: {mode: online, rouge_max_new_tokens: 8}\n"
     )
     out_json = tmp_path / "out.json"
@@ -42,6 +54,7 @@ def test_decoding_is_chosen_on_selection_articles_and_reported_on_test_ones(
     out = main([*args, "--articles", "3", "--ngrams", "0", "2", "--json", str(out_json)])
 
     assert out["student"] == "models/pairs-student@1"
+    assert out["block_size"] == 32  # the snapshots', not the config's 64
     assert sorted(out["selection"]) == [0, 2]  # every candidate is tried on selection articles
     assert out["chosen"] == choose(out["selection"])
     assert sorted(out["test"]) == sorted({0, out["chosen"]})  # plain greedy and the choice
