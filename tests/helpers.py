@@ -120,3 +120,13 @@ def factuality_pair(i: int) -> dict[str, str]:
         f"The plan followed a petition signed by {people} residents in {month}."
     )
     return {"document": document, "summary": summary}
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that the test stops with SIGINT (`llm4all serve`). A shell
+    without job control starts background jobs with SIGINT ignored (`make test &` in a
+    script), a child inherits that, and a Python started so keeps ignoring it: the SIGINT
+    would be lost and the child would outlive the test."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

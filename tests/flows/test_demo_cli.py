@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.config import bundled_config, load_config
 from flows.demo import TINY_ROWS
+from tests.helpers import default_sigint
 from warehouse import Catalog
 from warehouse.registry import list_models
 
@@ -87,6 +88,7 @@ def _serve_refresh_then_pipeline(home: Path, catalog: Catalog) -> None:
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "serve", "-d", dataset], cwd=root, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         assert serve.stderr is not None

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.helpers import news_docs, write_jsonl
+from tests.helpers import default_sigint, news_docs, write_jsonl
 from tests.tiny import tiny_pipeline_config
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
@@ -93,6 +93,7 @@ def test_serve_and_run_against_a_real_server(
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "serve", "-d", "news_feed"],  # recorded settings
         cwd=ROOT, env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         assert serve.stderr is not None
