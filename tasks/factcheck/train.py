@@ -31,7 +31,7 @@ from tasks.factcheck.scorer import (
     STACKER_FILE,
     pair_features,
 )
-from tasks.factcheck.text import CHEAP_FEATURES
+from tasks.factcheck.text import CHEAP_FEATURE_SIGNS, CHEAP_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -163,4 +163,7 @@ def fit_fallback(pairs: list[dict[str, Any]], seed: int = 0, fitted_on: str = ""
     synthetic = synth.pair_examples(rows, rows, pool, random.Random(seed))
     feats = pair_features([(p["document"], p["summary"]) for p in synthetic], None)
     label = fitted_on or f"{len(synthetic)} synthetic pairs"
-    return stack.fit(feats, [p["label"] for p in synthetic], list(CHEAP_FEATURES), fitted_on=label)
+    return stack.fit(
+        feats, [p["label"] for p in synthetic], list(CHEAP_FEATURES), fitted_on=label,
+        signs=CHEAP_FEATURE_SIGNS,
+    )  # fmt: skip
