@@ -105,4 +105,6 @@ def _fit_bounded(z: np.ndarray, y: np.ndarray, signs: list[int], C: float) -> tu
     bounds = [(0, None) if s > 0 else (None, 0) if s < 0 else (None, None) for s in signs]
     res = minimize(objective, np.zeros(z.shape[1] + 1), jac=True, method="L-BFGS-B",
                    bounds=[*bounds, (None, None)])  # fmt: skip
+    if not res.success:  # never save weights from a fit that did not converge
+        raise ValueError(f"the bounded stacker fit did not converge: {res.message}")
     return res.x[:-1], float(res.x[-1])
