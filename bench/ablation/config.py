@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.distill.config import StudentConfig
+
 
 class NoiseConfig(BaseModel):
     """The corpus: real (article, human summary) pairs plus noise at stated rates
@@ -73,10 +75,14 @@ class AblationConfig(BaseModel):
     """The article's lead: at most this many tokens (fewer when the summary needs the room)."""
     max_summary_tokens: int = Field(64, ge=4)
     """Summaries are cut to this many tokens."""
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    """How the shared init is cut from the teacher, as `distill.student` cuts the product's
+    student (tasks/distill/students.py): `layers` keeps `layers` below; `depth` / `width` run
+    the calibration pass over the first corpus blocks (the same for both students)."""
     layers: list[int] = Field(default_factory=lambda: [0, 1, 28, 29])
-    """Teacher layers the student keeps (both students start from this init). The default suits
-    a 30-layer teacher (SmolLM2-135M: its first and last layers matter most,
-    bench/student_init.py); indices past the teacher's depth are dropped."""
+    """student.kind layers: teacher layers the student keeps (both students start from this
+    init). The default suits a 30-layer teacher (SmolLM2-135M: its first and last layers matter
+    most, bench/student_init.py); indices past the teacher's depth are dropped."""
     train_embeddings: bool = False
     """Train the (tied) embedding and output layer too. Off: the student trains its layers
     only and keeps the teacher's vocabulary matrix (a third less compute per token on a 49k

@@ -3,7 +3,7 @@
     corpus (known noise) ──curate (the product's filters)──▶ kept rows
        │ one block per pair (article lead + summary, loss on the summary)
        ▼ teacher targets cached once per distinct block (the curated blocks are a subset)
-    raw student:     every row,  `epochs` passes ┐ same init (teacher layers), recipe
+    raw student:     every row,  `epochs` passes ┐ same init (cut from the teacher), recipe
     curated student: kept rows,  `epochs` passes ┘ (KD + CE), batch size, lr schedule
        │ keep-best on the held-out selection split; every figure on the test split
        ▼ test perplexity, factual preference, ROUGE-L, machine-text share; `seeds` runs
@@ -61,18 +61,22 @@ class Clock:
         self._wall, self._cpu = wall, cpu
 
 
-def student_init(teacher: Any, cfg: AblationConfig) -> Any:
-    """The shared init: the teacher layers `cfg.layers` (those it has), fp32, trainable;
-    the embedding / output matrix frozen unless `train_embeddings`."""
-    from models.student import student_from_teacher, trainable
+def student_init(teacher: Any, cfg: AblationConfig, blocks: Any) -> tuple[Any, dict[str, Any]]:
+    """(the shared init, what was cut: kind, teacher layers, sizes). The init is cut as
+    `cfg.student` says (the product's make_student; a depth or width cut calibrates on the
+    first corpus blocks), fp32, trainable; the embedding / output matrix frozen unless
+    `train_embeddings`."""
+    from tasks.distill.config import DistillConfig
+    from tasks.distill.students import make_student
 
     n = int(teacher.config.num_hidden_layers)
     layers = [i for i in cfg.layers if i < n] or [0]
-    student = trainable(student_from_teacher(teacher, layers))
+    dcfg = DistillConfig(student=cfg.student, layers=layers, batch_blocks=cfg.batch_blocks)
+    student, _, info = make_student(teacher, dcfg, blocks)
     if not cfg.train_embeddings:
         student.get_input_embeddings().weight.requires_grad_(False)
         student.get_output_embeddings().weight.requires_grad_(False)
-    return student
+    return student, info
 
 
 def distill_config(cfg: AblationConfig, steps: int, seed: int, device: str, n_sel: int) -> Any:
@@ -152,7 +156,7 @@ def run_ablation(
         prompts = ev.summary_prompts(test_rows, tokenizer, cfg)
         references = [r["summary"] for r in test_rows]
         scorer = load_scorer(dedup.mgt, teacher_spec)
-        init = student_init(teacher, cfg)
+        init, cut = student_init(teacher, cfg, blocks)
         reference = {
             "teacher": ev.evaluate(teacher, blocks, pairs, prompts, references, tokenizer, cfg,
                                    scorer, dedup),
@@ -226,8 +230,7 @@ def run_ablation(
     out["setup"] = {
         "corpus_rows": len(corpus), "heldout": len(heldout), "selection": n_sel,
         "test": len(test_rows), "preference_pairs": len(pairs["kinds"]),
-        "block_size": cfg.block_size, "layers": [i for i in cfg.layers
-                                                 if i < int(teacher.config.num_hidden_layers)],
+        "block_size": cfg.block_size, "student": cut,
         "student_params": sum(p.numel() for p in init.parameters()),
         "trainable_params": sum(p.numel() for p in init.parameters() if p.requires_grad),
         "teacher": teacher_spec.path, "device": device, "config": cfg.model_dump(),

@@ -185,3 +185,43 @@ def test_a_capped_corpus_is_reported() -> None:
     assert (cfg.max_rows, cfg.max_heldout, cfg.noise.rows, cfg.noise.heldout) == (
         None, None, 1000, 200,
     )  # fmt: skip
+
+
+def test_both_students_share_an_init_cut_as_the_profile_says() -> None:
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from bench.ablation.config import AblationConfig
+    from bench.ablation.effect import student_init
+    from bench.curation_effect import WIDTH_STUDENT, ablation_config
+    from models.tiny import llama_config
+    from tasks.distill.config import StudentConfig
+    from tasks.distill.data import SPLIT_CODES, TokenBlocks
+
+    assert ablation_config("default", None, None).student == StudentConfig(**WIDTH_STUDENT)
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(llama_config(40, hidden=32, ffn=64, layers=4, heads=4, kv_heads=2,
+                                            positions=64, tie_word_embeddings=True)).eval()  # fmt: skip
+    n = 6
+    blocks = TokenBlocks(
+        np.random.default_rng(0).integers(0, 40, (n, 12)).astype(np.int64),
+        np.ones((n, 12), np.uint8), np.full(n, SPLIT_CODES["train"], np.int8),
+        np.zeros(n, np.int64), np.arange(n), ["corpus"],
+    )  # fmt: skip
+    width = AblationConfig(student={"kind": "width", "share": 0.6, "kv_heads": 1}, batch_blocks=2)
+    student, info = student_init(teacher, width, blocks)
+    assert info["kind"] == "width" and info["kv_heads"] == 1 and info["layers"] == [0, 1, 2, 3]
+    assert student.config.num_key_value_heads == 1
+    assert sum(p.numel() for p in student.parameters()) <= 0.6 * sum(
+        p.numel() for p in teacher.parameters()
+    )
+    # the (tied) vocabulary matrix stays frozen; everything else trains
+    assert not student.get_input_embeddings().weight.requires_grad
+    assert any(p.requires_grad for p in student.model.layers.parameters())
+    # the same config cuts the same init (the raw and the curated student start equal)
+    again, _ = student_init(teacher, width, blocks)
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))  # fmt: skip
+    layers, info = student_init(teacher, AblationConfig(layers=[0, 3, 9]), blocks)
+    assert info == {"kind": "layers", "layers": [0, 3]} and layers.config.num_hidden_layers == 2
