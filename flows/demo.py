@@ -1,11 +1,16 @@
-"""Demo flow: the pipeline on the embedded corpus, optionally a CE-only student as the
+"""Demo flows: the pipeline on the embedded corpus, optionally a CE-only student as the
 reference for KD, then a report a person wants to read (markdown + PNGs, also a Prefect
 artifact). The demo's budget goes to the KD student: the reference (same init, steps and batch
 size, so about as long again) runs with `llm4all demo --reference` (and in `--tiny`); KD vs CE
-at equal steps over several seeds is measured in bench/kd_vs_ce.py."""
+at equal steps over several seeds is measured in bench/kd_vs_ce.py.
+
+`llm4all demo --ablation` runs the other demo: does curation pay? A student trained on a
+noisy corpus's raw rows against one trained on the rows the filters keep (tasks/ablation),
+~45-60 min on 2 CPU cores, with its own report."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -14,14 +19,17 @@ from typing import Any
 
 from prefect import flow
 
+from flows.config import load_config
 from flows.distill import distill_flow
 from flows.pipeline import pipeline_flow
-from flows.runtime import DatasetRun, dataset_run
+from flows.runtime import DatasetRun, attach_run_logs, dataset_run
 from tasks.distill.config import CE_ONLY
 from tasks.report.demo import write_demo_report
 from tasks.report.markdown import png_data_uri, publish_markdown
-from warehouse import Catalog
+from warehouse import Catalog, resolve_home
 from warehouse.registry import list_models
+
+log = logging.getLogger(__name__)
 
 # `llm4all demo --tiny`: every stage doing its real work, on a random 2-layer teacher (SmolLM2's
 # tokenizer) and the first TINY_ROWS articles, in about two minutes on 2 cores.
@@ -89,6 +97,31 @@ def _demo(
     publish_markdown("demo-report", _embedded(Path(report["report"])), "llm4all demo report")
     out["report"] = report
     return out
+
+
+@flow(name="demo-ablation")
+def ablation_flow(
+    source: str,
+    profile: str = "default",
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Does curation pay? The curation ablation on SOURCE's pairs (a corpus built from them
+    with known noise) with the config's teacher, then its report (markdown + PNG under
+    <home>/reports/ablation/, also a Prefect artifact)."""
+    from tasks.ablation.effect import summary
+    from tasks.ablation.run import curation_effect
+    from tasks.report.ablation import write_ablation_report
+
+    cfg = load_config(config_path, overrides)
+    attach_run_logs()
+    out = curation_effect(profile, teacher=cfg.teacher.path, source=Path(source), say=log.info)
+    machine = f"{platform.machine()}, {_cores()} CPU cores, {platform.system()}"
+    report = write_ablation_report(resolve_home(cfg.home), out, machine)
+    publish_markdown(
+        "demo-ablation-report", _embedded(Path(report["report"])), "llm4all: does curation pay?"
+    )
+    return summary(out) | {"report": report, "total_wall_seconds": out["total_wall_seconds"]}
 
 
 def demo_corpus() -> Path:

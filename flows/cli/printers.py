@@ -179,6 +179,12 @@ def demo(out: dict[str, Any]) -> None:
         say(f"  {line}")
 
 
+def ablation(out: dict[str, Any]) -> None:
+    say(f"report: {out['report']['report']}")
+    for line in out["report"]["summary"]:
+        say(f"  {line}")
+
+
 def status(out: dict[str, Any]) -> None:
     say(f"warehouse: {out['home']}")
     if not out["datasets"]:

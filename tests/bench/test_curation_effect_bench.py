@@ -79,3 +79,10 @@ def test_hidden_corpus_command_prints_one_object(tmp_path: Path) -> None:
     near = [f for f in out["curation"]["filters"]["filters"] if f["filter"] in ("exact", "near")]
     assert near and all(f["target"] == "duplicate" for f in near)
     assert out["curation"]["filters"]["by_kind"]["duplicate"]["removed"] == 3
+
+
+def test_json_output_is_strict() -> None:
+    from bench.curation_effect import strict
+
+    out = strict({"a": [1.0, float("nan")], "b": {"c": math.inf}, "d": "x"})
+    assert out == {"a": [1.0, None], "b": {"c": None}, "d": "x"}

@@ -1,6 +1,6 @@
 """Settings of the curation ablation: a noisy corpus with known noise, two students trained the
 same way on its raw and its curated rows, and what each one costs and learns
-(bench/ablation/effect.py; run by `python -m bench.curation_effect`, whose profiles set them)."""
+(tasks/ablation/effect.py; run by `python -m bench.curation_effect`, whose profiles set them)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tasks.distill.config import StudentConfig
 
 class NoiseConfig(BaseModel):
     """The corpus: real (article, human summary) pairs plus noise at stated rates
-    (bench/ablation/corpus.py). Shares are of the corpus rows."""
+    (tasks/ablation/corpus.py). Shares are of the corpus rows."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 

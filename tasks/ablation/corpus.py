@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.ablation.config import NoiseConfig
+from tasks.ablation.config import NoiseConfig
 
 NOISE_KINDS = ("duplicate", "machine", "unfaithful")
 

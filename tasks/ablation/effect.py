@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.ablation.config import AblationConfig
 from models.loading_config import ModelSpec
+from tasks.ablation.config import AblationConfig
 from tasks.curate.config import DedupConfig
 from tasks.logits.config import LogitCacheConfig
 
@@ -100,10 +100,10 @@ def run_ablation(
     """The whole comparison; returns every figure (see `summary` for the one-object form)."""
     import torch
 
-    from bench.ablation import evaluate as ev
-    from bench.ablation.blocks import make_blocks, write_cache
-    from bench.ablation.curation import calibrate, curate_rows, curation_config, filter_report
     from models.loading import load_causal_lm, load_tokenizer
+    from tasks.ablation import evaluate as ev
+    from tasks.ablation.blocks import make_blocks, write_cache
+    from tasks.ablation.curation import calibrate, curate_rows, curation_config, filter_report
     from tasks.curate.mgt import load_scorer
     from tasks.distill.data import CacheReader
     from tasks.distill.train import train_student

@@ -4,7 +4,7 @@
   blocks);
 - factual preference: the share of test articles where the student gives the faithful
   (human) summary a higher per-token log-likelihood than an unfaithful one (a rule corruption
-  of it, `bench.ablation.corpus.corrupt`), the article cut identically for both;
+  of it, `tasks.ablation.corpus.corrupt`), the article cut identically for both;
 - ROUGE-L F1 (rouge-score, stemmed) of its greedy summaries against the human ones;
 - the machine-text share of those generations under the product's detector (the curation's
   scorer and threshold).
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.ablation.blocks import article_room, render_pair
-from bench.ablation.config import AblationConfig
-from bench.ablation.corpus import corrupt, entity_pool
+from tasks.ablation.blocks import article_room, render_pair
+from tasks.ablation.config import AblationConfig
+from tasks.ablation.corpus import corrupt, entity_pool
 from tasks.distill.data import TokenBlocks
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.ablation.config import AblationConfig
+from tasks.ablation.config import AblationConfig
 from tasks.distill.data import SPLIT_CODES, TokenBlocks
 from tasks.logits.config import LogitCacheConfig
 from tasks.tokens.config import TokensConfig

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.ablation.corpus import NOISE_KINDS, write_jsonl
 from models.loading_config import ModelSpec
+from tasks.ablation.corpus import NOISE_KINDS, write_jsonl
 from tasks.curate.config import DedupConfig
 from tasks.ingest.config import IngestConfig
 
