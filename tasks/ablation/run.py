@@ -35,7 +35,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # The corpus (built: 1,000 rows, ~55% noisy, 200 held-out), CAPPED to what 2 idle
     # CPU cores train 3 seeds of both students on within 60 minutes: the first 128 corpus rows
     # and 60 held-out rows of a built or given (--corpus/--heldout) corpus, 60 calibration
-    # pairs, no equal-steps student; the run says so (stderr, report, JSON "capped").
+    # pairs, one seed of the equal-steps student (the curated rows for the raw student's step
+    # count); the run says so (stderr, report, JSON "capped").
     # `--max-rows 0 --max-heldout 0` lifts the caps (a GPU).
     # The student is the product's: the demo's width cut (configs/demo.yaml distill.student:
     # all 30 layers, 2 of 3 KV groups, hidden 480, the MLP at the widest that fits 50% of the
@@ -44,13 +45,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     # cost per step (~2.7 s for 4 x 128 tokens on 2 idle cores), so the students learn the
     # data rather than spend their steps repairing the cut. 3 epochs, 4 selection evaluations
     # (keep-best): chosen before the run, for the budget. Measured: 36 min for the whole
-    # command on a built corpus, 24 of them training (bench/results/curation_effect_default_cpu.txt).
+    # command on a built corpus, 24 of them training (bench/results/curation_effect_default_cpu.txt,
+    # before the equal-steps seed: ~6 min more).
     "default": {
         "noise": {"calibration": 60},
         "max_rows": 128, "max_heldout": 60,
         "block_size": 128, "max_article_tokens": 80, "max_summary_tokens": 40,
         "student": WIDTH_STUDENT, "epochs": 3.0, "batch_blocks": 4,
-        "lr": 1e-3, "evals": 4, "generate_tokens": 24, "equal_steps_seeds": 0,
+        "lr": 1e-3, "evals": 4, "generate_tokens": 24, "equal_steps_seeds": 1,
     },
     # The committed CPU run of 2026-11-30 (bench/results/curation_effect_cpu.txt), sized for 2
     # contended cores: 80 rows, 60 held-out. Its recipe is the one that learned in that run's
