@@ -6,7 +6,7 @@ at equal steps over several seeds is measured in bench/kd_vs_ce.py.
 
 `llm4all demo --ablation` runs the other demo: does curation pay? A student trained on a
 noisy corpus's raw rows against one trained on the rows the filters keep (tasks/ablation),
-~45-60 min on 2 CPU cores, with its own report."""
+~40 min on 2 CPU cores, with its own report."""
 
 from __future__ import annotations
 

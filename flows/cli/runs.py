@@ -111,7 +111,7 @@ def demo(
         typer.Option(
             "--ablation",
             help="Instead: does curation pay? Students on a noisy corpus's raw vs curated "
-            "rows, 3 seeds, its own report (~45-60 min on 2 CPU cores).",
+            "rows, 3 seeds, its own report (~40 min on 2 CPU cores).",
         ),
     ] = False,
     set_: cli.SetOpt = None,

@@ -1,6 +1,6 @@
 """Settings of the curation ablation: a noisy corpus with known noise, two students trained the
 same way on its raw and its curated rows, and what each one costs and learns
-(tasks/ablation/effect.py; run by `python -m bench.curation_effect`, whose profiles set them)."""
+(tasks/ablation/effect.py; tasks/ablation/run.py holds the profiles that set them)."""
 
 from __future__ import annotations
 
