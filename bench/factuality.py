@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import OUT
-from bench.curation_effect import demo_source
+from tasks.ablation.run import demo_source
 from tasks.curate.factuality import entity_precision
 from tasks.factcheck.config import FactcheckConfig
 from tasks.factcheck.scorer import FactualityScorer, pair_features
