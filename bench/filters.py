@@ -321,10 +321,9 @@ def corrupt_kind(original: str, corrupted: str) -> str:
 
 
 def plot(h, m, mgt_rows, y, test, p1, lm, combined) -> None:
-    import matplotlib
+    from tasks.report.markdown import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, a, _, _ in mgt_rows:

@@ -175,10 +175,9 @@ def _score(s, p, dense, q, z, hidden, g_full, head_full, targets, mode) -> None:
 
 
 def plot(rows: list[dict]) -> None:
-    import matplotlib
+    from tasks.report.markdown import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     style = {"topk": ("o", "tab:blue"), "sampled": ("s", "tab:orange"), "renorm": ("x", "tab:red")}

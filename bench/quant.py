@@ -254,10 +254,9 @@ COLUMNS = ["method", "bits", "weight ratio", "disk ratio", "ppl", "Δppl %", "fw
 
 
 def chart(out: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from tasks.report.markdown import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in out["rows"] if "ppl" in r]
     names = [r["method"] for r in rows]

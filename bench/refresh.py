@@ -322,10 +322,9 @@ def report(out: dict[str, Any]) -> list[str]:
 
 
 def plot(outs: list[dict[str, Any]], path: Path = PLOT) -> None:
-    import matplotlib
+    from tasks.report.markdown import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(outs), figsize=(5.2 * len(outs), 3.8), squeeze=False)
     for ax, out in zip(axes[0], outs, strict=True):

@@ -18,7 +18,7 @@ import duckdb
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.report.markdown import png_data_uri, publish_markdown
+from tasks.report.markdown import png_data_uri, publish_markdown, pyplot
 from warehouse import DatasetRef
 
 MAX_EMBED_BYTES = 400_000  # a bigger PNG is linked, not embedded
@@ -91,11 +91,7 @@ def funnel_markdown(title: str, f: dict[str, Any]) -> str:
 def plot_scores(files: list[str], f: dict[str, Any], path: Path, title: str) -> Path:
     """Histograms of mgt_score and factuality_score (kept vs dropped) and per-rule quality
     rejects, as one PNG (matplotlib's Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     con = duckdb.connect()
     try:
         data = con.execute(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.report.demo import _plt, _table
+from tasks.report.markdown import pyplot, table
 
 HEADER = ["student", "rows", "steps", "test ppl", "factual preference", "ROUGE-L",
           "machine share", "teacher + student tokens"]  # fmt: skip
@@ -21,7 +21,7 @@ ARMS = {"raw": "raw rows", "curated": "curated rows", "curated_equal_steps": "cu
 def plot_ablation(out: dict[str, Any], path: Path) -> Path:
     """Test perplexity and factual preference of each student (mean ± sd over seeds, each
     seed a dot), the teacher as a dashed line; and what each student cost in tokens."""
-    plt = _plt()
+    plt = pyplot()
     arms = [a for a in ARMS if a in out]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     teacher = out["reference"]["teacher"]
@@ -95,20 +95,20 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         f"{setup['selection']} held-out selection articles; every figure is on "
         f"{setup['test']} test articles it never saw; mean ± sd over {out['seeds']} seeds.",
         "",
-        *_table(HEADER, rows),
+        *table(HEADER, rows),
         "",
         "![raw vs curated](ablation.png)",
         "",
         "## Verdict",
         "",
-        *_table(["bar", "measured", "met"], bars),
+        *table(["bar", "measured", "met"], bars),
     ]
     if out.get("capped"):
         lines += ["", f"CAPPED by the profile's budget: {out['capped']}."]
     filters = out["curation"].get("filters") or {}
     if filters:
         lines += ["", "## The filters against the known noise", ""]
-        lines += _table(
+        lines += table(
             ["filter", "meant for", "dropped", "precision", "recall"],
             [[f["filter"], f.get("target") or "—", f["dropped"], _f(f.get("precision")),
               _f(f.get("recall"))] for f in filters["filters"]],

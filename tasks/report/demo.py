@@ -18,20 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from tasks.curate.quality import repetition_reason
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from tasks.report.markdown import pyplot, table
 
 
 def plot_training(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """Training loss and held-out loss per step of each run (name -> history)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for name, history in runs.items():
         steps = [r["step"] for r in history]
@@ -53,7 +45,7 @@ def plot_training(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 def plot_perplexity(values: dict[str, float], path: Path) -> Path:
     """Held-out perplexity per model, log scale (a short CPU run leaves students far above
     their teacher)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     names = list(values)
     bars = ax.bar(names, [values[n] for n in names], color=["#555", "#2a7", "#c63"][: len(names)])
@@ -70,7 +62,7 @@ def plot_perplexity(values: dict[str, float], path: Path) -> Path:
 def plot_quantization(rows: list[dict[str, Any]], path: Path) -> Path:
     """Bytes on disk vs perplexity change, and generation speed-up, per method (a variant
     whose runtime could not be timed gets no bar)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for r in rows:
         axes[0].scatter(r["disk_bytes_ratio"], r["ppl_delta_pct"], s=40)
@@ -91,11 +83,6 @@ def plot_quantization(rows: list[dict[str, Any]], path: Path) -> Path:
 def _times(value: float | None) -> str:
     """A speed ratio, or a dash where the variant's runtime was not there to time it."""
     return "—" if value is None else f"{value:.2f}"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
 
 def quant_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +108,7 @@ def quantization_section(results: list[dict[str, Any]], folder: Path) -> list[st
     lines: list[str] = []
     if quant:
         plot_quantization(quant, folder / "quantization.png")
-        lines += _table(
+        lines += table(
             ["method", "bits", "disk MB", "x fp32", "Δppl", "runtime", "forward x", "generate x",
              "gate"],
             [
@@ -179,9 +166,7 @@ def write_demo_report(
         lines += [f"`{v['raw']}` -> {v['rows']:,} rows, {v['kept']:,} kept.", ""]
         dropped = f.get("dropped") or {}
         if dropped:
-            lines += _table(
-                ["dropped because", "rows"], [[k, f"{n:,}"] for k, n in dropped.items()]
-            )
+            lines += table(["dropped because", "rows"], [[k, f"{n:,}"] for k, n in dropped.items()])
         png = v.get("report", {}).get("png")
         if png and Path(png).exists():
             shutil.copy(png, folder / "scores.png")
@@ -195,7 +180,7 @@ def write_demo_report(
     lines += quantization_section(out.get("quantize", []), folder)
 
     lines += ["", "## Lineage", ""]
-    lines += _table(
+    lines += table(
         ["model", "parent", "data", "gate", "promoted"],
         [
             [
@@ -263,7 +248,7 @@ def distillation_section(kd: dict[str, Any], ce: dict[str, Any] | None, folder: 
         rows.append(
             _model_row(ce["model"]["key"] + " (CE only)", ce_ev, "student", ce_ev["top1_agreement"])
         )
-    lines += _table(
+    lines += table(
         ["model", "params", "test ppl", "x teacher", "top-1 agreement",
          f"ROUGE-L ({ev.get('rouge_pairs', 0)} test articles)", "empty summaries",
          "looping summaries", "tokens/s"],

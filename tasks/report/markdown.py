@@ -34,10 +34,25 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
         log.warning("could not publish the %s artifact: %s", key, e)
 
 
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table's lines (every report's tables are made here)."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
 def _rows(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(table(header, rows))
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported only when a report
+    draws: every report's plots get it here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def refresh_markdown(dataset: str, out: dict[str, Any]) -> str:
@@ -130,11 +145,7 @@ def refresh_png(decision: dict[str, Any], history: list[dict[str, Any]]) -> byte
     """A PNG: the refresh's training loss, and old/new held-out perplexity before/after."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (loss_ax, ppl_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
     if history:
         loss_ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train")
