@@ -107,7 +107,7 @@ def ablation_flow(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Does curation pay? The curation ablation on SOURCE's pairs (a corpus built from them
-    with known noise) with the config's teacher, then its report (markdown + PNG under
+    with known noise) with the config's teacher and filters (`dedup`), then its report (markdown + PNG under
     <home>/reports/ablation/, also a Prefect artifact)."""
     from tasks.ablation.effect import summary
     from tasks.ablation.run import curation_effect
@@ -115,7 +115,9 @@ def ablation_flow(
 
     cfg = load_config(config_path, overrides)
     attach_run_logs()
-    out = curation_effect(profile, teacher=cfg.teacher.path, source=Path(source), say=log.info)
+    out = curation_effect(
+        profile, teacher=cfg.teacher.path, source=Path(source), dedup=cfg.dedup, say=log.info
+    )
     machine = f"{platform.machine()}, {_cores()} CPU cores, {platform.system()}"
     report = write_ablation_report(resolve_home(cfg.home), out, machine)
     publish_markdown(

@@ -221,7 +221,7 @@ def run_ablation(
     raw, cur = out["raw"], out["curated"]
     out["verdict"] = verdict(raw, cur)
     out["curation"] = {
-        **curated_run, "thresholds": calib, "filters": filters,
+        **curated_run, "filters_on": dedup.filters(), "thresholds": calib, "filters": filters,
         "noise": {k: sum(k in r.get("noise", []) for r in corpus)
                   for k in ("duplicate", "machine", "unfaithful")} if filters else None,
         "scoring_teacher_tokens": _scoring_tokens(corpus, tokenizer, dedup),
@@ -281,6 +281,8 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
         if arm in out:
             res[arm] = {k: out[arm][k] for k in keys}
     res["verdict"] = out["verdict"]
-    res["curation"] = {k: out["curation"][k] for k in ("kept", "rows", "thresholds", "filters")}
+    res["curation"] = {
+        k: out["curation"][k] for k in ("kept", "rows", "filters_on", "thresholds", "filters")
+    }
     res["wall_seconds"], res["cpu_seconds"] = out["wall_seconds"], out["cpu_seconds"]
     return res

@@ -191,11 +191,14 @@ def curation_effect(
     profile: str = "default", *, seeds: int | None = None, max_rows: int | None = None,
     max_heldout: int | None = None, teacher: str | None = None, source: Path | None = None,
     corpus: Path | None = None, heldout: Path | None = None, save_corpus: Path | None = None,
-    progress: bool = True, say: Callable[[str], None] = print,
+    dedup: DedupConfig | None = None, progress: bool = True,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:  # fmt: skip
     """Every figure of one ablation (effect.run_ablation's dict) plus `inputs`, `capped` (what
     the profile's caps cut from a given corpus, or None) and `total_wall_seconds` (start-up,
-    corpus build and all). `ci` without a teacher makes a tiny random one."""
+    corpus build and all). `dedup`: the filters' settings (a config file's `dedup`; the
+    machine-text and factuality filters are switched on either way); None: the profile's
+    (`dedup_config`). `ci` without a teacher makes a tiny random one."""
     from tasks.ablation.effect import run_ablation
 
     started = time.monotonic()
@@ -214,7 +217,14 @@ def curation_effect(
         say("CAPPED (max_rows / max_heldout, the budget): " + ", ".join(
             f"{k} {v['used']} of {v['given']} (the first ones)" for k, v in cut.items()))  # fmt: skip
     out = run_ablation(
-        rows, held, calibration, cfg, dedup_config(profile), spec, progress=progress, say=say
+        rows,
+        held,
+        calibration,
+        cfg,
+        dedup or dedup_config(profile),
+        spec,
+        progress=progress,
+        say=say,
     )
     out["profile"] = profile
     out["inputs"] = inputs

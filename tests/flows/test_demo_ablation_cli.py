@@ -16,9 +16,13 @@ pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 
 def test_demo_ablation_tiny_writes_the_report(home: Path, prefect_harness: None) -> None:
-    res = CliRunner().invoke(app, ["demo", "--ablation", "--tiny", "--json"])
+    # the config's filters are the ones that run (here without quality heuristics)
+    args = ["demo", "--ablation", "--tiny", "--set", "dedup.quality.enabled=false", "--json"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
+    on = out["curation"]["filters_on"]
+    assert "quality" not in on and {"exact", "near", "mgt", "factuality"} <= set(on)
 
     assert out["seeds"] == 2
     raw, cur = out["raw"], out["curated"]
