@@ -21,7 +21,8 @@ groups, so no article gives text to two splits:
                                 prompts and decodes it (chat template, greedy, no
                                 3-gram repeated)
 
-- FIT: the stacker's weights (`method: stack`). It sees **no ChatGPT text**: the ChatGPT
+- FIT: the stacker's weights (`method: stack`; each >= 0, since every feature is oriented
+  "higher = machine-like"; the same fit with free signs is printed beside it). It sees **no ChatGPT text**: the ChatGPT
   figures are cross-model in the strict sense (neither the scoring LM nor the stacker has seen
   that model's text). The SmolLM2 figures are white-box: the scorer wrote that text.
 - CAL: human texts only; the threshold at 1% false positives (`threshold_for_fpr`, as
@@ -313,7 +314,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from flows.demo import demo_corpus
     from models.loading import load_causal_lm, load_tokenizer
     from models.loading_config import ModelSpec
-    from tasks.curate.mgt import ONE_MODEL_FEATURES, TWO_MODEL_FEATURES, features_of_texts
+    from tasks.curate.mgt import (
+        ONE_MODEL_FEATURES,
+        STACKER_SIGNS,
+        TWO_MODEL_FEATURES,
+        features_of_texts,
+    )
     from tasks.curate.mgt_config import MgtConfig
     from tasks.factcheck import stack
 
@@ -367,21 +373,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Word count: a baseline whose direction is not known in advance; FIT rows choose it.
     sign = 1.0 if auroc(column["n_words"][fit], labels[fit]) >= 0.5 else -1.0
     column["n_words"] = sign * column["n_words"]
-    stacker = stack.fit(
-        [f for f, ok in zip(feats, fit, strict=True) if ok], labels[fit].tolist(),
-        [*names, "n_words"], C=1.0,
-        fitted_on=f"bench.mgt FIT split (scale {args.scale}): SmolLM2 continuations and summaries "
-        f"vs human news passages and highlights; scoring LM {args.model}, performer "
-        f"{args.performer}, prefix {args.prefix!r}",
-    )  # fmt: skip
+    # The stacker `--write-stacker` saves: each weight >= 0 (STACKER_SIGNS); beside it the
+    # same fit without bounds, to show what the bounds change.
+    fitted = {
+        name: stack.fit(
+            [f for f, ok in zip(feats, fit, strict=True) if ok], labels[fit].tolist(),
+            [*names, "n_words"], C=1.0, signs=signs,
+            fitted_on=f"bench.mgt FIT split (scale {args.scale}): SmolLM2 continuations and "
+            f"summaries vs human news passages and highlights; scoring LM {args.model}, "
+            f"performer {args.performer}, prefix {args.prefix!r}",
+        )
+        for name, signs in (("stack", STACKER_SIGNS), ("stack (free signs)", None))
+    }  # fmt: skip
+    stacker = fitted["stack"]
     ok = [f for f in feats if f is not None]
-    probs = iter(stacker.predict(ok).tolist())
-    column["stack"] = np.array([next(probs) if f else np.nan for f in feats])
+    for name, st in fitted.items():
+        probs = iter(st.predict(ok).tolist())
+        column[name] = np.array([next(probs) if f else np.nan for f in feats])
 
     results = [
         evaluate(f"{name}{' (baseline)' if name in ('log_prob', 'n_words') else ''}",
                  column[name], texts, labels)
-        for name in ["n_words", "log_prob", *[n for n in names if n != "log_prob"], "stack"]
+        for name in ["n_words", "log_prob", *[n for n in names if n != "log_prob"], *fitted]
     ]  # fmt: skip
     view_names = list(views(texts))
     say()
@@ -398,8 +411,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in results:
         say(f"  {r['scorer']:<28}" + "".join(f"{r[c]:>26.3f}" for c in tcols))
     say()
-    say("stacker weights (standardised features; + = machine-like): "
-        + ", ".join(f"{f} {c:+.2f}" for f, c in zip(stacker.features, stacker.coef, strict=True)))  # fmt: skip
+    for name, st in fitted.items():
+        say(f"{name} weights (standardised features; + = machine-like): "
+            + ", ".join(f"{f} {c:+.2f}" for f, c in zip(st.features, st.coef, strict=True)))  # fmt: skip
     if sign < 0:
         say("  (the n_words baseline is negated: on FIT, shorter texts were more often machine")
         say("   text; the stacker fits its own sign)")

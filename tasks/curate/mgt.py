@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 ONE_MODEL_FEATURES = ("fast_detectgpt", "binoculars", "log_rank", "log_prob", "entropy")
 TWO_MODEL_FEATURES = ("binoculars_swapped", "performer_log_prob", "performer_fast_detectgpt")
 METHODS = (*ONE_MODEL_FEATURES, *TWO_MODEL_FEATURES, "stack")
+# Every feature is oriented "higher = more machine-like", so a stacker may only weigh it up
+# (stack.fit's `signs`); the word count is free. Fitted without bounds on a few hundred texts,
+# entropy and log-rank got negative weights (bench/results/mgt_cpu_rerun_2026-12-01.txt): the
+# fit leaned on correlations among the features that need not hold on other text.
+STACKER_SIGNS = {name: 1 for name in (*ONE_MODEL_FEATURES, *TWO_MODEL_FEATURES)}
 
 
 class MgtError(ValueError):

@@ -66,8 +66,13 @@ def test_the_bench_reports_test_rows_with_a_cal_threshold(tmp_path: Path) -> Non
         (r["scorer"], r["overall"]) for r in out["results"]
     ]
 
+    assert "stack (free signs)" in scorers  # the unbounded fit, for comparison only
+
     fitted = load_stacker(stacker, performer=False)  # what the product reads
     assert fitted.features[-1] == "n_words" and "binoculars" in fitted.features
+    # every LM feature means "higher = machine-like": the saved weights never count one against
+    assert all(c >= 0 for f, c in zip(fitted.features, fitted.coef, strict=True) if f != "n_words")
+    assert out["stacker"]["coef"] == fitted.coef
     from models.loading import load_causal_lm, load_tokenizer
     from models.loading_config import ModelSpec
 
