@@ -74,6 +74,9 @@ def calibrate(out: dict[str, Any]) -> None:
         f"({out['too_short']:,} too short to score): threshold {out['threshold']:.4f} "
         f"leaves {out['human_above']:,} above it (target {out['target_fpr']:g})"
     )
+    lo, hi = out["fpr_interval_90"]
+    say(f"its false-positive rate on new text like this: 90% sure between {lo:.2%} and "
+        f"{hi:.2%} (more texts narrow it)")  # fmt: skip
     if out["written"] is not None:
         say(f"wrote dedup.mgt.threshold to {out['written']}")
     else:

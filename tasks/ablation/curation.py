@@ -64,7 +64,7 @@ def calibrate(
     stated false-positive rate on the clean calibration pairs (never on corpus or test rows)."""
     import pyarrow.parquet as pq
 
-    from tasks.curate.calibrate import calibrate_file
+    from tasks.curate.calibrate import calibrate_file, fpr_interval
     from tasks.curate.score import score_file
 
     out: dict[str, Any] = {"calibration_rows": len(calibration)}
@@ -74,7 +74,10 @@ def calibrate(
     if mgt.threshold is None:
         got = calibrate_file(str(path), dedup, IngestConfig(), teacher, target_fpr=mgt_fpr)
         mgt = mgt.model_copy(update={"threshold": got["threshold"]})
-        out["mgt"] = {"threshold": got["threshold"], "fpr": mgt_fpr, "calibrated": True}
+        out["mgt"] = {
+            "threshold": got["threshold"], "fpr": mgt_fpr, "calibrated": True,
+            "fpr_interval_90": got["fpr_interval_90"],
+        }  # fmt: skip
     else:
         out["mgt"] = {"threshold": mgt.threshold, "calibrated": False}
     if fact.threshold is None:
@@ -83,7 +86,12 @@ def calibrate(
         scores = pq.read_table(scored, columns=["factuality_score"]).column(0).to_pylist()
         t = factuality_threshold(scores, factuality_fpr)
         fact = fact.model_copy(update={"threshold": min(max(t, 0.0), 1.0)})
-        out["factuality"] = {"threshold": fact.threshold, "fpr": factuality_fpr, "calibrated": True}
+        valid = [v for v in scores if v is not None and v == v]
+        under = sum(v < fact.threshold for v in valid)
+        out["factuality"] = {
+            "threshold": fact.threshold, "fpr": factuality_fpr, "calibrated": True,
+            "fpr_interval_90": fpr_interval(len(valid), under) if under < len(valid) else None,
+        }  # fmt: skip
     else:
         out["factuality"] = {"threshold": fact.threshold, "calibrated": False}
     return dedup.model_copy(update={"mgt": mgt, "factuality": fact}), out

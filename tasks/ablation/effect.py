@@ -129,7 +129,8 @@ def run_ablation(
         valid = [i for i, d in enumerate(decisions) if not str(d["reason"]).startswith("invalid")]
         kept = [i for i, d in enumerate(decisions) if d["keep"]]
         say(f"      kept {len(kept)} of {len(valid)} rows; thresholds: machine text "
-            f"{dedup.mgt.threshold:.4g}, factuality {dedup.factuality.threshold:.4g}")  # fmt: skip
+            f"{dedup.mgt.threshold:.4g}{_rate(calib['mgt'])}, factuality "
+            f"{dedup.factuality.threshold:.4g}{_rate(calib['factuality'])}")  # fmt: skip
 
         # ---------------------------------------------------------------- blocks + teacher cache
         tokenizer = load_tokenizer(teacher_spec)
@@ -268,6 +269,14 @@ def verdict(raw: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
         "ppl_better": bool(ppl_gap > 2 * ppl_sd), "pref_better": bool(pref_gap > 2 * pref_sd),
         "cheaper": bool(cost <= 0.8),
     }  # fmt: skip
+
+
+def _rate(threshold: dict[str, Any]) -> str:
+    """' (target 5%: 90% sure 2.3%-12.4% of clean rows)' for a calibrated threshold."""
+    if not threshold.get("fpr_interval_90"):
+        return ""
+    lo, hi = threshold["fpr_interval_90"]
+    return f" (target {threshold['fpr']:.0%}: 90% sure {lo:.1%}-{hi:.1%} of clean rows)"
 
 
 def summary(out: dict[str, Any]) -> dict[str, Any]:

@@ -34,12 +34,14 @@ def test_calibrate_prints_the_threshold_and_writes_it(tmp_path: Path) -> None:
     out = json.loads(res.stdout)
     assert out["texts"] == 41 and out["scored"] == 40 and out["too_short"] == 1
     assert out["scorer"] == "binoculars" and out["human_above"] == 2  # 5% of 40
+    lo, hi = out["fpr_interval_90"]  # where the true rate lies, with 40 texts: wide
+    assert lo < 0.05 < hi and hi - lo > 0.1
     assert out["prefix"] == "auto"  # the default: the threshold holds for it
     assert out["written"] is None and f"threshold: {out['threshold']!r}" in out["yaml"]
 
     res = _invoke("calibrate", str(ref), "--target-fpr", "0.05", "-c", str(cfg))
     assert res.exit_code == 0 and "threshold:" in res.stdout and "--write" in res.stdout
-    assert "binoculars (prefix 'auto')" in res.stdout
+    assert "binoculars (prefix 'auto')" in res.stdout and "90% sure between" in res.stdout
 
     res = _invoke(
         "calibrate", str(ref), "--target-fpr", "0.05", "-c", str(cfg), "--write", str(cfg)
