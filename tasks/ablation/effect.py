@@ -10,7 +10,10 @@
     cost: teacher tokens (its logit cache) + student tokens (its training), per student
 
 The curated student costs less because it has fewer rows to pass over; the equal-steps student
-(the curated rows for the raw student's step count) is printed for completeness.
+(the curated rows for the raw student's step count) is printed for completeness. Where the
+corpus labels its noise, the oracle student trains on the rows that carry none, the same epochs:
+what perfect filters would buy, which tells weak filters apart from a recipe or a size at which
+no curation can pay.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from tasks.curate.config import DedupConfig
 from tasks.logits.config import LogitCacheConfig
 
 log = logging.getLogger(__name__)
-ARMS = ("raw", "curated", "curated_equal_steps")
+ARMS = ("raw", "curated", "curated_equal_steps", "oracle")
+POOL = {"raw": "raw", "curated": "curated", "curated_equal_steps": "curated", "oracle": "oracle"}
+"""The rows each student trains on."""
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -77,6 +82,21 @@ def student_init(teacher: Any, cfg: AblationConfig, blocks: Any) -> tuple[Any, d
         student.get_input_embeddings().weight.requires_grad_(False)
         student.get_output_embeddings().weight.requires_grad_(False)
     return student, info
+
+
+def training_pools(
+    corpus: list[dict[str, Any]], valid: list[int], kept: list[int], has_target: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The corpus rows each student trains on (those whose block has summary tokens to learn):
+    raw, every valid row; curated, the rows the filters kept; oracle, where the rows label their
+    noise (a `noise` list on every row), the valid rows that carry none."""
+    pools = {
+        "raw": np.asarray([i for i in valid if has_target[i]], np.int64),
+        "curated": np.asarray([i for i in kept if has_target[i]], np.int64),
+    }
+    if corpus and all(r.get("noise") is not None for r in corpus):
+        pools["oracle"] = np.asarray([i for i in pools["raw"] if not corpus[i]["noise"]], np.int64)
+    return pools
 
 
 def distill_config(cfg: AblationConfig, steps: int, seed: int, device: str, n_sel: int) -> Any:
@@ -138,10 +158,7 @@ def run_ablation(
         vocab = int(teacher.get_output_embeddings().weight.shape[0])
         blocks, held_split = make_blocks(corpus, heldout, tokenizer, cfg)
         has_target = blocks.loss_mask[:, 1:].any(axis=1)
-        pools = {
-            "raw": np.asarray([i for i in valid if has_target[i]], np.int64),
-            "curated": np.asarray([i for i in kept if has_target[i]], np.int64),
-        }
+        pools = training_pools(corpus, valid, kept, has_target)
         test_rows = [r for r, s in zip(heldout, held_split, strict=True) if s == "test"]
         n_sel = len(blocks.selection())
         say(f"[2/5] teacher logits: {len(corpus)} blocks of {cfg.block_size} tokens "
@@ -177,10 +194,13 @@ def run_ablation(
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
         plan = [(s, a) for s in range(cfg.seeds) for a in ("raw", "curated")]
         plan += [(s, "curated_equal_steps") for s in range(min(cfg.equal_steps_seeds, cfg.seeds))]
+        if "oracle" in pools:
+            plan += [(s, "oracle") for s in range(min(cfg.oracle_seeds, cfg.seeds))]
         say(f"[4/5] students: {len(plan)} runs; {cfg.epochs:g} epoch(s) x {cfg.batch_blocks} "
-            f"blocks/step -> raw {steps['raw']} steps, curated {steps['curated']}")  # fmt: skip
+            f"blocks/step -> raw {steps['raw']} steps, curated {steps['curated']}"
+            + (f", oracle {steps['oracle']}" if "oracle" in pools else ""))  # fmt: skip
         for k, (seed, arm) in enumerate(plan):
-            pool = pools["curated" if arm.startswith("curated") else "raw"]
+            pool = pools[POOL[arm]]
             student = copy.deepcopy(init)
             dcfg = distill_config(cfg, steps[arm], seed, device, n_sel)
             res = train_student(
@@ -210,7 +230,7 @@ def run_ablation(
     for arm in ARMS:
         if not runs[arm]:
             continue
-        rows = len(pools["curated" if arm.startswith("curated") else "raw"])
+        rows = len(pools[POOL[arm]])
         stats: dict[str, Any] = {"rows": rows, "steps": steps[arm], "runs": runs[arm]}
         for key, name in (("ppl", "ppl"), ("pref", "pref"), ("rouge_l", "rouge_l"),
                           ("machine_share", "machine_share")):  # fmt: skip
@@ -221,6 +241,8 @@ def run_ablation(
         out[arm] = stats
     raw, cur = out["raw"], out["curated"]
     out["verdict"] = verdict(raw, cur)
+    if "oracle" in out:  # the same bars for perfect filters
+        out["oracle_verdict"] = verdict(raw, out["oracle"])
     out["curation"] = {
         **curated_run, "filters_on": dedup.filters(), "thresholds": calib, "filters": filters,
         "noise": {k: sum(k in r.get("noise", []) for r in corpus)
@@ -290,6 +312,8 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
         if arm in out:
             res[arm] = {k: out[arm][k] for k in keys}
     res["verdict"] = out["verdict"]
+    if "oracle_verdict" in out:
+        res["oracle_verdict"] = out["oracle_verdict"]
     res["curation"] = {
         k: out["curation"][k] for k in ("kept", "rows", "filters_on", "thresholds", "filters")
     }

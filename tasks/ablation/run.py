@@ -52,13 +52,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     # takes 272-333 s on 2 idle cores, evaluations included. 3 epochs, 4 selection evaluations
     # (keep-best): chosen before the run, for the budget. Measured: 36 min for the whole
     # command on a built corpus, 24 of them training (bench/results/curation_effect_default_cpu.txt,
-    # before the equal-steps seed: ~6 min more).
+    # before the equal-steps seed: ~6 min more). 3 seeds of the oracle student (the rows with no
+    # known noise, ~45 of the 128: ~34 steps each) add ~2 min each.
     "default": {
         "noise": {"calibration": 150},
         "max_rows": 128, "max_heldout": 60,
         "block_size": 128, "max_article_tokens": 80, "max_summary_tokens": 40,
         "student": WIDTH_STUDENT, "epochs": 3.0, "batch_blocks": 4,
         "lr": 1e-3, "evals": 4, "generate_tokens": 24, "equal_steps_seeds": 1,
+        "oracle_seeds": 3,
     },
     # The committed CPU run of 2026-11-30 (bench/results/curation_effect_cpu.txt), sized for 2
     # contended cores: 80 rows, 60 held-out. Its recipe is the one that learned in that run's
@@ -78,7 +80,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "machine_prompt_tokens": 6, "machine_new_tokens": 24},
         "block_size": 64, "max_article_tokens": 40, "max_summary_tokens": 16, "layers": [0],
         "batch_blocks": 4, "evals": 2, "seeds": 2, "generate_tokens": 8, "gen_batch": 8,
-        "lr": 3e-3,
+        "lr": 3e-3, "oracle_seeds": 1,
     },
 }
 # fmt: on

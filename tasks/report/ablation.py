@@ -15,7 +15,9 @@ from tasks.report.markdown import pyplot, table
 
 HEADER = ["student", "rows", "steps", "test ppl", "factual preference", "ROUGE-L",
           "machine share", "teacher + student tokens"]  # fmt: skip
-ARMS = {"raw": "raw rows", "curated": "curated rows", "curated_equal_steps": "curated, raw's steps"}
+ARMS = {"raw": "raw rows", "curated": "curated rows", "curated_equal_steps": "curated, raw's steps",
+        "oracle": "oracle: no known noise"}  # fmt: skip
+COLORS = {"raw": "#c63", "curated": "#2a7", "curated_equal_steps": "#2a7", "oracle": "#47b"}
 
 
 def plot_ablation(out: dict[str, Any], path: Path) -> Path:
@@ -36,7 +38,7 @@ def plot_ablation(out: dict[str, Any], path: Path) -> Path:
                 s[f"{key}_mean"],
                 yerr=s[f"{key}_sd"],
                 capsize=6,
-                color="#c63" if i == 0 else "#2a7",
+                color=COLORS[arm],
             )
             ax.plot([i] * len(s["runs"]), [r[key] for r in s["runs"]], "k.", alpha=0.6)
         ax.axhline(teacher[key], color="#555", ls="--", label="teacher")
@@ -46,7 +48,7 @@ def plot_ablation(out: dict[str, Any], path: Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8)
     cost = [out[a]["cost_tokens"] for a in arms]
-    axes[2].bar(range(len(arms)), cost, color=["#c63", "#2a7", "#2a7"][: len(arms)])
+    axes[2].bar(range(len(arms)), cost, color=[COLORS[a] for a in arms])
     axes[2].set_xticks(range(len(arms)), [ARMS[a] for a in arms], fontsize=8)
     axes[2].set_title("teacher + student tokens (cost)", fontsize=9)
     fig.tight_layout()
@@ -103,6 +105,21 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         "",
         *table(["bar", "measured", "met"], bars),
     ]
+    if "oracle_verdict" in out:
+        o = out["oracle_verdict"]
+        lines += [
+            "", f"The oracle student ({out['oracle']['rows']} rows that carry no known noise, the "
+            "same epochs) against the raw one, the same bars: what perfect filters would buy.",
+            "",
+            *table(["bar", "measured", "met"], [
+                ["better on test perplexity by > 2 sd",
+                 f"{o['ppl_gap']:+.2f} ({o['ppl_gap_in_sd']:+.2f} sd)", _yes(o["ppl_better"])],
+                ["better on factual preference by > 2 sd",
+                 f"{o['pref_gap']:+.3f} ({o['pref_gap_in_sd']:+.2f} sd)", _yes(o["pref_better"])],
+                ["costs ≤ 0.8× the raw one's tokens", f"{o['cost_ratio']:.2f}×",
+                 _yes(o["cheaper"])],
+            ]),
+        ]  # fmt: skip
     if out.get("capped"):
         lines += ["", f"CAPPED by the profile's budget: {out['capped']}."]
     filters = out["curation"].get("filters") or {}

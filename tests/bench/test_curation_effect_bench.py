@@ -79,6 +79,10 @@ def test_hidden_corpus_command_prints_one_object(tmp_path: Path) -> None:
     near = [f for f in out["curation"]["filters"]["filters"] if f["filter"] in ("exact", "near")]
     assert near and all(f["target"] == "duplicate" for f in near)
     assert out["curation"]["filters"]["by_kind"]["duplicate"]["removed"] == 3
+    # the corpus labels its noise: the oracle student trains on the 24 clean rows (ci: 1 seed)
+    oracle = out["oracle"]
+    assert oracle["rows"] == 24 and oracle["teacher_tokens"] < out["raw"]["teacher_tokens"]
+    assert set(out["oracle_verdict"]) == set(out["verdict"])
 
 
 def test_json_output_is_strict() -> None:

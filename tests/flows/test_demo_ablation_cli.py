@@ -39,5 +39,10 @@ def test_demo_ablation_tiny_writes_the_report(home: Path, prefect_harness: None)
     ppl = f"{raw['ppl_mean']:.2f} ± {raw['ppl_sd']:.2f}"
     assert f"| raw rows | {raw['rows']} | {raw['steps']} | {ppl} |" in text
     assert f"{out['verdict']['cost_ratio']:.2f}×" in text
+    # the built corpus labels its noise: the oracle student (no known noise) and its bars
+    oracle = out["oracle"]
+    assert 0 < oracle["rows"] < raw["rows"]
+    assert f"| oracle: no known noise | {oracle['rows']} | {oracle['steps']} |" in text
+    assert "what perfect filters would buy" in text
     summary = out["report"]["summary"]
     assert len(summary) == 5 and f"curated {cur['ppl_mean']:.1f}" in summary[1]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from tasks.ablation.config import NoiseConfig
 from tasks.ablation.corpus import NOISE_KINDS, build_corpus, corrupt, jaccard, text_key
 from tasks.ablation.curation import factuality_threshold, filter_report
-from tasks.ablation.effect import mean_sd, verdict
+from tasks.ablation.effect import mean_sd, training_pools, verdict
 
 NAMES = ["Paris", "London", "Madrid", "Oslo", "Berlin", "Vienna", "Rome", "Lisbon"]
 WORDS = [
@@ -142,6 +143,20 @@ def test_filter_report_scores_each_filter_against_its_noise() -> None:
     assert filter_report([{"text": "x"}], [keep]) == {}  # unlabelled corpus: nothing to score
 
 
+def test_pools_the_oracle_trains_on_the_rows_with_no_known_noise() -> None:
+    rows = [{"noise": []}, {"noise": ["duplicate"]}, {"noise": []}, {"noise": []},
+            {"noise": ["machine", "unfaithful"]}, {"noise": []}]  # fmt: skip
+    valid, kept = [0, 1, 2, 3, 4], [0, 2, 4]  # row 5 invalid; row 3 has no summary tokens
+    has_target = np.array([True, True, True, False, True, True])
+    pools = training_pools(rows, valid, kept, has_target)
+    assert pools["raw"].tolist() == [0, 1, 2, 4]
+    assert pools["curated"].tolist() == [0, 2, 4]
+    assert pools["oracle"].tolist() == [0, 2]
+    # a corpus that does not label its noise (or labels only some rows) has no oracle
+    unlabelled = [{"text": "x"}, *rows[1:]]
+    assert "oracle" not in training_pools(unlabelled, valid, kept, has_target)
+
+
 def test_factuality_threshold_is_set_at_the_stated_false_positive_rate() -> None:
     scores = [i / 10 for i in range(10)]  # 0.0 .. 0.9
     t = factuality_threshold([*scores, None], 0.2)
@@ -181,7 +196,6 @@ def test_a_capped_corpus_is_reported() -> None:
 
 
 def test_both_students_share_an_init_cut_as_the_profile_says() -> None:
-    import numpy as np
     import torch
     from transformers import LlamaForCausalLM
 
