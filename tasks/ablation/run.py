@@ -52,8 +52,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     # takes 272-333 s on 2 idle cores, evaluations included. 3 epochs, 4 selection evaluations
     # (keep-best): chosen before the run, for the budget. Measured: 36 min for the whole
     # command on a built corpus, 24 of them training (bench/results/curation_effect_default_cpu.txt,
-    # before the equal-steps seed: ~6 min more). 3 seeds of the oracle student (the rows with no
-    # known noise, ~45 of the 128: ~34 steps each) add ~2 min each.
+    # before the equal-steps seed: ~6 min more). With it and 3 seeds of the oracle student (the 45
+    # rows with no known noise, 34 steps each): 56 min 39 s, 150 calibration pairs included
+    # (bench/results/curation_effect_oracle_cpu.txt). A corpus without noise labels has no oracle.
     "default": {
         "noise": {"calibration": 150},
         "max_rows": 128, "max_heldout": 60,
