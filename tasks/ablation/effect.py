@@ -89,13 +89,15 @@ def training_pools(
 ) -> dict[str, np.ndarray]:
     """The corpus rows each student trains on (those whose block has summary tokens to learn):
     raw, every valid row; curated, the rows the filters kept; oracle, where the rows label their
-    noise (a `noise` list on every row), the valid rows that carry none."""
+    noise (a `noise` list on every row) and some carry none, those rows."""
     pools = {
         "raw": np.asarray([i for i in valid if has_target[i]], np.int64),
         "curated": np.asarray([i for i in kept if has_target[i]], np.int64),
     }
     if corpus and all(r.get("noise") is not None for r in corpus):
-        pools["oracle"] = np.asarray([i for i in pools["raw"] if not corpus[i]["noise"]], np.int64)
+        clean = [i for i in pools["raw"] if not corpus[i]["noise"]]
+        if clean:
+            pools["oracle"] = np.asarray(clean, np.int64)
     return pools
 
 

@@ -155,6 +155,8 @@ def test_pools_the_oracle_trains_on_the_rows_with_no_known_noise() -> None:
     # a corpus that does not label its noise (or labels only some rows) has no oracle
     unlabelled = [{"text": "x"}, *rows[1:]]
     assert "oracle" not in training_pools(unlabelled, valid, kept, has_target)
+    all_noisy = [{"noise": ["duplicate"]} for _ in rows]  # nothing clean: no oracle to train
+    assert "oracle" not in training_pools(all_noisy, valid, kept, has_target)
 
 
 def test_factuality_threshold_is_set_at_the_stated_false_positive_rate() -> None:
