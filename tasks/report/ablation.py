@@ -75,14 +75,6 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         rows.append([name if name == "teacher" else "untrained init", "", "", f"{ref['ppl']:.2f}",
                      f"{ref['pref']:.3f}", f"{ref['rouge_l']:.3f}", f"{ref['machine_share']:.3f}",
                      ""])  # fmt: skip
-    bars = [
-        ["curated better on test perplexity by > 2 sd",
-         f"{v['ppl_gap']:+.2f} ({v['ppl_gap_in_sd']:+.2f} sd)", _yes(v["ppl_better"])],
-        ["curated better on factual preference by > 2 sd",
-         f"{v['pref_gap']:+.3f} ({v['pref_gap_in_sd']:+.2f} sd)", _yes(v["pref_better"])],
-        ["curated costs ≤ 0.8× the raw one's tokens", f"{v['cost_ratio']:.2f}×",
-         _yes(v["cheaper"])],
-    ]  # fmt: skip
     lines = [
         "# llm4all demo --ablation — does curation pay?",
         "",
@@ -103,22 +95,14 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         "",
         "## Verdict",
         "",
-        *table(["bar", "measured", "met"], bars),
+        *table(["bar", "measured", "met"], _bars(v, "curated")),
     ]
     if "oracle_verdict" in out:
-        o = out["oracle_verdict"]
         lines += [
             "", f"The oracle student ({out['oracle']['rows']} rows that carry no known noise, the "
             "same epochs) against the raw one, the same bars: what perfect filters would buy.",
             "",
-            *table(["bar", "measured", "met"], [
-                ["better on test perplexity by > 2 sd",
-                 f"{o['ppl_gap']:+.2f} ({o['ppl_gap_in_sd']:+.2f} sd)", _yes(o["ppl_better"])],
-                ["better on factual preference by > 2 sd",
-                 f"{o['pref_gap']:+.3f} ({o['pref_gap_in_sd']:+.2f} sd)", _yes(o["pref_better"])],
-                ["costs ≤ 0.8× the raw one's tokens", f"{o['cost_ratio']:.2f}×",
-                 _yes(o["cheaper"])],
-            ]),
+            *table(["bar", "measured", "met"], _bars(out["oracle_verdict"], "oracle")),
         ]  # fmt: skip
     if out.get("capped"):
         lines += ["", f"CAPPED by the profile's budget: {out['capped']}."]
@@ -147,6 +131,18 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return {"report": str(report), "folder": str(folder), "summary": summary}
+
+
+def _bars(v: dict[str, Any], who: str) -> list[list[str]]:
+    """The issue's three bars for one student against the raw one (effect.verdict's dict)."""
+    return [
+        [f"{who} better on test perplexity by > 2 sd",
+         f"{v['ppl_gap']:+.2f} ({v['ppl_gap_in_sd']:+.2f} sd)", _yes(v["ppl_better"])],
+        [f"{who} better on factual preference by > 2 sd",
+         f"{v['pref_gap']:+.3f} ({v['pref_gap_in_sd']:+.2f} sd)", _yes(v["pref_better"])],
+        [f"{who} costs ≤ 0.8× the raw one's tokens", f"{v['cost_ratio']:.2f}×",
+         _yes(v["cheaper"])],
+    ]  # fmt: skip
 
 
 def _pm(stats: dict[str, Any], key: str, digits: int) -> str:
