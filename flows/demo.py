@@ -32,7 +32,9 @@ from warehouse.registry import list_models
 log = logging.getLogger(__name__)
 
 # `llm4all demo --tiny`: every stage doing its real work, on a random 2-layer teacher (SmolLM2's
-# tokenizer) and the first TINY_ROWS articles, in about two minutes on 2 cores.
+# tokenizer) and the first TINY_ROWS articles: 3 min 32 s as a process on 2 cores
+# (bench/results/demo_tiny_cpu.txt). Refresh is as short as distill: the suite serves the tiny
+# demo's dataset and refreshes it.
 TINY_ROWS = 300
 TINY_OVERRIDES: dict[str, Any] = {
     "tokens.block_size": 128,
@@ -49,6 +51,8 @@ TINY_OVERRIDES: dict[str, Any] = {
     "distill.rouge_pairs": 2,
     "distill.rouge_max_new_tokens": 8,
     "distill.hidden_weight": 0.0,
+    "refresh.steps": 12,
+    "refresh.warmup_steps": 2,
     "distill.relation_weight": 0.0,
     # a random teacher is no bar to measure a student against: the gate checks finiteness
     "gates.student.max_ppl_ratio": 1e12,

@@ -1,6 +1,7 @@
-"""Settings of the curation ablation: a noisy corpus with known noise, two students trained the
-same way on its raw and its curated rows, and what each one costs and learns
-(tasks/ablation/effect.py; tasks/ablation/run.py holds the profiles that set them)."""
+"""Settings of the curation ablation: a noisy corpus with known noise, students trained the same
+way on its raw and its curated rows (and, for reference, its clean rows), and what each one
+costs and learns (tasks/ablation/effect.py; tasks/ablation/run.py holds the profiles that set
+them)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,13 @@ from tasks.ablation.config import NoiseConfig
 
 NOISE_KINDS = ("duplicate", "machine", "unfaithful")
 
+
+def labelled(rows: list[dict[str, Any]]) -> bool:
+    """Whether every row says which noise it carries (a `noise` list; empty when clean), so the
+    filters can be scored against the truth. A user's corpus has no such column."""
+    return bool(rows) and all(r.get("noise") is not None for r in rows)
+
+
 # --------------------------------------------------------------------------- rule corruptions
 # A capitalised run that does not open a sentence (an entity, roughly): after a lower-case
 # word, a comma or a digit.

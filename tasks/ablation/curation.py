@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from models.loading_config import ModelSpec
-from tasks.ablation.corpus import NOISE_KINDS, write_jsonl
+from tasks.ablation.corpus import NOISE_KINDS, labelled, write_jsonl
 from tasks.curate.config import DedupConfig
 from tasks.ingest.config import IngestConfig
 
@@ -124,8 +124,7 @@ def filter_report(rows: list[dict[str, Any]], decisions: list[dict[str, Any]]) -
     """Per filter (the reason it dropped rows for): how many it dropped, its precision against
     its own kind of noise and against any noise, and its recall of its kind; then the whole
     curation's precision and recall of each kind. Needs rows labelled with `noise`."""
-    labelled = [r.get("noise") is not None for r in rows]
-    if not all(labelled):
+    if not labelled(rows):
         return {}
     by_reason: dict[str, list[int]] = {}
     for i, d in enumerate(decisions):

@@ -1,4 +1,5 @@
-"""Does curation pay? Two students, the same recipe, one on the raw rows, one on the curated.
+"""Does curation pay? Students trained with one recipe: on the raw rows, on the curated rows,
+and (for reference) on the curated rows for the raw step count and on the rows with no noise.
 
     corpus (known noise) ──curate (the product's filters)──▶ kept rows
        │ one block per pair (article lead + summary, loss on the summary)
@@ -32,6 +33,7 @@ import numpy as np
 
 from models.loading_config import ModelSpec
 from tasks.ablation.config import AblationConfig
+from tasks.ablation.corpus import labelled
 from tasks.curate.config import DedupConfig
 from tasks.logits.config import LogitCacheConfig
 
@@ -94,11 +96,25 @@ def training_pools(
         "raw": np.asarray([i for i in valid if has_target[i]], np.int64),
         "curated": np.asarray([i for i in kept if has_target[i]], np.int64),
     }
-    if corpus and all(r.get("noise") is not None for r in corpus):
+    if labelled(corpus):
         clean = [i for i in pools["raw"] if not corpus[i]["noise"]]
         if clean:
             pools["oracle"] = np.asarray(clean, np.int64)
     return pools
+
+
+def oracle_plan(
+    corpus: list[dict[str, Any]], pools: dict[str, np.ndarray], steps: dict[str, int], seeds: int
+) -> str:
+    """The progress line's word on the oracle student: its steps, or why there is none."""
+    if "oracle" in pools and seeds > 0:
+        return f", oracle {steps['oracle']}"
+    why = (
+        "oracle_seeds is 0" if seeds <= 0
+        else "no row is clean" if labelled(corpus)
+        else "the corpus does not label its noise"
+    )  # fmt: skip
+    return f"; no oracle student ({why})"
 
 
 def distill_config(cfg: AblationConfig, steps: int, seed: int, device: str, n_sel: int) -> Any:
@@ -200,7 +216,7 @@ def run_ablation(
             plan += [(s, "oracle") for s in range(min(cfg.oracle_seeds, cfg.seeds))]
         say(f"[4/5] students: {len(plan)} runs; {cfg.epochs:g} epoch(s) x {cfg.batch_blocks} "
             f"blocks/step -> raw {steps['raw']} steps, curated {steps['curated']}"
-            + (f", oracle {steps['oracle']}" if "oracle" in pools else ""))  # fmt: skip
+            f"{oracle_plan(corpus, pools, steps, cfg.oracle_seeds)}")  # fmt: skip
         for k, (seed, arm) in enumerate(plan):
             pool = pools[POOL[arm]]
             student = copy.deepcopy(init)

@@ -1,6 +1,6 @@
 """One whole curation ablation, as `python -m bench.curation_effect` and `llm4all demo
 --ablation` run it: a profile's settings, the corpus (given, or built with known noise from
-real pairs), the two students (effect.run_ablation) and the cost of the run itself.
+real pairs), the students (effect.run_ablation) and the cost of the run itself.
 
 The profiles are sized for a machine: `default` for 2 idle CPU cores within 60 minutes,
 `small` is the committed run of 2026-11-30, `ci` a tiny random teacher for tests."""

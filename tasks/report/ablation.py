@@ -82,10 +82,11 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         f"wall time {out['total_wall_seconds']:.0f} s. Every figure below was measured in this "
         "run.",
         "",
-        f"Two students cut the same way from the teacher ({_student(setup['student'])}), "
-        f"trained with the same recipe, batch size and {setup['config']['epochs']:g} epochs: "
-        f"one on all {out['raw']['rows']} corpus rows, one on the {out['curated']['rows']} the "
-        "product's filters keep. Keep-best chose on "
+        f"Every student is cut the same way from the teacher ({_student(setup['student'])}) "
+        f"and trained with the same recipe, batch size and {setup['config']['epochs']:g} "
+        f"epochs: the raw one on all {out['raw']['rows']} corpus rows, the curated one on the "
+        f"{out['curated']['rows']} the product's filters keep (any other row of the table is "
+        "for reference). Keep-best chose on "
         f"{setup['selection']} held-out selection articles; every figure is on "
         f"{setup['test']} test articles it never saw; mean ± sd over {out['seeds']} seeds.",
         "",

@@ -12,7 +12,7 @@ import pytest
 from tasks.ablation.config import NoiseConfig
 from tasks.ablation.corpus import NOISE_KINDS, build_corpus, corrupt, jaccard, text_key
 from tasks.ablation.curation import factuality_threshold, filter_report
-from tasks.ablation.effect import mean_sd, training_pools, verdict
+from tasks.ablation.effect import mean_sd, oracle_plan, training_pools, verdict
 
 NAMES = ["Paris", "London", "Madrid", "Oslo", "Berlin", "Vienna", "Rome", "Lisbon"]
 WORDS = [
@@ -152,11 +152,20 @@ def test_pools_the_oracle_trains_on_the_rows_with_no_known_noise() -> None:
     assert pools["raw"].tolist() == [0, 1, 2, 4]
     assert pools["curated"].tolist() == [0, 2, 4]
     assert pools["oracle"].tolist() == [0, 2]
+    steps = {"oracle": 2}
+    assert oracle_plan(rows, pools, steps, seeds=1) == ", oracle 2"
+    assert oracle_plan(rows, pools, steps, seeds=0) == "; no oracle student (oracle_seeds is 0)"
     # a corpus that does not label its noise (or labels only some rows) has no oracle
     unlabelled = [{"text": "x"}, *rows[1:]]
-    assert "oracle" not in training_pools(unlabelled, valid, kept, has_target)
+    pools = training_pools(unlabelled, valid, kept, has_target)
+    assert "oracle" not in pools
+    assert oracle_plan(unlabelled, pools, steps, 1).endswith(
+        "(the corpus does not label its noise)"
+    )
     all_noisy = [{"noise": ["duplicate"]} for _ in rows]  # nothing clean: no oracle to train
-    assert "oracle" not in training_pools(all_noisy, valid, kept, has_target)
+    pools = training_pools(all_noisy, valid, kept, has_target)
+    assert "oracle" not in pools
+    assert oracle_plan(all_noisy, pools, steps, 1) == "; no oracle student (no row is clean)"
 
 
 def test_factuality_threshold_is_set_at_the_stated_false_positive_rate() -> None:
