@@ -104,7 +104,7 @@ def print_report(out: dict[str, Any]) -> None:
     for arm in arms:
         s = out[arm]
         rows.append({
-            "student": arm, "rows": s["rows"], "steps": s["steps"],
+            "student": arm, "rows": s["rows"], "steps": s["steps"], "seeds": s["seeds"],
             "test ppl": f"{s['ppl_mean']:.2f} ± {s['ppl_sd']:.2f}",
             "factual pref": f"{s['pref_mean']:.3f} ± {s['pref_sd']:.3f}",
             "ROUGE-L": f"{s['rouge_l_mean']:.3f} ± {s['rouge_l_sd']:.3f}",
@@ -120,13 +120,15 @@ def print_report(out: dict[str, Any]) -> None:
     print(f"seeds: {out['seeds']}; {out['setup']['test']} test pairs "
           f"({out['setup']['preference_pairs']} preference pairs), "
           f"{out['setup']['selection']} selection")  # fmt: skip
-    print_table(rows, ["student", "rows", "steps", "test ppl", "factual pref", "ROUGE-L",
+    print_table(rows, ["student", "rows", "steps", "seeds", "test ppl", "factual pref", "ROUGE-L",
                        "machine share", "teacher tok", "student tok"])  # fmt: skip
     print("verdict:", json.dumps(out["verdict"]))
     if "oracle_verdict" in out:
         print("oracle (no known noise) vs raw:", json.dumps(out["oracle_verdict"]))
     if out.get("capped"):
         print("CAPPED (max_rows / max_heldout, the budget):", json.dumps(out["capped"]))
+    if out.get("skipped"):
+        print("SKIPPED (past the profile's deadline_minutes):", ", ".join(out["skipped"]))
     filters = out["curation"].get("filters") or {}
     if filters:
         print("\nfilters on the known noise:")

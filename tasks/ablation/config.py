@@ -113,6 +113,11 @@ class AblationConfig(BaseModel):
     label it), the same epochs. What perfect filters would buy: if it does not beat the raw
     student either, the recipe or the size cannot show curation paying, whatever the filters
     do. 0: skip it (as for a corpus without labels)."""
+    deadline_minutes: float | None = Field(None, gt=0.0)
+    """The reference students (equal steps, oracle) start only if that run is projected to end
+    within this many minutes of the process start (a line fitted to the finished runs' seconds
+    against their steps); skipped runs are listed in `skipped`. The raw and curated students
+    always run. None: no deadline."""
     mgt_fpr: float = Field(0.05, gt=0.0, lt=1.0)
     """When `dedup.mgt.threshold` is unset: the threshold that marks this share of the
     calibration articles (human-written) as machine text."""

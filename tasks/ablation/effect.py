@@ -117,6 +117,29 @@ def oracle_plan(
     return f"; no oracle student ({why})"
 
 
+def projected_seconds(done: list[tuple[int, float]], steps: int) -> float:
+    """Seconds a run of `steps` steps will take (training and evaluation), from the finished
+    runs' (steps, seconds): a least-squares line when they have two step counts or more (a run
+    has a fixed cost, its evaluations, besides the per-step one), else in proportion."""
+    x = np.asarray([s for s, _ in done], float)
+    y = np.asarray([t for _, t in done], float)
+    if len(set(x.tolist())) >= 2:
+        slope, intercept = np.polyfit(x, y, 1)
+        return float(max(slope * steps + intercept, 0.0))
+    return float(y.mean() / x.mean() * steps)
+
+
+def past_deadline(
+    elapsed_s: float, done: list[tuple[int, float]], steps: int, deadline_minutes: float | None
+) -> float | None:
+    """The projected end (minutes from the start) of a run of `steps` steps that would end past
+    `deadline_minutes`; None when it fits (or there is no deadline, or nothing to project from)."""
+    if deadline_minutes is None or not done:
+        return None
+    end = (elapsed_s + projected_seconds(done, steps)) / 60
+    return end if end > deadline_minutes else None
+
+
 def distill_config(cfg: AblationConfig, steps: int, seed: int, device: str, n_sel: int) -> Any:
     from tasks.distill.config import DistillConfig
 
@@ -133,9 +156,11 @@ def run_ablation(
     corpus: list[dict[str, Any]], heldout: list[dict[str, Any]],
     calibration: list[dict[str, Any]], cfg: AblationConfig, dedup: DedupConfig,
     teacher_spec: ModelSpec, logits: LogitCacheConfig | None = None, *,
-    progress: bool = True, say: Callable[[str], None] = print,
+    progress: bool = True, say: Callable[[str], None] = print, started: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The whole comparison; returns every figure (see `summary` for the one-object form)."""
+    """The whole comparison; returns every figure (see `summary` for the one-object form).
+    `started`: the process's start (time.monotonic), which `cfg.deadline_minutes` counts from;
+    None: now."""
     import torch
 
     from models.loading import load_causal_lm, load_tokenizer
@@ -147,6 +172,7 @@ def run_ablation(
     from tasks.distill.train import train_student
 
     clock = Clock()
+    started = time.monotonic() if started is None else started
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     logits = logits or LogitCacheConfig(mode="sampled", samples=24, shard_blocks=64)
     corpus = corpus[: cfg.max_rows] if cfg.max_rows else corpus
@@ -217,7 +243,19 @@ def run_ablation(
         say(f"[4/5] students: {len(plan)} runs; {cfg.epochs:g} epoch(s) x {cfg.batch_blocks} "
             f"blocks/step -> raw {steps['raw']} steps, curated {steps['curated']}"
             f"{oracle_plan(corpus, pools, steps, cfg.oracle_seeds)}")  # fmt: skip
+        done: list[tuple[int, float]] = []  # (steps, seconds) of each finished run
+        skipped: list[str] = []
         for k, (seed, arm) in enumerate(plan):
+            late = None
+            if arm not in ("raw", "curated"):  # the reference students give way to the deadline
+                late = past_deadline(time.monotonic() - started, done, steps[arm],
+                                     cfg.deadline_minutes)  # fmt: skip
+            if late is not None:
+                skipped.append(f"{arm} seed {seed}")
+                say(f"      run {k + 1}/{len(plan)} {arm} seed {seed}: skipped, projected to end "
+                    f"at {late:.1f} min, past deadline_minutes {cfg.deadline_minutes:g}")  # fmt: skip
+                continue
+            run_start = time.monotonic()
             pool = pools[POOL[arm]]
             student = copy.deepcopy(init)
             dcfg = distill_config(cfg, steps[arm], seed, device, n_sel)
@@ -235,6 +273,7 @@ def run_ablation(
                 "best_selection_loss": res.best_val_loss,
             }  # fmt: skip
             runs[arm].append(scores)
+            done.append((steps[arm], time.monotonic() - run_start))
             shutil.rmtree(work / "runs" / f"{arm}-{seed}", ignore_errors=True)
             say(f"      run {k + 1}/{len(plan)} {arm} seed {seed}: test ppl {scores['ppl']:.2f}, "
                 f"pref {scores['pref']:.3f}, ROUGE-L {scores['rouge_l']:.3f}, machine share "
@@ -249,7 +288,9 @@ def run_ablation(
         if not runs[arm]:
             continue
         rows = len(pools[POOL[arm]])
-        stats: dict[str, Any] = {"rows": rows, "steps": steps[arm], "runs": runs[arm]}
+        stats: dict[str, Any] = {
+            "rows": rows, "steps": steps[arm], "seeds": len(runs[arm]), "runs": runs[arm]
+        }  # fmt: skip
         for key, name in (("ppl", "ppl"), ("pref", "pref"), ("rouge_l", "rouge_l"),
                           ("machine_share", "machine_share")):  # fmt: skip
             stats[f"{name}_mean"], stats[f"{name}_sd"] = mean_sd([r[key] for r in runs[arm]])
@@ -261,6 +302,7 @@ def run_ablation(
     out["verdict"] = verdict(raw, cur)
     if "oracle" in out:  # the same bars for perfect filters
         out["oracle_verdict"] = verdict(raw, out["oracle"])
+    out["skipped"] = skipped  # reference runs past cfg.deadline_minutes
     out["curation"] = {
         **curated_run, "filters_on": dedup.filters(), "thresholds": calib, "filters": filters,
         "noise": {k: sum(k in r.get("noise", []) for r in corpus)
@@ -322,7 +364,7 @@ def _rate(threshold: dict[str, Any]) -> str:
 def summary(out: dict[str, Any]) -> dict[str, Any]:
     """The one JSON object of `--json`: {"seeds", "raw", "curated", ...} without per-run
     detail."""
-    keys = ("rows", "steps", "ppl_mean", "ppl_sd", "pref_mean", "pref_sd", "rouge_l_mean",
+    keys = ("rows", "steps", "seeds", "ppl_mean", "ppl_sd", "pref_mean", "pref_sd", "rouge_l_mean",
             "rouge_l_sd", "machine_share_mean", "machine_share_sd", "teacher_tokens",
             "student_tokens", "cost_tokens")  # fmt: skip
     res = {"seeds": out["seeds"]}
@@ -332,6 +374,8 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
     res["verdict"] = out["verdict"]
     if "oracle_verdict" in out:
         res["oracle_verdict"] = out["oracle_verdict"]
+    if out.get("skipped"):
+        res["skipped"] = out["skipped"]
     res["curation"] = {
         k: out["curation"][k] for k in ("kept", "rows", "filters_on", "thresholds", "filters")
     }

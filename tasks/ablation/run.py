@@ -55,13 +55,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     # before the equal-steps seed: ~6 min more). With it and 3 seeds of the oracle student (the 45
     # rows with no known noise, 34 steps each): 56 min 39 s, 150 calibration pairs included
     # (bench/results/curation_effect_oracle_cpu.txt). A corpus without noise labels has no oracle.
+    # On a slower machine the reference students give way: each starts only if it is projected
+    # to end by minute 58 (deadline_minutes; that run's last oracle seed was projected to end
+    # at ~56.5); the raw and curated students always run.
     "default": {
         "noise": {"calibration": 150},
         "max_rows": 128, "max_heldout": 60,
         "block_size": 128, "max_article_tokens": 80, "max_summary_tokens": 40,
         "student": WIDTH_STUDENT, "epochs": 3.0, "batch_blocks": 4,
         "lr": 1e-3, "evals": 4, "generate_tokens": 24, "equal_steps_seeds": 1,
-        "oracle_seeds": 3,
+        "oracle_seeds": 3, "deadline_minutes": 58,
     },
     # The committed CPU run of 2026-11-30 (bench/results/curation_effect_cpu.txt), sized for 2
     # contended cores: 80 rows, 60 held-out. Its recipe is the one that learned in that run's
@@ -233,6 +236,7 @@ def curation_effect(
         spec,
         progress=progress,
         say=say,
+        started=started,
     )
     out["profile"] = profile
     out["inputs"] = inputs

@@ -13,7 +13,7 @@ from typing import Any
 
 from tasks.report.markdown import pyplot, table
 
-HEADER = ["student", "rows", "steps", "test ppl", "factual preference", "ROUGE-L",
+HEADER = ["student", "rows", "steps", "seeds", "test ppl", "factual preference", "ROUGE-L",
           "machine share", "teacher + student tokens"]  # fmt: skip
 ARMS = {"raw": "raw rows", "curated": "curated rows", "curated_equal_steps": "curated, raw's steps",
         "oracle": "oracle: no known noise"}  # fmt: skip
@@ -65,16 +65,16 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
     setup, v = out["setup"], out["verdict"]
     arms = [a for a in ARMS if a in out]
     rows = [
-        [ARMS[a], out[a]["rows"], out[a]["steps"], _pm(out[a], "ppl", 2), _pm(out[a], "pref", 3),
-         _pm(out[a], "rouge_l", 3), f"{out[a]['machine_share_mean']:.3f}",
-         f"{out[a]['cost_tokens']:,}"]
+        [ARMS[a], out[a]["rows"], out[a]["steps"], out[a]["seeds"], _pm(out[a], "ppl", 2),
+         _pm(out[a], "pref", 3), _pm(out[a], "rouge_l", 3),
+         f"{out[a]['machine_share_mean']:.3f}", f"{out[a]['cost_tokens']:,}"]
         for a in arms
     ]  # fmt: skip
     for name in ("teacher", "init"):
         ref = out["reference"][name]
-        rows.append([name if name == "teacher" else "untrained init", "", "", f"{ref['ppl']:.2f}",
-                     f"{ref['pref']:.3f}", f"{ref['rouge_l']:.3f}", f"{ref['machine_share']:.3f}",
-                     ""])  # fmt: skip
+        rows.append([name if name == "teacher" else "untrained init", "", "", "",
+                     f"{ref['ppl']:.2f}", f"{ref['pref']:.3f}", f"{ref['rouge_l']:.3f}",
+                     f"{ref['machine_share']:.3f}", ""])  # fmt: skip
     lines = [
         "# llm4all demo --ablation — does curation pay?",
         "",
@@ -88,7 +88,7 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         f"{out['curated']['rows']} the product's filters keep (any other row of the table is "
         "for reference). Keep-best chose on "
         f"{setup['selection']} held-out selection articles; every figure is on "
-        f"{setup['test']} test articles it never saw; mean ± sd over {out['seeds']} seeds.",
+        f"{setup['test']} test articles it never saw; mean ± sd over each student's seeds.",
         "",
         *table(HEADER, rows),
         "",
@@ -107,6 +107,9 @@ def write_ablation_report(home: Path, out: dict[str, Any], machine: str) -> dict
         ]  # fmt: skip
     if out.get("capped"):
         lines += ["", f"CAPPED by the profile's budget: {out['capped']}."]
+    if out.get("skipped"):
+        lines += ["", "SKIPPED, projected past the profile's deadline_minutes: "
+                  f"{', '.join(out['skipped'])}."]  # fmt: skip
     filters = out["curation"].get("filters") or {}
     if filters:
         lines += ["", "## The filters against the known noise", ""]

@@ -12,7 +12,14 @@ import pytest
 from tasks.ablation.config import NoiseConfig
 from tasks.ablation.corpus import NOISE_KINDS, build_corpus, corrupt, jaccard, text_key
 from tasks.ablation.curation import factuality_threshold, filter_report
-from tasks.ablation.effect import mean_sd, oracle_plan, training_pools, verdict
+from tasks.ablation.effect import (
+    mean_sd,
+    oracle_plan,
+    past_deadline,
+    projected_seconds,
+    training_pools,
+    verdict,
+)
 
 NAMES = ["Paris", "London", "Madrid", "Oslo", "Berlin", "Vienna", "Rome", "Lisbon"]
 WORDS = [
@@ -243,3 +250,15 @@ def test_both_students_share_an_init_cut_as_the_profile_says() -> None:
                                                  again.state_dict().values(), strict=True))  # fmt: skip
     layers, info = student_init(teacher, AblationConfig(layers=[0, 3, 9]), blocks)
     assert info == {"kind": "layers", "layers": [0, 3]} and layers.config.num_hidden_layers == 2
+
+
+def test_reference_runs_give_way_to_the_deadline() -> None:
+    # runs of 96 and 42 steps took 396 and 211 s: a fixed 67 s (evaluations) + 3.43 s a step
+    done = [(96, 396.0), (42, 211.0), (96, 396.0)]
+    assert projected_seconds(done, 34) == pytest.approx(67.1 + 3.426 * 34, abs=0.5)
+    assert projected_seconds([(50, 100.0)], 25) == 50.0  # one step count: in proportion
+    # 50 min gone: a 34-step run ends at ~53.1 min, a 96-step one at ~56.6
+    assert past_deadline(3000.0, done, 34, 55) is None
+    assert past_deadline(3000.0, done, 96, 55) == pytest.approx(56.6, abs=0.05)
+    assert past_deadline(3000.0, done, 96, None) is None  # no deadline
+    assert past_deadline(3000.0, [], 96, 1) is None  # nothing to project from yet
