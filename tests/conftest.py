@@ -20,6 +20,23 @@ os.environ.pop("LLM4ALL_HOME", None)
 os.environ["LLM4ALL_CACHE"] = tempfile.mkdtemp(prefix="llm4all-test-cache-")  # GGUF copies
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests first (`slow(minutes=N)`, then the other slow ones; a stable sort keeps
+    the order within each), dealt in turn into one pile per xdist worker. `make test`'s
+    `--dist worksteal` gives each worker one contiguous share of the collection (then balances
+    by stealing from the queues' ends), so the two longest start at once, one on each worker,
+    and the short ones fill in beside them. In file order they came last and ran side by side
+    while the other worker idled; sorted but not dealt, they queued on one worker."""
+
+    def minutes(item: pytest.Item) -> float:
+        slow = item.get_closest_marker("slow")
+        return -1.0 if slow is None else float(slow.kwargs.get("minutes", 0))
+
+    order = sorted(items, key=minutes, reverse=True)
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)  # 1 outside xdist
+    items[:] = [item for pile in range(workers) for item in order[pile::workers]]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _prefect_logging_on_real_stderr() -> None:
     """Bind Prefect's console log handler to the real stderr once, before any CliRunner swaps

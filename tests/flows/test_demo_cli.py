@@ -18,7 +18,7 @@ from tests.helpers import default_sigint
 from warehouse import Catalog
 from warehouse.registry import list_models
 
-pytestmark = [pytest.mark.flow, pytest.mark.slow]
+pytestmark = [pytest.mark.flow, pytest.mark.slow(minutes=10)]
 
 
 def _demo() -> dict:

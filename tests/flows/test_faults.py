@@ -37,7 +37,7 @@ from warehouse import Catalog
 from warehouse.refs import sha256_of_files
 from warehouse.registry import list_models
 
-pytestmark = [pytest.mark.flow, pytest.mark.slow]
+pytestmark = [pytest.mark.flow, pytest.mark.slow(minutes=6)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 36

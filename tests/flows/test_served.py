@@ -21,7 +21,7 @@ from flows.cli import app
 from tests.helpers import default_sigint, news_docs, write_jsonl
 from tests.tiny import tiny_pipeline_config
 
-pytestmark = [pytest.mark.flow, pytest.mark.slow]
+pytestmark = [pytest.mark.flow, pytest.mark.slow(minutes=2)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
