@@ -46,10 +46,10 @@ $(VENV)/.demo-assets: $(VENV)/.installed
 	touch $@
 
 # The demo's assets too: `llm4all demo --tiny` runs end to end in the suite.
-# Two pytest-xdist workers (much of the suite waits on subprocess start-up and servers): 188-189%
-# CPU, 19 min 46 s and 23 min 29 s in two runs, where one process took 34 min 23 s
-# (bench/results/make_test_durations_cpu.txt). tests/conftest.py deals the longest tests first,
-# one pile per worker, and worksteal gives each worker its pile: the two longest start at once.
+# Two pytest-xdist workers: much of the suite waits on subprocess start-up and servers, so two
+# finish well before one (measured: bench/results/make_test_durations_cpu.txt). tests/conftest.py
+# deals the longest tests first, one pile per worker, and worksteal gives each worker its pile:
+# the two longest start at once.
 # TEST_WORKERS=0: one process, no workers.
 TEST_WORKERS ?= 2
 test: $(VENV)/.demo-assets

@@ -51,9 +51,9 @@ TINY_OVERRIDES: dict[str, Any] = {
     "distill.rouge_pairs": 2,
     "distill.rouge_max_new_tokens": 8,
     "distill.hidden_weight": 0.0,
+    "distill.relation_weight": 0.0,
     "refresh.steps": 12,
     "refresh.warmup_steps": 2,
-    "distill.relation_weight": 0.0,
     # a random teacher is no bar to measure a student against: the gate checks finiteness
     "gates.student.max_ppl_ratio": 1e12,
 }

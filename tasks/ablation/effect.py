@@ -39,6 +39,7 @@ from tasks.logits.config import LogitCacheConfig
 
 log = logging.getLogger(__name__)
 ARMS = ("raw", "curated", "curated_equal_steps", "oracle")
+MEASURED = ("raw", "curated")  # the comparison itself; the other arms are for reference
 POOL = {"raw": "raw", "curated": "curated", "curated_equal_steps": "curated", "oracle": "oracle"}
 """The rows each student trains on."""
 
@@ -236,7 +237,7 @@ def run_ablation(
         }
         steps["curated_equal_steps"] = steps["raw"]
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
-        plan = [(s, a) for s in range(cfg.seeds) for a in ("raw", "curated")]
+        plan = [(s, a) for s in range(cfg.seeds) for a in MEASURED]
         plan += [(s, "curated_equal_steps") for s in range(min(cfg.equal_steps_seeds, cfg.seeds))]
         if "oracle" in pools:
             plan += [(s, "oracle") for s in range(min(cfg.oracle_seeds, cfg.seeds))]
@@ -246,11 +247,10 @@ def run_ablation(
         done: list[tuple[int, float]] = []  # (steps, seconds) of each finished run
         skipped: list[str] = []
         for k, (seed, arm) in enumerate(plan):
-            late = None
-            if arm not in ("raw", "curated"):  # the reference students give way to the deadline
-                late = past_deadline(time.monotonic() - started, done, steps[arm],
-                                     cfg.deadline_minutes)  # fmt: skip
-            if late is not None:
+            late = None if arm in MEASURED else past_deadline(
+                time.monotonic() - started, done, steps[arm], cfg.deadline_minutes
+            )  # fmt: skip
+            if late is not None:  # a reference student gives way to the deadline
                 skipped.append(f"{arm} seed {seed}")
                 say(
                     f"      run {k + 1}/{len(plan)} {arm} seed {seed}: skipped, projected to "
