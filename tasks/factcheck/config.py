@@ -66,13 +66,13 @@ class FactcheckConfig(BaseModel):
     evidence_sentences: int = Field(2, ge=1)
     """Document sentences retrieved as evidence per claim (IDF-weighted recall of its words)."""
     evidence_words: int = Field(60, ge=8)
-    """Words of evidence per claim, at most (60: inputs of ~87 tokens on news articles,
-    against ~115 at 3 sentences / 90 words; the cost per claim follows the length)."""
+    """Words of evidence per claim, at most (with 2 sentences: 86 tokens per input on average
+    on the demo corpus; the cost per claim follows the length)."""
     windows: int = Field(1, ge=1)
     """Evidence windows per claim when scoring (ranks 1..k, k+1..2k, ...); the max counts
     (SummaC's max over chunks). More windows cost one pass each."""
     score_batch_size: int = Field(16, ge=1)
-    """(evidence, claim) inputs per forward pass when scoring (16 measured faster than 64
-    on 2 CPU cores: less padding per batch)."""
+    """(evidence, claim) inputs per forward pass when scoring (fewer than 64: less padding
+    per batch)."""
     seed: int = 0
     """Seed of the generator, the split of examples into batches and the head's init."""
