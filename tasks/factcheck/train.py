@@ -35,7 +35,7 @@ from tasks.factcheck.text import CHEAP_FEATURE_SIGNS, CHEAP_FEATURES
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "synth-1"  # bump when synth.py's rules change: it is part of the run key
+GENERATOR_VERSION = "synth-2"  # bump when synth.py's rules change: it is part of the run key
 PER_ARTICLE = 2  # sentence examples (positive + negative each) drawn per training article
 MIN_DOCUMENTS = 2  # per part: fewer cannot make pairs with another article's sentences
 # The classifier's aggregates are probabilities (logits) of "supported": higher never counts
