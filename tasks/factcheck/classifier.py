@@ -285,17 +285,20 @@ CLASSIFIER_FEATURES = ("xc_min", "xc_mean", "xc_minlogit", "xc_first")
 
 class Scorer:
     """Per-pair classifier features for many (document, summary) pairs at once: every
-    (evidence window, claim sentence) of every pair goes into one length-sorted batch queue."""
+    (evidence window, claim sentence) of every pair goes into one length-sorted batch queue.
+    The settings have no defaults: they are the model folder's own (`scoring` in its
+    factcheck.json, written by `train_factuality` from its FactcheckConfig), since the
+    classifier learned on evidence of that size."""
 
     def __init__(
         self,
         path: str | Path,
         *,
-        k: int = 3,
-        windows: int = 1,
-        max_length: int = 128,
-        max_words: int = 90,
-        batch_size: int = 64,
+        k: int,
+        windows: int,
+        max_length: int,
+        max_words: int,
+        batch_size: int,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
