@@ -171,10 +171,11 @@ CHEAP_FEATURES = (
     "gender_clash",
 )
 # Which way each cheap feature may push `factuality_score` (+1: higher = more faithful, -1:
-# higher = less, 0: free). A prior, not a fit: the synthetic pairs a stacker learns from are
-# rule edits of one sentence, where e.g. mean coverage says little once min coverage is known,
-# and an unconstrained fit will happily give a feature the sign opposite to its meaning (the
-# earlier fallback weighed cov_mean at -0.92), which then fails on real, model-written errors.
+# higher = less, 0: free). A prior, not a fit: half the synthetic pairs a stacker learns from
+# are rule edits of one sentence (all of them were, before synth's `unsupported` pairs), where
+# e.g. mean coverage says little once min coverage is known, and an unconstrained fit will
+# happily give a feature the sign opposite to its meaning (the earlier fallback weighed
+# cov_mean at -0.92), which then fails on real, model-written errors.
 CHEAP_FEATURE_SIGNS = {
     "n_words": -1, "n_sents": 0, "len_ratio": -1, "ent_prec": 1, "num_prec": 1,
     "n_unsupported": -1, "novel_uni": -1, "novel_bi": -1, "novel_tri": -1, "cov_min": 1,
