@@ -134,6 +134,22 @@ def run_command(
             printer(out)
 
 
+OUR_LOGGERS = ("warehouse", "data_quality", "tasks", "models", "flows")
+# Third parties that warn about their own installation on every import, which no llm4all user
+# can act on: torchao's CUDA kernels that a CPU machine cannot load, and torch's deprecation
+# note on the Enums torchao registers. They print as soon as transformers loads a model.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def set_log_levels(debug: bool) -> None:
+    """Our packages at INFO (DEBUG with --debug); QUIET_LOGGERS only on errors (everything
+    with --debug). Both ways of logging (plain and through Prefect) call this."""
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.ERROR)
+
+
 def plain_logging(debug: bool) -> None:
     """Logs on stderr without Prefect (commands that run no flow: `score`, `calibrate`): our
     packages at INFO (DEBUG with --debug), third parties only when they warn."""
@@ -143,8 +159,7 @@ def plain_logging(debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for ours in ("warehouse", "data_quality", "tasks", "models", "flows"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
+    set_log_levels(debug)
 
 
 def _gate_failed(e: Exception) -> Any:

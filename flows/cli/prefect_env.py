@@ -173,8 +173,9 @@ def configure_logging(debug: bool) -> None:
     setup_logging()  # idempotent; we need its handlers in place to adjust them
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    for ours in ("warehouse", "data_quality", "tasks", "models", "flows"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
+    from flows.cli.app import set_log_levels
+
+    set_log_levels(debug)
     logging.getLogger("great_expectations").setLevel(logging.DEBUG if debug else logging.WARNING)
     if debug:
         return

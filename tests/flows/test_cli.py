@@ -33,6 +33,30 @@ def test_help_does_not_import_the_heavy_stack() -> None:
     assert runner.invoke(app, ["--help"]).exit_code == 0
 
 
+def test_third_party_install_warnings_are_quiet_unless_debug() -> None:
+    import logging
+
+    from flows.cli.app import QUIET_LOGGERS, set_log_levels
+
+    names = (*QUIET_LOGGERS, "tasks", "flows")
+    before = {n: logging.getLogger(n).level for n in names}
+    try:
+        set_log_levels(debug=False)
+        # torchao's "Failed to load ...so" and its children's ("Detected no triton") stay
+        # quiet; our own INFO lines and a third party's errors still print.
+        assert not logging.getLogger("torchao").isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("torchao.kernel.intmm").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("torchao").isEnabledFor(logging.ERROR)
+        assert not logging.getLogger("torch.utils._pytree").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("tasks.curate.scores").isEnabledFor(logging.INFO)
+        set_log_levels(debug=True)
+        assert logging.getLogger("torchao").level == logging.NOTSET
+        assert logging.getLogger("flows").isEnabledFor(logging.DEBUG)
+    finally:
+        for n, level in before.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def test_usage_errors_exit_2(home: Path) -> None:
     r = runner.invoke(app, ["ingest", "x.jsonl"])  # no --dataset
     assert r.exit_code == 2
