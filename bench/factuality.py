@@ -193,6 +193,10 @@ def main() -> None:
     ap.add_argument("--write-fallback", action="store_true")
     ap.add_argument("--out", help="also write the report to this file")
     a = ap.parse_args()
+    if a.refit_fallback is not None and not 0.0 <= a.refit_fallback <= 1.0:
+        ap.error("--refit-fallback is a share: between 0 and 1")
+    if a.refit_fallback is not None and a.fallback:
+        ap.error("--fallback and --refit-fallback each name the fallback stacker: give one")
     import torch
 
     torch.set_num_threads(a.threads)

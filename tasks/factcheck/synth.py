@@ -376,8 +376,9 @@ def unsupported_summary(sents: list[str], idx: int, foreign: list[dict], summary
     new, changed = list(sents), 0
     for i, s in enumerate(sents):
         other = _other_sentence(foreign, idx, summary_key, rng)
-        kind = rng.choice(UNSUPPORTED_KINDS)
-        c = corrupt_sentence(s, "", [], {}, other, kind, rng) if other else None
+        if not other:
+            continue
+        c = add_clause(s, other, rng) if rng.choice(UNSUPPORTED_KINDS) == "add_clause" else other
         if c and c.strip() != s.strip():
             new[i], changed = c, changed + 1
     return " ".join(new) if changed >= 2 else None
